@@ -1,0 +1,47 @@
+# The two commands a user needs: `make run` and `make test`. Everything they need is installed
+# by them: a virtualenv in .venv, JVM artifacts (cached in $(QUESTLOG_CACHE)), and the system
+# tools Maven and Apache Bench if they are missing.
+PYTHON ?= python3
+VENV := .venv
+QUESTLOG_CACHE ?= $(HOME)/.cache/questlog
+export QUESTLOG_CACHE
+export PIP_CACHE_DIR := $(QUESTLOG_CACHE)/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: run stop test install tools fetch clean
+
+run: install
+	$(VENV)/bin/questlog run
+
+stop:
+	@if [ -x $(VENV)/bin/questlog ]; then $(VENV)/bin/questlog stop; else echo "nothing installed, nothing running"; fi
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP) tools
+
+$(STAMP): setup.cfg pyproject.toml
+	@echo "questlog: installing Python dependencies into $(VENV) (pip cache: $(PIP_CACHE_DIR))"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q --upgrade pip
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -e '.[test]'
+	touch $(STAMP)
+
+# Maven fetches the JVM artifacts; Apache Bench is the seed's load generator.
+tools:
+	@missing=""; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
+	if [ -n "$$missing" ]; then \
+	  echo "questlog: installing$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+fetch: install
+	$(VENV)/bin/questlog fetch
+
+clean: stop
+	rm -rf .questlog

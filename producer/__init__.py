@@ -1,0 +1,35 @@
+"""The Flask collector: HTTP in, raw events on Kafka's `events` topic.
+
+Run it as `make run` does: `gunicorn --bind 127.0.0.1:5000 'producer:create_app()'`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+
+from questlog.catalog import load_catalog
+from questlog.settings import Settings
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Application factory. ``test_config`` may hold ``SETTINGS``, ``CATALOG`` and ``EVENT_WRITER``
+    (anything with ``send(events)``) to swap the real ones out in unit tests."""
+    app = Flask(__name__)
+    settings = Settings.from_env()
+    app.config.from_mapping(SETTINGS=settings, CATALOG=None, EVENT_WRITER=None)
+    if test_config:
+        app.config.from_mapping(test_config)
+    settings = app.config["SETTINGS"]
+    if app.config["CATALOG"] is None:
+        app.config["CATALOG"] = load_catalog()
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from producer import kafka_writer, routes
+
+    kafka_writer.init_app(app)
+    app.register_blueprint(routes.bp)
+    return app

@@ -1,0 +1,105 @@
+"""HTTP routes: the seed's GET routes (one per catalog entry), POST /events, /healthz."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from producer.envelope import RejectedEvent, build_envelope, client_context, utc_now
+from producer.kafka import DeliveryError
+from producer.kafka_writer import get_writer
+from questlog.catalog import coerce_text
+
+log = logging.getLogger(__name__)
+bp = Blueprint("collector", __name__)
+
+
+def _error(status: int, reason: str, **extra: Any):
+    return jsonify(error=reason, **extra), status
+
+
+def _deliver(events: list[dict[str, Any]]):
+    try:
+        get_writer().send(events)
+    except DeliveryError as exc:
+        log.error("Kafka did not take %d events: %s", len(events), exc)
+        return _error(503, f"events not stored, retry with the same event_id: {exc}")
+    return None
+
+
+@bp.record_once
+def _register_seed_routes(state) -> None:
+    """One GET route per catalog route (`/purchase_a_sword`, `/join_guild`, ...)."""
+    catalog = state.app.config["CATALOG"]
+    for route, event_type in catalog.routes().items():
+        state.app.add_url_rule(route, f"event_{event_type.name}_{route}",
+                               _make_seed_view(event_type.name), methods=["GET"])
+
+
+def _make_seed_view(event_type: str):
+    def view():
+        catalog = current_app.config["CATALOG"]
+        et = catalog.get(event_type)
+        params: dict[str, Any] = {}
+        for key, text in request.args.items():
+            f = et.field(key)
+            params[key] = coerce_text(f, text) if f is not None else text
+        try:
+            event = build_envelope(params, catalog, client_context(request.headers), utc_now(), event_type)
+        except RejectedEvent as exc:
+            return _error(400, str(exc))
+        failure = _deliver([event])
+        if failure:
+            return failure
+        return et.response, 200, {"Content-Type": "text/plain; charset=utf-8"}
+    return view
+
+
+@bp.post("/events")
+def post_events():
+    """One JSON event, or a JSON array of them. 202 once Kafka has all; 4xx with reasons if any
+    cannot be an event (then none is sent)."""
+    settings = current_app.config["SETTINGS"]
+    catalog = current_app.config["CATALOG"]
+    try:
+        body = json.loads(request.get_data(cache=False) or b"")
+    except RequestEntityTooLarge:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(400, f"body is not valid JSON: {exc}")
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        return _error(400, "empty array: nothing to record")
+    if len(items) > settings.max_batch_events:
+        return _error(413, f"{len(items)} events in one request; at most {settings.max_batch_events}")
+    context, now = client_context(request.headers), utc_now()
+    events, errors = [], []
+    for index, item in enumerate(items):
+        try:
+            events.append(build_envelope(item, catalog, context, now))
+        except RejectedEvent as exc:
+            errors.append({"index": index, "error": str(exc)})
+    if errors:
+        reason = errors[0]["error"] if len(items) == 1 else f"{len(errors)} of {len(items)} events rejected"
+        return _error(400, reason, rejected=errors)
+    failure = _deliver(events)
+    if failure:
+        return failure
+    return jsonify(accepted=len(events), event_ids=[e["event_id"] for e in events]), 202
+
+
+@bp.get("/healthz")
+def healthz():
+    if get_writer().ping():
+        return jsonify(status="ok")
+    return _error(503, "Kafka is not reachable")
+
+
+@bp.app_errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    reasons = {413: f"body larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"}
+    return _error(exc.code or 500, reasons.get(exc.code, exc.description))

@@ -1,0 +1,182 @@
+"""`questlog`: run the pipeline, query it, load it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import click
+
+from questlog.settings import Settings
+
+
+@click.group()
+@click.option("--verbose", "-v", is_flag=True, help="Log debug output to stderr.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Questlog: game events over HTTP, queryable per type in Trino seconds later.
+
+    Every setting comes from a QUESTLOG_* environment variable (see questlog/settings.py).
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = Settings.from_env()
+
+
+def _banner(settings: Settings) -> str:
+    c = settings.collector_url
+    return f"""
+Questlog is running. State: {settings.home}   Logs: {settings.home}/logs/
+
+Send events (the seed's routes, or JSON):
+  ab -n 150 -H "Host: user1.comcast.com" {c}/purchase_a_sword
+  ab -n 10 -H "Host: user1.comcast.com" {c}/join_guild
+  curl -X POST {c}/events -H 'Content-Type: application/json' \\
+       -d '{{"event_type": "purchase_sword", "sword_type": "katana", "price": 12.5}}'
+  questlog load                      # a demo load with ab
+
+Query them (Trino {settings.trino_url}, catalog {settings.trino_catalog}, schema {settings.trino_schema}):
+  questlog query "SELECT count(*) FROM sword_purchases"
+  questlog sql                       # interactive SQL shell
+
+Stop: Ctrl-C here, or `make stop` from another shell.
+"""
+
+
+@main.command()
+@click.option("--stack-only", is_flag=True, help="Start Kafka, HDFS and Trino only, not the pipeline.")
+@click.pass_obj
+def run(settings: Settings, stack_only: bool) -> None:
+    """Start the local stack and the pipeline; stop everything on Ctrl-C."""
+    from questlog.stack.runner import Pipeline
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    pipeline = Pipeline(settings, apps=not stack_only)
+    try:
+        pipeline.up()
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(_banner(settings))
+    code = pipeline.watch(lambda: bool(stopping))
+    click.echo("questlog: stopping...", err=True)
+    pipeline.down()
+    sys.exit(code)
+
+
+@main.command()
+@click.pass_obj
+def stop(settings: Settings) -> None:
+    """Stop every process a `questlog run` started (from any shell)."""
+    from questlog.stack.runner import stop_all
+
+    if not stop_all(settings):
+        click.echo("questlog: nothing was running", err=True)
+
+
+@main.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Show which services run and whether they answer."""
+    from questlog.stack import services
+    from questlog.stack.process import Supervisor
+
+    sup = Supervisor(settings.home_path)
+    for name in reversed(services.STOP_ORDER):
+        pid = sup.running_pid(name)
+        click.echo(f"{name:10} {'running, pid ' + str(pid) if pid else 'stopped'}")
+
+
+@main.command()
+@click.argument("service")
+@click.option("--lines", "-n", default=50, show_default=True, help="How many lines to show.")
+@click.pass_obj
+def logs(settings: Settings, service: str, lines: int) -> None:
+    """Show the end of SERVICE's log (kafka, namenode, datanode, trino, collector, router, sink)."""
+    from questlog.stack.process import tail
+
+    path = settings.home_path / "logs" / f"{service}.log"
+    if not path.exists():
+        raise click.ClickException(f"no log for {service!r} at {path}")
+    click.echo(tail(path, lines))
+
+
+@main.command()
+@click.pass_obj
+def fetch(settings: Settings) -> None:
+    """Download (once) the JVM artifacts of Kafka, HDFS and Trino."""
+    from questlog.stack.artifacts import fetch_all
+
+    fetch_all(settings.cache_path)
+
+
+@main.command()
+@click.argument("statement")
+@click.pass_obj
+def query(settings: Settings, statement: str) -> None:
+    """Run one SQL STATEMENT on Trino and print the rows (tab-separated, with a header)."""
+    import trino
+
+    conn = trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=settings.trino_user,
+                               catalog=settings.trino_catalog, schema=settings.trino_schema)
+    try:
+        cur = conn.cursor()
+        cur.execute(statement)
+        rows = cur.fetchall()
+    except trino.exceptions.TrinoUserError as exc:
+        raise click.ClickException(exc.message) from exc
+    except Exception as exc:
+        raise click.ClickException(f"query failed: {exc}") from exc
+    finally:
+        conn.close()
+    if cur.description:
+        click.echo("\t".join(col[0] for col in cur.description))
+    for row in rows:
+        click.echo("\t".join("" if v is None else str(v) for v in row))
+
+
+@main.command()
+@click.pass_obj
+def sql(settings: Settings) -> None:
+    """Open Trino's interactive SQL shell on the events schema."""
+    from questlog.stack import artifacts
+    from questlog.stack.java import find_java
+
+    cli = artifacts.trino_cli(settings.cache_path)
+    java = find_java(22, purpose="the Trino CLI")
+    argv = [java, "-jar", str(cli), "--server", settings.trino_url, "--catalog", settings.trino_catalog,
+            "--schema", settings.trino_schema, "--user", settings.trino_user]
+    os.execv(java, argv)
+
+
+@main.command()
+@click.option("-n", "requests", default=150, show_default=True, help="Sword purchases to send.")
+@click.option("--guild-joins", default=10, show_default=True, help="Guild joins to send.")
+@click.option("--host", default="user1.comcast.com", show_default=True, help="Host header, as in the seed.")
+@click.option("-c", "concurrency", default=1, show_default=True, help="Concurrent requests.")
+@click.pass_obj
+def load(settings: Settings, requests: int, guild_joins: int, host: str, concurrency: int) -> None:
+    """Send the seed's demo traffic with Apache Bench (`ab`)."""
+    ab = shutil.which("ab")
+    if ab is None:
+        raise click.ClickException("Apache Bench (`ab`) is not installed: apt-get install apache2-utils")
+    for path, n in (("/purchase_a_sword", requests), ("/join_guild", guild_joins)):
+        if n <= 0:
+            continue
+        cmd = [ab, "-n", str(n), "-c", str(concurrency), "-H", f"Host: {host}", settings.collector_url + path]
+        click.echo(f"$ {' '.join(cmd)}", err=True)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        summary = [l for l in result.stdout.splitlines()
+                   if l.startswith(("Complete requests", "Failed requests", "Non-2xx", "Requests per second"))]
+        click.echo("\n".join(summary) or result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise click.ClickException(f"ab failed with code {result.returncode}")
+
+
+if __name__ == "__main__":
+    main()

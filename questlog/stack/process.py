@@ -1,0 +1,180 @@
+"""Starting, health-checking and stopping the stack's processes.
+
+Each service runs in its own process group (its children, e.g. Spark's JVM or gunicorn's
+workers, go with it), logs to ``$QUESTLOG_HOME/logs/<name>.log`` and leaves a pid file in
+``$QUESTLOG_HOME/run/`` so that `questlog stop` in another shell can find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass
+class Service:
+    name: str
+    argv: Sequence[str]
+    health: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    ports: Sequence[tuple[str, int]] = ()
+    start_timeout_s: float = 120.0
+    setup: Callable[[], None] | None = None  # run before each start (format once, write configs)
+    url: str = ""  # where a user reaches it, for the banner
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child has exited but not been reaped
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Supervisor:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.run_dir = home / "run"
+        self.log_dir = home / "logs"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def pidfile(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def running_pid(self, name: str) -> int | None:
+        try:
+            pid = int(self.pidfile(name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _alive(pid) else None
+
+    def start(self, svc: Service) -> None:
+        if self.running_pid(svc.name):
+            raise ServiceError(f"{svc.name} is already running (pid {self.running_pid(svc.name)}); "
+                               "run `questlog stop` first")
+        for host, port in svc.ports:
+            if port_open(host, port):
+                raise ServiceError(f"port {host}:{port} needed by {svc.name} is in use by another process; "
+                                   "is another Questlog (or Kafka/HDFS/Trino) running? Try `make stop`.")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if svc.setup:
+            svc.setup()
+        logfile = open(self.log_path(svc.name), "ab")
+        logfile.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(svc.argv)}\n".encode())
+        logfile.flush()
+        env = {**os.environ, **svc.env}
+        proc = subprocess.Popen(list(svc.argv), cwd=svc.cwd, env=env, stdout=logfile, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        logfile.close()
+        self.procs[svc.name] = proc
+        self.pidfile(svc.name).write_text(f"{proc.pid}\n")
+
+    def wait_healthy(self, svc: Service) -> float:
+        started = time.monotonic()
+        deadline = started + svc.start_timeout_s
+        proc = self.procs.get(svc.name)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise ServiceError(f"{svc.name} exited with code {proc.returncode} while starting; "
+                                   f"last lines of {self.log_path(svc.name)}:\n{tail(self.log_path(svc.name))}")
+            try:
+                if svc.health():
+                    return time.monotonic() - started
+            except Exception as exc:  # a health probe failing is the normal state while starting
+                log.debug("%s not healthy yet: %s", svc.name, exc)
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{svc.name} did not become healthy within {svc.start_timeout_s:.0f}s; "
+                                   f"last lines of {self.log_path(svc.name)}:\n{tail(self.log_path(svc.name))}")
+            time.sleep(0.5)
+
+    def exited(self) -> list[tuple[str, int]]:
+        """Services started by this supervisor that have exited since."""
+        return [(name, p.returncode) for name, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, name: str, timeout_s: float = 30.0) -> bool:
+        """SIGTERM the service's process group, SIGKILL it after ``timeout_s``. True if it ran."""
+        pid = self.running_pid(name)
+        if pid is None:
+            self.pidfile(name).unlink(missing_ok=True)
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self._group_alive(pid):
+            self._reap(name)
+            time.sleep(0.2)
+        if self._group_alive(pid):
+            print(f"questlog: {name} did not stop in {timeout_s:.0f}s; killing it", file=sys.stderr)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            time.sleep(0.5)
+        self._reap(name)
+        self.pidfile(name).unlink(missing_ok=True)
+        return True
+
+    def _reap(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is not None:
+            proc.poll()
+
+    @staticmethod
+    def _group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # The group exists while any member does; zombies of ours are reaped by _reap.
+        for proc_dir in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (proc_dir / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(") ", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        return False

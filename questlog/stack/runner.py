@@ -1,0 +1,86 @@
+"""Bringing the whole pipeline up and down: `questlog run`, `questlog stop`, the test fixture."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable
+
+from questlog.catalog import load_catalog
+from questlog.kafka_admin import ensure_topics
+from questlog.settings import Settings
+from questlog.stack import artifacts, services
+from questlog.stack.process import Service, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def say(message: str) -> None:
+    print(f"questlog: {message}", file=sys.stderr, flush=True)
+
+
+class Pipeline:
+    """The local stack (Kafka, HDFS, Trino) and, with ``apps``, the collector, router and sink."""
+
+    def __init__(self, settings: Settings, apps: bool = True) -> None:
+        self.settings = settings
+        self.apps = apps
+        self.supervisor = Supervisor(settings.home_path)
+        self.started: list[Service] = []
+
+    def fetch(self) -> None:
+        artifacts.fetch_all(self.settings.cache_path)
+
+    def _start(self, svcs: list[Service]) -> None:
+        """Start ``svcs`` together, then wait for each to be healthy."""
+        for svc in svcs:
+            say(f"starting {svc.name} (log: {self.supervisor.log_path(svc.name)})")
+            self.supervisor.start(svc)
+            self.started.append(svc)
+        for svc in svcs:
+            took = self.supervisor.wait_healthy(svc)
+            say(f"{svc.name} is up ({took:.1f}s){' at ' + svc.url if svc.url else ''}")
+
+    def up(self) -> None:
+        started = time.monotonic()
+        self.fetch()
+        try:
+            kafka, namenode, datanode, trino = services.stack(self.settings)
+            self._start([kafka, namenode, trino])
+            self._start([datanode])
+            catalog = load_catalog()
+            topics = [self.settings.raw_topic, self.settings.dlq_topic]
+            topics += [self.settings.topic_for(et.name) for et in catalog]
+            ensure_topics(self.settings.kafka_bootstrap, topics, self.settings.topic_partitions)
+            if self.apps:
+                collector, router, sink = services.pipeline(self.settings)
+                self._start([collector, router, sink])
+        except BaseException:
+            self.down()
+            raise
+        say(f"all up in {time.monotonic() - started:.1f}s")
+
+    def down(self) -> None:
+        stop_all(self.settings, self.supervisor)
+
+    def watch(self, stop_requested: Callable[[], bool]) -> int:
+        """Block until asked to stop (0) or until a service dies (1)."""
+        while not stop_requested():
+            dead = self.supervisor.exited()
+            if dead:
+                for name, code in dead:
+                    say(f"{name} exited unexpectedly (code {code}); see {self.supervisor.log_path(name)}")
+                return 1
+            time.sleep(0.5)
+        return 0
+
+
+def stop_all(settings: Settings, supervisor: Supervisor | None = None) -> list[str]:
+    supervisor = supervisor or Supervisor(settings.home_path)
+    stopped = []
+    for name in services.STOP_ORDER:
+        if supervisor.stop(name):
+            say(f"stopped {name}")
+            stopped.append(name)
+    return stopped

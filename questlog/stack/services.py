@@ -1,0 +1,294 @@
+"""The services of the local stack and of the pipeline, built from Settings.
+
+Each service's config starts from the shared file in `compose/` and only the addresses and
+directories of this environment are overridden; the result is written under
+``$QUESTLOG_HOME/conf/`` so that what runs can be read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Mapping
+
+from questlog.settings import REPO_ROOT, Settings
+from questlog.stack import artifacts
+from questlog.stack.java import find_java, java_home
+from questlog.stack.process import Service, ServiceError, port_open
+
+COMPOSE = REPO_ROOT / "compose"
+BIN = Path(sys.executable).parent
+
+# Stop in this order: the pipeline first (it drains into the stack), then the stack.
+STOP_ORDER = ("sink", "router", "collector", "trino", "datanode", "namenode", "kafka")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+def _http_json(url: str, timeout: float = 2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+# Config merging ---------------------------------------------------------------------------------
+
+def merge_properties(text: str, overrides: Mapping[str, str]) -> str:
+    """A Java .properties text with ``overrides`` replacing (or appended to) its keys."""
+    out, seen = [], set()
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
+        if key in overrides:
+            out.append(f"{key}={overrides[key]}")
+            seen.add(key)
+        else:
+            out.append(line)
+    out += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
+    return "\n".join(out) + "\n"
+
+
+def merge_hadoop_xml(text: str, overrides: Mapping[str, str]) -> str:
+    root = ET.fromstring(text)
+    seen = set()
+    for prop in root.findall("property"):
+        name = prop.findtext("name")
+        if name in overrides:
+            prop.find("value").text = overrides[name]
+            seen.add(name)
+    for name, value in overrides.items():
+        if name not in seen:
+            prop = ET.SubElement(root, "property")
+            ET.SubElement(prop, "name").text = name
+            ET.SubElement(prop, "value").text = value
+    return '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# Kafka ------------------------------------------------------------------------------------------
+
+def kafka_config(settings: Settings) -> dict[str, str]:
+    host, port = settings.kafka_host, settings.kafka_port
+    ctl = settings.kafka_controller_port
+    return {
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctl}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.quorum.voters": f"1@{host}:{ctl}",
+        "log.dirs": str(settings.home_path / "kafka" / "data"),
+    }
+
+
+def kafka(settings: Settings) -> Service:
+    java = find_java(17, purpose="Kafka")
+    lib = artifacts.kafka(settings.cache_path)
+    conf = settings.home_path / "conf" / "kafka" / "server.properties"
+    data = settings.home_path / "kafka" / "data"
+    jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC",
+           f"-Dlog4j2.configurationFile={COMPOSE / 'kafka' / 'log4j2.properties'}", "-cp", f"{lib}/*"]
+
+    def setup() -> None:
+        _write(conf, merge_properties((COMPOSE / "kafka" / "server.properties").read_text(),
+                                      kafka_config(settings)))
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            result = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                     "-c", str(conf)], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise ServiceError(f"formatting Kafka's log directory failed:\n{result.stdout[-2000:]}"
+                                   f"{result.stderr[-2000:]}")
+
+    def health() -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        if not port_open(settings.kafka_host, settings.kafka_port):
+            return False  # asking librdkafka earlier only fills the log with refused connections
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=2)
+        return True
+
+    return Service("kafka", [*jvm, "kafka.Kafka", str(conf)], health, setup=setup,
+                   ports=[(settings.kafka_host, settings.kafka_port),
+                          (settings.kafka_host, settings.kafka_controller_port)],
+                   url=f"kafka://{settings.kafka_bootstrap}")
+
+
+# HDFS -------------------------------------------------------------------------------------------
+
+def hadoop_config(settings: Settings) -> dict[str, str]:
+    host, _ = _host_port(settings.hdfs_rpc_address)
+    dn = settings.hdfs_datanode_port
+    return {
+        "fs.defaultFS": settings.hdfs_url,
+        "hadoop.tmp.dir": str(settings.home_path / "hdfs"),
+        "dfs.namenode.rpc-address": settings.hdfs_rpc_address,
+        "dfs.namenode.rpc-bind-host": host,
+        "dfs.namenode.http-address": settings.webhdfs_address,
+        "dfs.namenode.http-bind-host": _host_port(settings.webhdfs_address)[0],
+        "dfs.datanode.address": f"{host}:{dn}",
+        "dfs.datanode.http.address": f"{host}:{dn - 2}",
+        "dfs.datanode.ipc.address": f"{host}:{dn + 1}",
+        "dfs.datanode.hostname": host,
+    }
+
+
+def _hdfs_daemon(settings: Settings, role: str) -> tuple[list[str], Path]:
+    java = find_java(17, purpose="HDFS")
+    root = artifacts.hadoop(settings.cache_path)
+    conf = settings.home_path / "conf" / "hadoop"
+    heap = "-Xmx384m" if role == "namenode" else "-Xmx256m"
+    main = {"namenode": "org.apache.hadoop.hdfs.server.namenode.NameNode",
+            "datanode": "org.apache.hadoop.hdfs.server.datanode.DataNode"}[role]
+    argv = [java, heap, "-XX:+UseG1GC", f"-Dhadoop.log.dir={settings.home_path / 'logs'}",
+            f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
+            "-cp", f"{conf}:{root / 'webroot'}:{root / 'lib'}/*", main]
+    return argv, conf
+
+
+def _write_hadoop_conf(settings: Settings, conf: Path) -> None:
+    overrides = hadoop_config(settings)
+    for name in ("core-site.xml", "hdfs-site.xml"):
+        _write(conf / name, merge_hadoop_xml((COMPOSE / "hadoop" / name).read_text(), overrides))
+    _write(conf / "log4j.properties", (COMPOSE / "hadoop" / "log4j.properties").read_text())
+
+
+def _namenode_state(settings: Settings) -> dict:
+    beans = _http_json(f"{settings.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState")
+    return beans["beans"][0]
+
+
+def namenode(settings: Settings) -> Service:
+    argv, conf = _hdfs_daemon(settings, "namenode")
+
+    def setup() -> None:
+        _write_hadoop_conf(settings, conf)
+        if not (settings.home_path / "hdfs" / "dfs" / "name" / "current" / "VERSION").exists():
+            result = subprocess.run([*argv, "-format", "-nonInteractive"], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise ServiceError(f"formatting the NameNode failed:\n{(result.stdout + result.stderr)[-3000:]}")
+
+    def health() -> bool:
+        return _namenode_state(settings)["FSState"] == "Operational"
+
+    return Service("namenode", argv, health, setup=setup,
+                   ports=[_host_port(settings.hdfs_rpc_address), _host_port(settings.webhdfs_address)],
+                   url=settings.webhdfs_url)
+
+
+def datanode(settings: Settings) -> Service:
+    argv, conf = _hdfs_daemon(settings, "datanode")
+    host, _ = _host_port(settings.hdfs_rpc_address)
+    dn = settings.hdfs_datanode_port
+
+    def health() -> bool:
+        # Live, and the NameNode has left safe mode: HDFS takes writes.
+        state = _namenode_state(settings)
+        info = _http_json(f"{settings.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo")
+        return state["NumLiveDataNodes"] >= 1 and info["beans"][0]["Safemode"] == ""
+
+    return Service("datanode", argv, health, setup=lambda: _write_hadoop_conf(settings, conf),
+                   ports=[(host, dn), (host, dn - 2), (host, dn + 1)])
+
+
+# Trino ------------------------------------------------------------------------------------------
+
+def jvm_config(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def trino(settings: Settings) -> Service:
+    java = find_java(24, purpose="Trino 476")
+    server = artifacts.trino_server(settings.cache_path)
+    etc = settings.home_path / "conf" / "trino"
+    data = settings.home_path / "trino"
+
+    def setup() -> None:
+        _write(etc / "config.properties", merge_properties(
+            (COMPOSE / "trino" / "config.properties").read_text(),
+            {"http-server.http.port": str(settings.trino_port),
+             "discovery.uri": f"http://{settings.trino_host}:{settings.trino_port}"}))
+        for catalog in (COMPOSE / "trino" / "catalog").glob("*.properties"):
+            _write(etc / "catalog" / catalog.name, catalog.read_text())
+        data.mkdir(parents=True, exist_ok=True)
+
+    argv = [java, *jvm_config(COMPOSE / "trino" / "jvm.config"),
+            f"-Dconfig={etc / 'config.properties'}",
+            f"-Dlog.levels-file={COMPOSE / 'trino' / 'log.properties'}",
+            "-Dnode.environment=questlog", "-Dnode.id=questlog-local",
+            f"-Dnode.data-dir={data}", f"-Dplugin.dir={server / 'plugin'}",
+            f"-Dcatalog.config-dir={etc / 'catalog'}",
+            "-cp", f"{server / 'lib'}/*", "io.trino.server.TrinoServer"]
+
+    def health() -> bool:
+        return _http_json(f"{settings.trino_url}/v1/info").get("starting") is False
+
+    return Service("trino", argv, health, setup=setup, env={"QUESTLOG_HDFS_URL": settings.hdfs_url},
+                   ports=[(settings.trino_host, settings.trino_port)], start_timeout_s=180,
+                   url=settings.trino_url)
+
+
+# The pipeline -----------------------------------------------------------------------------------
+
+def _app_env(settings: Settings) -> dict[str, str]:
+    return {**settings.to_env(), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def collector(settings: Settings) -> Service:
+    argv = [str(BIN / "gunicorn"), "--bind", settings.collector_bind, "--workers", str(settings.collector_workers),
+            "--threads", "8", "--graceful-timeout", "20", "--chdir", str(REPO_ROOT), "producer:create_app()"]
+
+    def health() -> bool:
+        return _http_json(f"{settings.collector_url}/healthz")["status"] == "ok"
+
+    return Service("collector", argv, health, env=_app_env(settings), cwd=REPO_ROOT,
+                   ports=[(settings.collector_host, settings.collector_port)], url=settings.collector_url)
+
+
+def router(settings: Settings) -> Service:
+    argv = [str(BIN / "faust"), "-A", "faust_app.app", "worker", "-l", "info",
+            "--web-host", settings.router_web_host, "--web-port", str(settings.router_web_port)]
+
+    def health() -> bool:
+        # Ready when its consumer group is stable and holds a partition of the raw topic.
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        group = admin.describe_consumer_groups([settings.router_id])[settings.router_id].result(timeout=5)
+        return group.state.name == "STABLE" and any(
+            tp.topic == settings.raw_topic for m in group.members for tp in m.assignment.topic_partitions)
+
+    return Service("router", argv, health, env=_app_env(settings), cwd=REPO_ROOT,
+                   ports=[(settings.router_web_host, settings.router_web_port)], start_timeout_s=120,
+                   url=f"http://{settings.router_web_host}:{settings.router_web_port}")
+
+
+def sink(settings: Settings) -> Service:
+    java = find_java(17, 21, purpose="Spark")
+    ready = settings.home_path / "run" / "sink.ready"
+
+    def setup() -> None:
+        ready.unlink(missing_ok=True)
+
+    env = {**_app_env(settings), "JAVA_HOME": java_home(java), "PYSPARK_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": "127.0.0.1"}
+    return Service("sink", [sys.executable, "-m", "spark_sink.job"], ready.exists, env=env, cwd=REPO_ROOT,
+                   setup=setup, start_timeout_s=300)
+
+
+def stack(settings: Settings) -> list[Service]:
+    return [kafka(settings), namenode(settings), datanode(settings), trino(settings)]
+
+
+def pipeline(settings: Settings) -> list[Service]:
+    return [collector(settings), router(settings), sink(settings)]
+
