@@ -1,0 +1,70 @@
+"""Fixtures shared by every test: the catalog, settings, and (for integration and end-to-end
+tests) one real pipeline per test session on ports of its own, so `make test` can run beside
+`make run`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from questlog.catalog import load_catalog
+from questlog.settings import REPO_ROOT, Settings
+
+TEST_HOME = REPO_ROOT / ".questlog-test"
+
+# The test stack's addresses: the local defaults shifted by 10000.
+TEST_OVERRIDES = dict(
+    kafka_bootstrap="127.0.0.1:19092",
+    kafka_controller_port=19093,
+    collector_bind="127.0.0.1:15000",
+    router_web_port=16066,
+    router_id="questlog-router-test",
+    hdfs_url="hdfs://127.0.0.1:18020",
+    webhdfs_url="http://127.0.0.1:19870",
+    hdfs_datanode_port=19866,
+    trino_url="http://127.0.0.1:18080",
+    sink_trigger_s=2.0,
+)
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory):
+    """Settings for tests that start no services (a private home, the shared download cache)."""
+    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")),
+                             cache=os.environ.get("QUESTLOG_CACHE", str(Path.home() / ".cache" / "questlog")))
+
+
+@pytest.fixture(scope="session")
+def pipeline(request):
+    """The whole pipeline (Kafka, HDFS, Trino, collector, router, sink), started once per session
+    by the same code as `make run`, in a fresh QUESTLOG_HOME (`.questlog-test/`, kept after the
+    run for its logs), and stopped at the end."""
+    from questlog.stack.process import tail
+    from questlog.stack.runner import Pipeline, stop_all
+
+    home = TEST_HOME
+    settings = Settings.from_env(home=str(home), **TEST_OVERRIDES)
+    stop_all(settings)  # leftovers of an interrupted earlier run
+    shutil.rmtree(home, ignore_errors=True)
+    pipe = Pipeline(settings)
+    try:
+        pipe.up()
+        yield pipe
+    finally:
+        pipe.down()
+        if request.session.testsfailed:
+            for log in sorted((home / "logs").glob("*.log")):
+                print(f"\n----- last lines of {log} -----\n{tail(log, 30)}")
+
+
+@pytest.fixture(scope="session")
+def live_settings(pipeline) -> Settings:
+    return pipeline.settings
