@@ -225,14 +225,16 @@ def trino(settings: Settings) -> Service:
             f"-Dconfig={etc / 'config.properties'}",
             f"-Dlog.levels-file={COMPOSE / 'trino' / 'log.properties'}",
             "-Dnode.environment=questlog", "-Dnode.id=questlog-local",
+            f"-Dnode.internal-address={settings.trino_host}",
             f"-Dnode.data-dir={data}", f"-Dplugin.dir={server / 'plugin'}",
+            f"-Dhttp-server.log.path={settings.home_path / 'logs' / 'trino-http-request.log'}",
             f"-Dcatalog.config-dir={etc / 'catalog'}",
             "-cp", f"{server / 'lib'}/*", "io.trino.server.TrinoServer"]
 
     def health() -> bool:
         return _http_json(f"{settings.trino_url}/v1/info").get("starting") is False
 
-    return Service("trino", argv, health, setup=setup, env={"QUESTLOG_HDFS_URL": settings.hdfs_url},
+    return Service("trino", argv, health, setup=setup, env={"QUESTLOG_HDFS_URL": settings.hdfs_url}, cwd=data,
                    ports=[(settings.trino_host, settings.trino_port)], start_timeout_s=180,
                    url=settings.trino_url)
 

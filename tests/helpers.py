@@ -1,0 +1,83 @@
+"""Small clients of the real services for integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Callable
+
+import requests
+import trino
+from confluent_kafka import Consumer, Producer
+
+from questlog.settings import Settings
+
+
+def wait_for(probe: Callable[[], Any], timeout_s: float = 90.0, interval_s: float = 1.0, what: str = ""):
+    """Call ``probe`` until it returns something truthy; fail with its last value after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or probe}; last value: {last!r}")
+
+
+def produce(settings: Settings, topic: str, values: list[bytes], key: bytes | None = None) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    for value in values:
+        producer.produce(topic, value, key=key)
+    assert producer.flush(30) == 0, "Kafka did not take the test records"
+
+
+def read_topic(settings: Settings, topic: str, match: Callable[[dict], bool], count: int,
+               timeout_s: float = 60.0) -> list[dict]:
+    """The first ``count`` JSON records of ``topic`` (from its start) for which ``match`` is true;
+    each gets ``_partition`` and ``_offset``."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            try:
+                record = json.loads(msg.value())
+            except ValueError:
+                continue
+            if isinstance(record, dict) and match(record):
+                record["_partition"], record["_offset"], record["_key"] = msg.partition(), msg.offset(), msg.key()
+                found.append(record)
+    finally:
+        consumer.close()
+    assert len(found) == count, f"found {len(found)} of {count} matching records in {topic}: {found}"
+    return found
+
+
+def query(settings: Settings, sql: str) -> list[list]:
+    conn = trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=settings.trino_user,
+                               catalog=settings.trino_catalog, schema=settings.trino_schema)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def count_when(settings: Settings, sql: str, expected: int, timeout_s: float = 90.0) -> int:
+    """Poll a count(*) query until it reaches ``expected``; assert it then stays exactly there."""
+    wait_for(lambda: query(settings, sql)[0][0] >= expected, timeout_s, what=f"{expected} rows from {sql}")
+    return query(settings, sql)[0][0]
+
+
+def webhdfs_list(settings: Settings, path: str) -> list[dict]:
+    response = requests.get(f"{settings.webhdfs_url}/webhdfs/v1{path}", params={"op": "LISTSTATUS"}, timeout=10)
+    response.raise_for_status()
+    return response.json()["FileStatuses"]["FileStatus"]
