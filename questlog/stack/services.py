@@ -177,7 +177,9 @@ def namenode(settings: Settings) -> Service:
                 raise ServiceError(f"formatting the NameNode failed:\n{(result.stdout + result.stderr)[-3000:]}")
 
     def health() -> bool:
-        return _namenode_state(settings)["FSState"] == "Operational"
+        # Serving. After a restart it stays in safe mode until the DataNode reports its blocks;
+        # the DataNode's check waits for that.
+        return _namenode_state(settings)["FSState"] in ("Operational", "safeMode")
 
     return Service("namenode", argv, health, setup=setup,
                    ports=[_host_port(settings.hdfs_rpc_address), _host_port(settings.webhdfs_address)],

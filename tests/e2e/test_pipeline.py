@@ -41,3 +41,18 @@ def test_seed_traffic_lands_per_type_with_exact_counts_and_a_bad_event_is_a_dead
     # The bad event is nowhere else, and every good one is exactly once.
     assert query(live_settings, f"SELECT count(*) FROM sword_purchases WHERE event_id = '{bad_id}'") == [[0]]
     assert query(live_settings, f"SELECT count(DISTINCT event_id) FROM sword_purchases WHERE host = '{host}'") == [[150]]
+
+
+def test_a_restart_keeps_data_and_tables_and_frees_every_port(pipeline):
+    settings = pipeline.settings
+    host = f"restart.{uuid.uuid4().hex[:8]}"
+    ab(5, host, f"{settings.collector_url}/purchase_a_sword")
+    sql = f"SELECT count(*) FROM sword_purchases WHERE host = '{host}'"
+    assert count_when(settings, sql, 5) == 5
+
+    pipeline.down()
+    pipeline.up()  # refuses to start if any port were still taken
+
+    assert query(settings, sql) == [[5]]  # same table, same rows, no DDL by anyone
+    ab(5, host, f"{settings.collector_url}/purchase_a_sword")
+    assert count_when(settings, sql, 10) == 10
