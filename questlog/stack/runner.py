@@ -44,6 +44,7 @@ class Pipeline:
 
     def up(self) -> None:
         started = time.monotonic()
+        _stop_marker(self.settings).unlink(missing_ok=True)
         self.fetch()
         try:
             kafka, namenode, datanode, trino = services.stack(self.settings)
@@ -65,8 +66,11 @@ class Pipeline:
         stop_all(self.settings, self.supervisor)
 
     def watch(self, stop_requested: Callable[[], bool]) -> int:
-        """Block until asked to stop (0) or until a service dies (1)."""
+        """Block until asked to stop, here or by `questlog stop` elsewhere (0), or until a service
+        dies (1)."""
         while not stop_requested():
+            if _stop_marker(self.settings).exists():
+                return 0
             dead = self.supervisor.exited()
             if dead:
                 for name, code in dead:
@@ -76,8 +80,14 @@ class Pipeline:
         return 0
 
 
+def _stop_marker(settings: Settings):
+    return settings.home_path / "run" / "stop-requested"
+
+
 def stop_all(settings: Settings, supervisor: Supervisor | None = None) -> list[str]:
     supervisor = supervisor or Supervisor(settings.home_path)
+    if supervisor.run_dir.exists():  # tells a watching `questlog run` that this stop is wanted
+        _stop_marker(settings).touch()
     stopped = []
     for name in services.STOP_ORDER:
         if supervisor.stop(name):
