@@ -140,17 +140,20 @@ def query(settings: Settings, statement: str) -> None:
         click.echo("\t".join("" if v is None else str(v) for v in row))
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("cli_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def sql(settings: Settings) -> None:
-    """Open Trino's interactive SQL shell on the events schema."""
+def sql(settings: Settings, cli_args: tuple[str, ...]) -> None:
+    """Open Trino's interactive SQL shell on the events schema.
+
+    Further arguments go to the Trino CLI, e.g. `questlog sql --execute "SHOW TABLES"`."""
     from questlog.stack import artifacts
     from questlog.stack.java import find_java
 
     cli = artifacts.trino_cli(settings.cache_path)
     java = find_java(22, purpose="the Trino CLI")
     argv = [java, "-jar", str(cli), "--server", settings.trino_url, "--catalog", settings.trino_catalog,
-            "--schema", settings.trino_schema, "--user", settings.trino_user]
+            "--schema", settings.trino_schema, "--user", settings.trino_user, *cli_args]
     os.execv(java, argv)
 
 
