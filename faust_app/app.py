@@ -28,6 +28,7 @@ def build_router(settings: Settings, catalog: Catalog) -> faust.App:
         broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
         datadir=str(Path(settings.home) / "faust"),
         web_host=settings.router_web_host,
+        web_bind=settings.router_web_host,  # web_host only names it in URLs; the default bind is 0.0.0.0
         web_port=settings.router_web_port,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
