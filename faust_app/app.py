@@ -4,7 +4,8 @@ Run: `faust -A faust_app.app worker -l info` (settings from QUESTLOG_* environme
 
 The agent reads raw events, asks `routing.route` where each goes and waits until Kafka confirms
 the write before taking the next one, so a raw event is acknowledged (and its offset committed)
-only once its typed or dead-letter copy is stored.
+only once its typed or dead-letter copy is stored. The catalog is the deployed one, reloaded when
+it changes; a newly deployed type gets its topic created on first use.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from pathlib import Path
 import faust
 
 from faust_app.routing import Source, route
-from questlog.catalog import Catalog, load_catalog
+from questlog.catalog import Catalog
+from questlog.catalog.watch import CatalogSource
 from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_router(settings: Settings, catalog: Catalog) -> faust.App:
+def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> faust.App:
     """Build the app, its topics and agent. Connects to nothing until a worker starts."""
     app = faust.App(
         settings.router_id,
@@ -37,19 +39,26 @@ def build_router(settings: Settings, catalog: Catalog) -> faust.App:
         broker_commit_every=100,
         broker_commit_interval=1.0,
     )
+    current = catalog.get if isinstance(catalog, CatalogSource) else (lambda: catalog)
     raw_topic = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
-    outputs = {
-        name: app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                        partitions=settings.topic_partitions)
-        for name in [settings.topic_for(et.name) for et in catalog] + [settings.dlq_topic]
-    }
+    outputs: dict[str, faust.TopicT] = {}
+
+    async def output(name: str) -> faust.TopicT:
+        """The topic named ``name``, declared (created if missing) the first time it is used."""
+        topic = outputs.get(name)
+        if topic is None:
+            topic = app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw", partitions=settings.topic_partitions)
+            await topic.maybe_declare()
+            outputs[name] = topic
+        return topic
 
     @app.task
     async def create_topics() -> None:
         """The router creates every topic it writes (typed topics and the dead-letter topic)."""
-        for topic in outputs.values():
-            await topic.maybe_declare()
+        for name in [settings.topic_for(et.name) for et in current()] + [settings.dlq_topic]:
+            await output(name)
         log.info("output topics ready: %s", ", ".join(sorted(outputs)))
 
     @app.agent(raw_topic)
@@ -57,11 +66,11 @@ def build_router(settings: Settings, catalog: Catalog) -> faust.App:
         async for event in stream.events():
             message = event.message
             routed = route(message.value, Source(message.topic, message.partition, message.offset),
-                           catalog, settings.raw_topic, settings.dlq_topic)
+                           current(), settings.raw_topic, settings.dlq_topic)
             if routed.dead:
                 log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition,
                             message.offset, routed.reason)
-            fut = await outputs[routed.topic].send(key=routed.key, value=routed.value)
+            fut = await (await output(routed.topic)).send(key=routed.key, value=routed.value)
             await fut  # delivered: only now may this raw event be acknowledged
             yield routed.topic
 
@@ -69,4 +78,5 @@ def build_router(settings: Settings, catalog: Catalog) -> faust.App:
     return app
 
 
-app = build_router(Settings.from_env(), load_catalog())
+_settings = Settings.from_env()
+app = build_router(_settings, CatalogSource(_settings.catalog))

@@ -45,6 +45,7 @@ def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, d
     errors = validate(event, catalog)
     if errors:
         return dead_letter(raw, event, "; ".join(errors), source, dlq_topic, now)
+    event["schema_version"] = catalog.types[event["event_type"]].version
     return Routed(f"{raw_topic}.{event['event_type']}", event["event_id"].encode(), _dumps(event))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -13,8 +14,9 @@ from questlog.catalog import ENVELOPE, Catalog
 # `event_type` by sending a header, which we never do.
 HEADER_FIELDS: Mapping[str, str] = {"Host": "host", "User-Agent": "user_agent", "Accept": "accept"}
 
-# Fields only the collector sets; a client value for them is replaced, not trusted.
-SERVER_FIELDS = frozenset({"received_at", *HEADER_FIELDS.values()})
+# Fields only Questlog sets (the collector, or the router for schema_version); a client value for
+# them is replaced, not trusted.
+SERVER_FIELDS = frozenset({"received_at", "schema_version", *HEADER_FIELDS.values()})
 
 
 class RejectedEvent(ValueError):
@@ -27,6 +29,21 @@ def utc_now() -> str:
 
 def client_context(headers: Mapping[str, str]) -> dict[str, str | None]:
     return {field: headers.get(header) for header, field in HEADER_FIELDS.items()}
+
+
+def user_from_host(host: str | None) -> str | None:
+    """The seed's convention: the player is the first label of the Host header when it names a
+    host under a domain (`user1.comcast.com` -> `user1`); None for IPs and short names."""
+    if not host:
+        return None
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    labels = name.split(".")
+    return labels[0] if len(labels) >= 3 and labels[0] else None
 
 
 def build_envelope(
@@ -54,6 +71,10 @@ def build_envelope(
         event_id = str(uuid.uuid4())
     event.update(context)
     event.update(event_id=event_id, event_type=name, received_at=received_at)
+    if event.get("user_id") is None:
+        user = user_from_host(context.get("host"))
+        if user is not None:
+            event["user_id"] = user
     # Envelope first, then the type's own fields, in the order the client sent them.
     ordered = {f.name: event[f.name] for f in ENVELOPE if f.name in event}
     ordered.update((k, v) for k, v in event.items() if k not in ordered)

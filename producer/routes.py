@@ -1,4 +1,4 @@
-"""HTTP routes: the seed's GET routes (one per catalog entry), POST /events, /healthz."""
+"""HTTP routes: the seed's GET routes (from the catalog), POST /events, /healthz."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ import logging
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from producer.envelope import RejectedEvent, build_envelope, client_context, utc_now
 from producer.kafka import DeliveryError
 from producer.kafka_writer import get_writer
-from questlog.catalog import coerce_text
+from questlog.catalog import Catalog, coerce_text
 
 log = logging.getLogger(__name__)
 bp = Blueprint("collector", __name__)
+
+
+def get_catalog() -> Catalog:
+    catalog = current_app.config["CATALOG"]
+    return catalog if isinstance(catalog, Catalog) else catalog.get()
 
 
 def _error(status: int, reason: str, **extra: Any):
@@ -31,32 +36,27 @@ def _deliver(events: list[dict[str, Any]]):
     return None
 
 
-@bp.record_once
-def _register_seed_routes(state) -> None:
-    """One GET route per catalog route (`/purchase_a_sword`, `/join_guild`, ...)."""
-    catalog = state.app.config["CATALOG"]
-    for route, event_type in catalog.routes().items():
-        state.app.add_url_rule(route, f"event_{event_type.name}_{route}",
-                               _make_seed_view(event_type.name), methods=["GET"])
-
-
-def _make_seed_view(event_type: str):
-    def view():
-        catalog = current_app.config["CATALOG"]
-        et = catalog.get(event_type)
-        params: dict[str, Any] = {}
-        for key, text in request.args.items():
-            f = et.field(key)
-            params[key] = coerce_text(f, text) if f is not None else text
-        try:
-            event = build_envelope(params, catalog, client_context(request.headers), utc_now(), event_type)
-        except RejectedEvent as exc:
-            return _error(400, str(exc))
-        failure = _deliver([event])
-        if failure:
-            return failure
-        return et.response, 200, {"Content-Type": "text/plain; charset=utf-8"}
-    return view
+@bp.get("/", defaults={"path": ""})
+@bp.get("/<path:path>")
+def seed_route(path: str):
+    """The catalog's GET routes (`/purchase_a_sword`, `/join_guild`, ...), looked up per request
+    so that a newly deployed type's route works without a restart; query parameters are fields."""
+    catalog = get_catalog()
+    et = catalog.routes.get("/" + path)
+    if et is None:
+        raise NotFound()
+    params: dict[str, Any] = {}
+    for key, text in request.args.items():
+        f = et.field(key)
+        params[key] = coerce_text(f, text) if f is not None else text
+    try:
+        event = build_envelope(params, catalog, client_context(request.headers), utc_now(), et.name)
+    except RejectedEvent as exc:
+        return _error(400, str(exc))
+    failure = _deliver([event])
+    if failure:
+        return failure
+    return et.response, 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 @bp.post("/events")
@@ -64,7 +64,7 @@ def post_events():
     """One JSON event, or a JSON array of them. 202 once Kafka has all; 4xx with reasons if any
     cannot be an event (then none is sent)."""
     settings = current_app.config["SETTINGS"]
-    catalog = current_app.config["CATALOG"]
+    catalog = get_catalog()
     try:
         body = json.loads(request.get_data(cache=False) or b"")
     except RequestEntityTooLarge:

@@ -181,5 +181,81 @@ def load(settings: Settings, requests: int, guild_joins: int, host: str, concurr
             raise click.ClickException(f"ab failed with code {result.returncode}")
 
 
+@main.group()
+def catalog() -> None:
+    """The event catalog: check, deploy and document schema changes."""
+
+
+@catalog.command("deploy")
+@click.option("--schemas", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="Directory of *.toml schemas (default: questlog/catalog/schemas).")
+@click.option("--dry-run", is_flag=True, help="Only check that the change is compatible.")
+@click.pass_obj
+def catalog_deploy(settings: Settings, schemas: str | None, dry_run: bool) -> None:
+    """Check the schemas against the deployed catalog (QUESTLOG_CATALOG) and deploy them.
+
+    Compatible changes only: new types, new optional fields (with a version bump). A running
+    pipeline picks the new catalog up within seconds, no restart needed."""
+    from questlog.catalog import SCHEMA_DIR, CatalogError
+    from questlog.catalog.evolution import IncompatibleChange, deploy
+
+    try:
+        _, changes = deploy(schemas or SCHEMA_DIR, settings.catalog, dry_run=dry_run)
+    except (IncompatibleChange, CatalogError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    verb = "would deploy" if dry_run else "deployed"
+    click.echo(f"{verb} to {settings.catalog}: " + ("; ".join(changes) if changes else "no changes"))
+
+
+@catalog.command("check")
+@click.option("--schemas", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="Directory of *.toml schemas (default: questlog/catalog/schemas).")
+@click.pass_context
+def catalog_check(ctx: click.Context, schemas: str | None) -> None:
+    """Check a schema change without deploying it (deploy --dry-run)."""
+    ctx.invoke(catalog_deploy, schemas=schemas, dry_run=True)
+
+
+@catalog.command("docs")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write to FILE instead of standard output (the repo's page is docs/events.md).")
+@click.pass_obj
+def catalog_docs(settings: Settings, output: str | None) -> None:
+    """Print the event reference page, generated from the deployed catalog."""
+    from questlog.catalog import load_catalog
+    from questlog.catalog.docs import render_markdown
+
+    text = render_markdown(load_catalog(settings.catalog))
+    if output:
+        with open(output, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--type", "event_type", default=None, metavar="TYPE", help="Only dead letters of this event type.")
+@click.option("--dry-run", is_flag=True, help="Show what would be re-sent; send nothing.")
+@click.pass_obj
+def replay(settings: Settings, event_type: str | None, dry_run: bool) -> None:
+    """Re-send the dead letters that the deployed catalog now accepts.
+
+    Safe to run again: events already in their table are skipped, and the sink drops repeated
+    event_ids besides."""
+    from questlog.catalog import load_catalog
+    from questlog.replay import replay as run_replay
+
+    try:
+        plan = run_replay(settings, load_catalog(settings.catalog), event_type, dry_run)
+    except Exception as exc:
+        raise click.ClickException(f"replay failed: {exc}") from exc
+    click.echo(f"{'would re-send' if dry_run else 're-sent'}: {len(plan.send)}")
+    click.echo(f"already in their tables: {plan.already_landed}")
+    click.echo(f"still rejected by the catalog: {sum(plan.still_invalid.values())}")
+    for reason, n in plan.still_invalid.most_common(5):
+        click.echo(f"  {n} x {reason}")
+    click.echo(f"not replayable (not JSON or no event_id): {plan.not_replayable}")
+
+
 if __name__ == "__main__":
     main()

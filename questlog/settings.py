@@ -31,6 +31,7 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("cache", "QUESTLOG_CACHE", _default_cache, str),
     ("kafka_bootstrap", "QUESTLOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092", str),
     ("kafka_controller_port", "QUESTLOG_KAFKA_CONTROLLER_PORT", 9093, int),
+    ("catalog", "QUESTLOG_CATALOG", lambda: str(REPO_ROOT / "questlog" / "catalog" / "catalog.json"), str),
     ("raw_topic", "QUESTLOG_RAW_TOPIC", "events", str),
     ("dlq_topic", "QUESTLOG_DLQ_TOPIC", "events.dlq", str),
     ("topic_partitions", "QUESTLOG_TOPIC_PARTITIONS", 1, int),
@@ -49,6 +50,7 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("checkpoint_dir", "QUESTLOG_CHECKPOINT_DIR", "/questlog/checkpoints", str),
     ("spark_master", "QUESTLOG_SPARK_MASTER", "local[2]", str),
     ("sink_trigger_s", "QUESTLOG_SINK_TRIGGER_S", 5.0, float),
+    ("dedupe_window_h", "QUESTLOG_DEDUPE_WINDOW_H", 168.0, float),
     ("trino_url", "QUESTLOG_TRINO_URL", "http://127.0.0.1:8080", str),
     ("trino_catalog", "QUESTLOG_TRINO_CATALOG", "hive", str),
     ("trino_schema", "QUESTLOG_TRINO_SCHEMA", "events", str),
@@ -64,6 +66,7 @@ class Settings:
     cache: str
     kafka_bootstrap: str
     kafka_controller_port: int
+    catalog: str
     raw_topic: str
     dlq_topic: str
     topic_partitions: int
@@ -82,6 +85,7 @@ class Settings:
     checkpoint_dir: str
     spark_master: str
     sink_trigger_s: float
+    dedupe_window_h: float
     trino_url: str
     trino_catalog: str
     trino_schema: str

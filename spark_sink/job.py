@@ -2,10 +2,11 @@
 
 Run: `python -m spark_sink.job` (settings from QUESTLOG_* environment variables).
 
-`main()` only wires extract -> transform -> load: read every table's topic from Kafka, turn each
-micro-batch into rows per table (`transform.to_rows`), write them batch-idempotently
-(`writer.write_batch`) and register new date partitions in Trino (`registry`). Progress is
-checkpointed on HDFS only after a batch is written, so a restart resumes without loss.
+`main()` only wires extract -> transform -> load: read every table's topic from Kafka, drop
+repeated events (`transform.dedupe_key`), turn each micro-batch into rows per table
+(`transform.to_rows`), write them batch-idempotently (`writer.write_batch`) and register new date
+partitions in Trino (`registry`). Progress is checkpointed on HDFS only after a batch is written,
+so a restart resumes without loss.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from questlog.catalog import Table, load_catalog
+from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
 from spark_sink.registry import TrinoRegistry
-from spark_sink.transform import to_rows
+from spark_sink.transform import dedupe_key, to_rows
 from spark_sink.writer import write_batch
 
 log = logging.getLogger("spark_sink")
@@ -35,6 +37,7 @@ def build_session(settings: Settings, app_name: str = "questlog-sink", packages:
         SparkSession.builder.master(settings.spark_master).appName(app_name)
         .config("spark.driver.memory", "1g")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
@@ -43,37 +46,60 @@ def build_session(settings: Settings, app_name: str = "questlog-sink", packages:
         .config("spark.hadoop.fs.defaultFS", settings.hdfs_url)
         .config("spark.hadoop.dfs.client.use.datanode.hostname", "true")
         .config("spark.jars.ivy", str(Path(settings.cache) / "ivy"))
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     )
     if packages:
         builder = builder.config("spark.jars.packages", KAFKA_PACKAGE)
     return builder.getOrCreate()
 
 
-def build_query(spark: SparkSession, settings: Settings, tables: list[Table], registry: TrinoRegistry):
-    by_topic = {t.topic: t for t in tables}
+def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, registry: TrinoRegistry,
+                restart: threading.Event):
+    """The streaming query over every table's topic of the current catalog.
+
+    Records are deduplicated by (topic, key) within QUESTLOG_DEDUPE_WINDOW_H of Kafka time, in a
+    RocksDB state store checkpointed with the offsets: a client retry, a router re-delivery or a
+    replay of an event already landed is dropped. Each batch reads the catalog again: new optional
+    fields become columns at once; a new type sets ``restart`` so the query is rebuilt with its topic.
+    """
+    catalog = source.get()
+    tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
+    window_s = int(settings.dedupe_window_h * 3600)
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
-        .option("subscribe", ",".join(by_topic))
+        .option("subscribe", ",".join(sorted(tables)))
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", 200_000)
         .load()
+        .withColumn("dedupe_key", dedupe_key(tables.values()))
+        .withWatermark("timestamp", f"{window_s} seconds")
+        .dropDuplicatesWithinWatermark(["topic", "dedupe_key"])
         .select("topic", "value")
     )
 
     def land(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
+        current = {t.topic: t for t in source.get().tables(settings.raw_topic, settings.dlq_topic)}
+        changed = [t for topic, t in current.items() if topic in tables and t != tables[topic]]
+        if changed:  # e.g. a new optional field: add its column before writing rows that have it
+            registry.ensure_tables(changed)
+            tables.update((t.topic, t) for t in changed)
+        if set(current) - set(tables):
+            log.info("new event types in the catalog: the query restarts to read their topics")
+            restart.set()
         batch.persist()
         try:
             topics = [row.topic for row in batch.select("topic").distinct().collect()]
-            counts = []
             for topic in sorted(topics):
-                table = by_topic[topic]
+                table = tables[topic]
                 dates = write_batch(spark, to_rows(batch, table), f"{settings.warehouse_url}/{table.name}", batch_id)
                 registry.register_partitions(table.name, dates)
-                counts.append(table.name)
             if topics:
-                log.info("batch %d landed %s in %.1fs", batch_id, ", ".join(counts), time.monotonic() - started)
+                log.info("batch %d landed %s in %.1fs", batch_id, ", ".join(tables[t].name for t in sorted(topics)),
+                         time.monotonic() - started)
         finally:
             batch.unpersist()
 
@@ -89,27 +115,37 @@ def build_query(spark: SparkSession, settings: Settings, tables: list[Table], re
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    tables = load_catalog().tables(settings.raw_topic, settings.dlq_topic)
-    ensure_topics(settings.kafka_bootstrap, [t.topic for t in tables], settings.topic_partitions)
+    source = CatalogSource(settings.catalog)
     registry = TrinoRegistry(settings)
-    registry.ensure_tables(tables)
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("WARN")
-    query = build_query(spark, settings, tables, registry)
+    stopping = threading.Event()
+    restart = threading.Event()
 
     def stop(signum, frame):
         log.info("stopping the sink (signal %d)", signum)
-        query.stop()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     ready = Path(settings.home) / "run" / "sink.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
-    ready.write_text(str(time.time()))
-    log.info("sink running: %d topics -> %s (trigger %ss)", len(tables), settings.warehouse_url,
-             settings.sink_trigger_s)
     try:
-        query.awaitTermination()
+        while not stopping.is_set():
+            tables = source.get().tables(settings.raw_topic, settings.dlq_topic)
+            ensure_topics(settings.kafka_bootstrap, [t.topic for t in tables], settings.topic_partitions)
+            registry.ensure_tables(tables)
+            restart.clear()
+            query = build_query(spark, settings, source, registry, restart)
+            ready.write_text(str(time.time()))
+            log.info("sink running: %d topics -> %s (trigger %ss)", len(tables), settings.warehouse_url,
+                     settings.sink_trigger_s)
+            while not query.awaitTermination(1):
+                if stopping.is_set() or restart.is_set():
+                    query.stop()
+                    break
+            else:
+                raise RuntimeError(f"the streaming query stopped: {query.exception()}")
     finally:
         ready.unlink(missing_ok=True)
     return 0

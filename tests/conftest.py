@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from questlog.catalog import load_catalog
+from questlog.catalog import DEPLOYED_CATALOG, load_catalog
 from questlog.settings import REPO_ROOT, Settings
 
 TEST_HOME = REPO_ROOT / ".questlog-test"
@@ -51,9 +51,12 @@ def pipeline(request):
     from questlog.stack.runner import Pipeline, stop_all
 
     home = TEST_HOME
-    settings = Settings.from_env(home=str(home), **TEST_OVERRIDES)
+    # The test pipeline runs on its own copy of the deployed catalog: tests deploy changes to it.
+    settings = Settings.from_env(home=str(home), catalog=str(home / "catalog.json"), **TEST_OVERRIDES)
     stop_all(settings)  # leftovers of an interrupted earlier run
     shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    shutil.copy(DEPLOYED_CATALOG, settings.catalog)
     pipe = Pipeline(settings)
     try:
         pipe.up()

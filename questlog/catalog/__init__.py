@@ -1,21 +1,26 @@
 """The event catalog: one schema per event type, the single source of truth.
 
 Every stage reads it: the collector for its routes and known types, the router to validate, the
-sink for columns, and the Trino registration for tables. Schemas live in ``schemas/*.toml``, one
-file per event type; nothing else in the code names an event type.
+sink for columns, and the Trino registration for tables. Schemas are written in
+``schemas/*.toml``, one file per event type; `questlog catalog deploy` checks that a change is
+compatible and compiles them into the deployed catalog (``catalog.json`` by default, see
+QUESTLOG_CATALOG), which the running stages read and reload. Nothing else names an event type.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+DEPLOYED_CATALOG = Path(__file__).resolve().parent / "catalog.json"
+CATALOG_FORMAT = 1
 
 # Catalog type -> (Trino type, Spark SQL type)
 TYPES: Mapping[str, tuple[str, str]] = {
@@ -49,11 +54,19 @@ class Field:
         return TYPES[self.type][1]
 
 
-# Fields every accepted event carries, set by the collector (a client may send its own event_id).
+# Fields every accepted event carries.
 ENVELOPE: tuple[Field, ...] = (
-    Field("event_id", "string", "Unique id of the event and the dedupe key; a client may send its own.", True),
+    Field("event_id", "string", "Unique id of the event and the dedupe key; a client may send its own so "
+          "that its retries are recognised.", True),
     Field("event_type", "string", "The catalog type of the event.", True),
-    Field("received_at", "timestamp", "When the collector accepted the event (server clock, UTC).", True),
+    Field("received_at", "timestamp", "When the collector accepted the event (server clock, UTC); the `dt` "
+          "partition is its UTC date.", True),
+    Field("client_ts", "timestamp", "When the client says the event happened (client clock, with time zone); "
+          "optional, never used for partitioning."),
+    Field("user_id", "string", "The player: the event's own `user_id`, else the first label of the Host "
+          "header when it names a host under a domain (`user1.comcast.com` -> `user1`)."),
+    Field("schema_version", "long", "The version of this type's schema that validated the event (set by "
+          "the router)."),
     Field("host", "string", "The request's Host header."),
     Field("user_agent", "string", "The request's User-Agent header."),
     Field("accept", "string", "The request's Accept header."),
@@ -80,6 +93,7 @@ class EventType:
     fields: tuple[Field, ...]
     routes: tuple[str, ...] = ()
     response: str = "OK\n"
+    version: int = 1
 
     @property
     def columns(self) -> tuple[Field, ...]:
@@ -110,6 +124,7 @@ DEAD_LETTER_COLUMNS: tuple[Field, ...] = (
 @dataclass(frozen=True)
 class Catalog:
     types: Mapping[str, EventType]
+    _validators: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[EventType]:
         return iter(self.types.values())
@@ -124,7 +139,8 @@ class Catalog:
     def names(self) -> list[str]:
         return sorted(self.types)
 
-    def routes(self) -> dict[str, EventType]:
+    @cached_property
+    def routes(self) -> Mapping[str, EventType]:
         """HTTP GET route -> event type, for the seed-style routes."""
         return {route: et for et in self for route in et.routes}
 
@@ -136,6 +152,15 @@ class Catalog:
                             ("source_topic", "source_partition", "source_offset")))
         return tables
 
+    def validator(self, name: str) -> Callable[[dict], list[str]]:
+        """The compiled validator of one (known) event type, built once per catalog."""
+        validate_event = self._validators.get(name)
+        if validate_event is None:
+            validate_event = self._validators[name] = compile_validator(self.types[name])
+        return validate_event
+
+
+# Schema sources: TOML files (what people edit) and the deployed JSON (what stages run) ----------
 
 def _parse_field(source: str, name: str, spec: Any) -> Field:
     if not isinstance(spec, dict):
@@ -159,15 +184,21 @@ def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
             raise CatalogError(f"{source}: {key} must be a lower-case identifier, got {value!r}")
     if table == DEAD_LETTER_TABLE:
         raise CatalogError(f"{source}: table name {table!r} is reserved")
+    version = doc.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CatalogError(f"{source}: version must be a positive integer, got {version!r}")
     http = doc.get("http", {})
-    fields = tuple(_parse_field(source, n, s) for n, s in doc.get("fields", {}).items())
+    fields = doc.get("fields", {})
+    if isinstance(fields, list):  # the deployed form keeps fields as an ordered list
+        fields = {f.get("name"): f for f in fields}
     return EventType(
         name=name,
         table=table,
         description=str(doc.get("description", "")),
-        fields=fields,
+        fields=tuple(_parse_field(source, n, s) for n, s in fields.items()),
         routes=tuple(http.get("routes", ())),
         response=str(http.get("response", "OK\n")),
+        version=version,
     )
 
 
@@ -189,20 +220,9 @@ def build_catalog(types: Iterable[EventType]) -> Catalog:
     return Catalog(dict(sorted(by_name.items())))
 
 
-def load_catalog(directory: str | Path | None = None) -> Catalog:
-    """Load every ``*.toml`` schema in ``directory`` (default: the packaged schemas)."""
-    directory = Path(directory) if directory else SCHEMA_DIR
-    if directory == SCHEMA_DIR:
-        return _packaged_catalog()
-    return _load(directory)
-
-
-@lru_cache(maxsize=1)
-def _packaged_catalog() -> Catalog:
-    return _load(SCHEMA_DIR)
-
-
-def _load(directory: Path) -> Catalog:
+def load_schemas(directory: str | Path = SCHEMA_DIR) -> Catalog:
+    """Compile every ``*.toml`` schema in ``directory`` into a catalog."""
+    directory = Path(directory)
     types = []
     for path in sorted(directory.glob("*.toml")):
         try:
@@ -213,6 +233,38 @@ def _load(directory: Path) -> Catalog:
     if not types:
         raise CatalogError(f"no event schemas (*.toml) in {directory}")
     return build_catalog(types)
+
+
+def catalog_to_json(catalog: Catalog) -> str:
+    """The deployed form: deterministic, so that a committed catalog.json can be compared."""
+    doc = {"format": CATALOG_FORMAT, "types": [{
+        "event_type": et.name, "version": et.version, "table": et.table, "description": et.description,
+        "http": {"routes": list(et.routes), "response": et.response},
+        "fields": [{"name": f.name, "type": f.type, "required": f.required, "description": f.description}
+                   for f in et.fields],
+    } for et in catalog]}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def catalog_from_json(text: str, source: str = "catalog.json") -> Catalog:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CatalogError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != CATALOG_FORMAT:
+        raise CatalogError(f"{source}: not a Questlog catalog (format {CATALOG_FORMAT})")
+    return build_catalog(parse_schema(f"{source}: {t.get('event_type')}", t) for t in doc["types"])
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """The deployed catalog at ``path`` (default: the packaged catalog.json)."""
+    path = Path(path) if path else DEPLOYED_CATALOG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"cannot read the deployed catalog {path}: {exc.strerror}; "
+                           "create it with `questlog catalog deploy`") from None
+    return catalog_from_json(text, str(path))
 
 
 # Validation -------------------------------------------------------------------------------------
@@ -235,21 +287,53 @@ def parse_timestamp(value: str) -> datetime | None:
     return ts if ts.tzinfo is not None else None
 
 
+_CHECKS: Mapping[str, Callable[[Any], bool]] = {
+    "string": lambda v: type(v) is str,
+    "long": lambda v: type(v) is int and -(2**63) <= v < 2**63,
+    "double": lambda v: (type(v) is float and math.isfinite(v)) or type(v) is int,
+    "boolean": lambda v: type(v) is bool,
+    "timestamp": lambda v: type(v) is str and parse_timestamp(v) is not None,
+}
+
+
+def _mismatch(f: Field, value: Any) -> str:
+    expected = "ISO-8601 timestamp with time zone" if f.type == "timestamp" else f.type
+    return f"field {f.name!r}: expected {expected}, got {_describe(value)}"
+
+
 def check_value(f: Field, value: Any) -> str | None:
     """None if ``value`` fits field ``f``, else a reason naming the field, expectation and value."""
     if value is None:
         return None if not f.required else f"field {f.name!r}: required, got null"
-    ok = {
-        "string": lambda v: isinstance(v, str),
-        "long": lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
-        "double": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-        "boolean": lambda v: isinstance(v, bool),
-        "timestamp": lambda v: isinstance(v, str) and parse_timestamp(v) is not None,
-    }[f.type](value)
-    if ok:
-        return None
-    expected = "ISO-8601 timestamp with time zone" if f.type == "timestamp" else f.type
-    return f"field {f.name!r}: expected {expected}, got {_describe(value)}"
+    return None if _CHECKS[f.type](value) else _mismatch(f, value)
+
+
+def compile_validator(et: EventType) -> Callable[[dict], list[str]]:
+    """A function checking one event (a dict) of type ``et``: every problem, or an empty list.
+
+    The per-field checks, the required set and the allowed names are computed here once, so
+    validating an event is a few dict look-ups and type checks per field."""
+    checks = {f.name: (f, _CHECKS[f.type]) for f in et.columns}
+    required = tuple(f.name for f in et.columns if f.required)
+    allowed = ", ".join(sorted(checks))
+
+    def validate_event(event: dict) -> list[str]:
+        errors = [f"field {name!r}: required, missing" for name in required if name not in event]
+        for key, value in event.items():
+            entry = checks.get(key)
+            if entry is None:
+                errors.append(f"field {key!r}: not in the {et.name!r} schema (fields: {allowed})")
+            elif value is None:
+                if entry[0].required:
+                    errors.append(f"field {key!r}: required, got null")
+            elif not entry[1](value):
+                errors.append(_mismatch(entry[0], value))
+        event_id = event.get("event_id")
+        if type(event_id) is str and not 0 < len(event_id) <= 128:
+            errors.append("field 'event_id': expected 1 to 128 characters")
+        return errors
+
+    return validate_event
 
 
 def validate(event: Any, catalog: Catalog) -> list[str]:
@@ -257,25 +341,9 @@ def validate(event: Any, catalog: Catalog) -> list[str]:
     if not isinstance(event, dict):
         return [f"event must be a JSON object, got {_describe(event)}"]
     name = event.get("event_type")
-    et = catalog.get(name) if isinstance(name, str) else None
-    if et is None:
+    if not isinstance(name, str) or name not in catalog.types:
         return [f"unknown event_type {name!r}; known types: {', '.join(catalog.names)}"]
-    errors = []
-    for f in et.columns:
-        if f.name not in event:
-            if f.required:
-                errors.append(f"field {f.name!r}: required, missing")
-            continue
-        problem = check_value(f, event[f.name])
-        if problem:
-            errors.append(problem)
-    if isinstance(event.get("event_id"), str) and not 0 < len(event["event_id"]) <= 128:
-        errors.append("field 'event_id': expected 1 to 128 characters")
-    allowed = {f.name for f in et.columns}
-    for key in event:
-        if key not in allowed:
-            errors.append(f"field {key!r}: not in the {et.name!r} schema (fields: {', '.join(sorted(allowed))})")
-    return errors
+    return catalog.validator(name)(event)
 
 
 def coerce_text(f: Field, text: str) -> Any:

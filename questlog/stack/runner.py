@@ -50,7 +50,7 @@ class Pipeline:
             kafka, namenode, datanode, trino = services.stack(self.settings)
             self._start([kafka, namenode, trino])
             self._start([datanode])
-            catalog = load_catalog()
+            catalog = load_catalog(self.settings.catalog)
             topics = [self.settings.raw_topic, self.settings.dlq_topic]
             topics += [self.settings.topic_for(et.name) for et in catalog]
             ensure_topics(self.settings.kafka_bootstrap, topics, self.settings.topic_partitions)

@@ -8,6 +8,7 @@ from questlog.catalog import (
     check_value,
     coerce_text,
     load_catalog,
+    load_schemas,
     parse_schema,
     validate,
 )
@@ -20,10 +21,11 @@ def valid(event_type="purchase_sword", **fields):
 
 def test_packaged_catalog_has_the_seed_types_and_their_tables(catalog):
     assert {et.name: et.table for et in catalog} == {
-        "default": "default_hits", "join_guild": "guild_joins", "purchase_sword": "sword_purchases"}
-    assert catalog.routes()["/purchase_a_sword"].name == "purchase_sword"
-    assert catalog.routes()["/join_a_guild"].name == "join_guild"
-    assert catalog.routes()["/"].name == "default"
+        "default": "default_hits", "join_guild": "guild_joins", "purchase_sword": "sword_purchases",
+        "leave_guild": "guild_leaves", "level_up": "level_ups"}
+    assert catalog.routes["/purchase_a_sword"].name == "purchase_sword"
+    assert catalog.routes["/join_a_guild"].name == "join_guild"
+    assert catalog.routes["/"].name == "default"
 
 
 def test_tables_include_dead_letters_with_topics_derived_from_types(catalog):
@@ -103,7 +105,7 @@ def test_two_types_cannot_share_a_table_or_a_route():
 def test_a_new_type_is_one_file(tmp_path):
     (tmp_path / "level_up.toml").write_text(
         'event_type = "level_up"\ntable = "level_ups"\n[fields.level]\ntype = "long"\nrequired = true\n')
-    catalog = load_catalog(tmp_path)
+    catalog = load_schemas(tmp_path)
     assert [t.name for t in catalog.tables()] == ["level_ups", DEAD_LETTER_TABLE]
     assert validate(valid("level_up", level=3), catalog) == []
     assert validate(valid("level_up"), catalog) == ["field 'level': required, missing"]
@@ -111,4 +113,4 @@ def test_a_new_type_is_one_file(tmp_path):
 
 def test_an_empty_catalog_directory_is_an_error(tmp_path):
     with pytest.raises(CatalogError, match="no event schemas"):
-        load_catalog(tmp_path)
+        load_schemas(tmp_path)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from producer import create_app
-from producer.envelope import RejectedEvent, build_envelope
+from producer.envelope import RejectedEvent, build_envelope, user_from_host
 from producer.kafka import DeliveryError
 
 
@@ -68,6 +68,7 @@ def test_headers_never_set_event_fields(client, writer):
     [event] = writer.sent
     assert event["event_type"] == "purchase_sword"
     assert set(event) == {"event_id", "event_type", "received_at", "host", "user_agent", "accept"}
+    assert event["host"] == "localhost"  # no user_id from a single-label host
 
 
 def test_post_one_event_keeps_the_clients_event_id_and_replaces_server_fields(client, writer):
@@ -116,7 +117,8 @@ def test_one_bad_event_in_an_array_rejects_the_request_with_its_index(client, wr
     response = client.post("/events", json=[{"event_type": "default"}, {"event_type": "nope"}])
     assert response.status_code == 400
     assert response.get_json()["rejected"] == [
-        {"index": 1, "error": "unknown event_type 'nope'; known types: default, join_guild, purchase_sword"}]
+        {"index": 1, "error": "unknown event_type 'nope'; known types: default, join_guild, leave_guild, "
+                              "level_up, purchase_sword"}]
     assert writer.sent == []
 
 
@@ -139,3 +141,25 @@ def test_unknown_route_is_a_404_with_a_reason(client):
 def test_build_envelope_rejects_non_objects(catalog):
     with pytest.raises(RejectedEvent):
         build_envelope(["x"], catalog, {}, "2026-01-01T00:00:00+00:00")
+
+
+@pytest.mark.parametrize("host, user", [
+    ("user1.comcast.com", "user1"), ("user1.comcast.com:5000", "user1"), ("127.0.0.1:5000", None),
+    ("localhost", None), ("comcast.com", None), ("[::1]:5000", None), ("", None), (None, None),
+])
+def test_user_id_from_the_host_header_as_in_the_seed(host, user):
+    assert user_from_host(host) == user
+
+
+def test_identity_and_time_fields(client, writer):
+    client.post("/events", headers={"Host": "user7.comcast.com"}, json=[
+        {"event_type": "default"},
+        {"event_type": "default", "user_id": "player-42", "client_ts": "2026-11-29T09:00:00+01:00",
+         "schema_version": 99},
+    ])
+    first, second = writer.sent
+    assert first["user_id"] == "user7"  # from the Host header
+    assert second["user_id"] == "player-42"  # the event's own wins
+    assert second["client_ts"] == "2026-11-29T09:00:00+01:00"  # the client's clock, kept as sent
+    assert "schema_version" not in second  # only the router sets it
+    assert first["received_at"] == second["received_at"] != second["client_ts"]

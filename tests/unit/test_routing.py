@@ -61,7 +61,8 @@ def test_the_agent_sends_each_event_where_routing_says_and_waits_for_delivery():
         return delivered
 
     async def scenario():
-        with mock.patch("faust.topics.Topic.send", fake_send):
+        with mock.patch("faust.topics.Topic.send", fake_send), \
+                mock.patch("faust.topics.Topic.maybe_declare", mock.AsyncMock()):
             async with app.route_events.test_context() as agent:
                 await agent.put(raw(), key=b"k")
                 await agent.put(b"garbage", key=b"k")
@@ -70,4 +71,5 @@ def test_the_agent_sends_each_event_where_routing_says_and_waits_for_delivery():
     results = asyncio.run(scenario())
     assert results == ["events.join_guild", "events.dlq"]
     assert [topic for topic, _, _ in sent] == ["events.join_guild", "events.dlq"]
+    assert json.loads(sent[0][2])["schema_version"] == 1  # stamped by the router
     assert json.loads(sent[1][2])["reason"].startswith("payload is not valid JSON")

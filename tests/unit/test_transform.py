@@ -1,4 +1,4 @@
-"""The sink's transform on a small local SparkSession (no Kafka, no HDFS)."""
+"""The sink's transforms on a small local SparkSession (no Kafka, no HDFS)."""
 
 import datetime as dt
 import json
@@ -9,7 +9,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from questlog.catalog import DEAD_LETTER_TABLE
 from questlog.stack.java import find_java, java_home
-from spark_sink.transform import to_rows
+from spark_sink.transform import dedupe_key, to_rows
 
 
 @pytest.fixture(scope="session")
@@ -24,31 +24,35 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def tables(catalog):
+    return {t.name: t for t in catalog.tables()}
+
+
 def records(spark, *items):
-    return spark.createDataFrame([(topic, json.dumps(v).encode()) for topic, v in items], "topic string, value binary")
+    rows = [(topic, v if isinstance(v, bytes) else json.dumps(v).encode(), 0, offset)
+            for offset, (topic, v) in enumerate(items)]
+    return spark.createDataFrame(rows, "topic string, value binary, partition int, offset long")
 
 
-def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition_and_no_duplicates(spark, catalog):
-    table = {t.name: t for t in catalog.tables()}["sword_purchases"]
+def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition(spark, tables):
     event = {"event_id": "a", "event_type": "purchase_sword", "received_at": "2026-11-29T23:30:00.000-02:00",
-             "host": "h", "price": 3, "sword_type": "katana"}
-    df = records(spark, ("events.purchase_sword", event), ("events.purchase_sword", event),
+             "host": "h", "price": 3, "sword_type": "katana", "schema_version": 1, "user_id": "u1"}
+    df = records(spark, ("events.purchase_sword", event),
                  ("events.join_guild", {**event, "event_id": "b", "event_type": "join_guild"}))
-    rows = to_rows(df, table)
     expected = spark.createDataFrame(
-        [("a", "purchase_sword", dt.datetime(2026, 11, 30, 1, 30), "h", None, None, "katana", 3.0, None, None,
-          "2026-11-30")],
-        "event_id string, event_type string, received_at timestamp, host string, user_agent string, "
-        "accept string, sword_type string, price double, currency string, quantity bigint, dt string")
-    assertDataFrameEqual(rows, expected)
+        [("a", "purchase_sword", dt.datetime(2026, 11, 30, 1, 30), None, "u1", 1, "h", None, None, "katana", None,
+          3.0, None, None, "2026-11-30")],
+        "event_id string, event_type string, received_at timestamp, client_ts timestamp, user_id string, "
+        "schema_version bigint, host string, user_agent string, accept string, sword_type string, "
+        "rarity string, price double, currency string, quantity bigint, dt string")
+    assertDataFrameEqual(to_rows(df, tables["sword_purchases"]), expected)
 
 
-def test_dead_letters_are_deduplicated_by_source_position(spark, catalog):
-    table = {t.name: t for t in catalog.tables()}[DEAD_LETTER_TABLE]
+def test_dedupe_keys_are_event_ids_or_source_positions(spark, tables):
     letter = {"reason": "r", "raw": "x", "source_topic": "events", "source_partition": 0, "source_offset": 7,
               "failed_at": "2026-11-29T10:00:00.000+00:00"}
-    df = records(spark, ("events.dlq", letter), ("events.dlq", letter),
-                 ("events.dlq", {**letter, "source_offset": 8}))
-    rows = to_rows(df, table).collect()
-    assert sorted(r.source_offset for r in rows) == [7, 8]
-    assert {r.dt for r in rows} == {"2026-11-29"}
+    df = records(spark, ("events.purchase_sword", {"event_id": "e-1"}), ("events.dlq", letter),
+                 ("events.purchase_sword", b"{}"), ("events.unknown", {"event_id": "e-2"}))
+    keys = [r.k for r in df.select(dedupe_key(tables.values()).alias("k")).collect()]
+    assert keys == ["e-1", "events\u00010\u00017", "@:0:2", "@:0:3"]

@@ -1,0 +1,101 @@
+"""Changing the catalog safely: what may change, and deploying a change.
+
+Compatible: a new event type; a new optional field (with the type's version bumped); new
+descriptions, routes or response texts. Everything else would lose data or break producers or
+old rows, and is refused before anything is deployed: removing a type or a field, renaming a
+table, changing a field's type, making a field required, adding a required field, lowering a
+version. `questlog catalog deploy` runs these checks; the running stages check them again when
+they reload the deployed catalog.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from questlog.catalog import Catalog, catalog_to_json, load_catalog, load_schemas
+
+
+class IncompatibleChange(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("incompatible catalog change, nothing deployed:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+def check_evolution(old: Catalog, new: Catalog) -> list[str]:
+    """Every reason why ``new`` cannot replace ``old``; empty if it can."""
+    problems = []
+    for before in old:
+        after = new.get(before.name)
+        if after is None:
+            problems.append(f"{before.name}: the type was removed; its table {before.table!r} holds data and "
+                            "producers may still send it")
+            continue
+        if after.table != before.table:
+            problems.append(f"{before.name}: table renamed from {before.table!r} to {after.table!r}")
+        if after.version < before.version:
+            problems.append(f"{before.name}: version went down from {before.version} to {after.version}")
+        old_fields = {f.name: f for f in before.fields}
+        new_fields = {f.name: f for f in after.fields}
+        for name, f in old_fields.items():
+            g = new_fields.get(name)
+            if g is None:
+                problems.append(f"{before.name}: field {name!r} was removed; old rows and producers use it "
+                                "(leave it, and add a new optional field if its meaning changed)")
+            elif g.type != f.type:
+                problems.append(f"{before.name}: field {name!r} changed type from {f.type} to {g.type}; "
+                                "add a new field instead")
+            elif g.required and not f.required:
+                problems.append(f"{before.name}: field {name!r} became required; events without it "
+                                "would be rejected")
+        added = [g for name, g in new_fields.items() if name not in old_fields]
+        for g in added:
+            if g.required:
+                problems.append(f"{before.name}: new field {g.name!r} is required; a new field must be "
+                                "optional (old events do not have it)")
+        if added and after.version == before.version:
+            problems.append(f"{before.name}: fields were added but the version is still {before.version}; "
+                            f"set version = {before.version + 1}")
+    return problems
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def deploy(schemas: str | Path, target: str | Path, dry_run: bool = False) -> tuple[Catalog, list[str]]:
+    """Compile the TOML schemas in ``schemas`` and, if compatible with the catalog deployed at
+    ``target`` (if any), write them there. Returns the new catalog and a summary of changes."""
+    new = load_schemas(schemas)
+    target = Path(target)
+    old = load_catalog(target) if target.exists() else None
+    if old is not None:
+        problems = check_evolution(old, new)
+        if problems:
+            raise IncompatibleChange(problems)
+    changes = summarize(old, new)
+    if not dry_run and (old is None or catalog_to_json(old) != catalog_to_json(new)):
+        write_atomically(target, catalog_to_json(new))
+    return new, changes
+
+
+def summarize(old: Catalog | None, new: Catalog) -> list[str]:
+    if old is None:
+        return [f"new catalog with {len(new.types)} types: {', '.join(new.names)}"]
+    changes = []
+    for et in new:
+        before = old.get(et.name)
+        if before is None:
+            changes.append(f"new type {et.name} (table {et.table})")
+            continue
+        added = [f.name for f in et.fields if before.field(f.name) is None]
+        if added:
+            changes.append(f"{et.name} v{before.version} -> v{et.version}: new fields {', '.join(added)}")
+        elif et != before:
+            changes.append(f"{et.name}: descriptions, routes or responses changed")
+    return changes
