@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from questlog.catalog import Catalog
 from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
@@ -55,16 +56,20 @@ def build_session(settings: Settings, app_name: str = "questlog-sink", packages:
     return builder.getOrCreate()
 
 
-def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, registry: TrinoRegistry,
-                restart: threading.Event):
-    """The streaming query over every table's topic of the current catalog.
+class CatalogChanged(RuntimeError):
+    """The deployed catalog changed under a running query: it restarts with the new one."""
+
+
+def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog,
+                registry: TrinoRegistry):
+    """The streaming query over every table's topic of ``catalog``.
 
     Records are deduplicated by (topic, key) within QUESTLOG_DEDUPE_WINDOW_H of Kafka time, in a
     RocksDB state store checkpointed with the offsets: a client retry, a router re-delivery or a
-    replay of an event already landed is dropped. Each batch reads the catalog again: new optional
-    fields become columns at once; a new type sets ``restart`` so the query is rebuilt with its topic.
+    replay of an event already landed is dropped. A batch that finds a newer deployed catalog
+    fails instead of writing rows with stale columns; the query restarts on the new catalog and
+    the batch runs again.
     """
-    catalog = source.get()
     tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
     window_s = int(settings.dedupe_window_h * 3600)
     records = (
@@ -82,14 +87,9 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
 
     def land(batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        current = {t.topic: t for t in source.get().tables(settings.raw_topic, settings.dlq_topic)}
-        changed = [t for topic, t in current.items() if topic in tables and t != tables[topic]]
-        if changed:  # e.g. a new optional field: add its column before writing rows that have it
-            registry.ensure_tables(changed)
-            tables.update((t.topic, t) for t in changed)
-        if set(current) - set(tables):
-            log.info("new event types in the catalog: the query restarts to read their topics")
-            restart.set()
+        if source.refresh() is not catalog:
+            # The router may already route events with fields this query does not know.
+            raise CatalogChanged(f"catalog changed before batch {batch_id}")
         batch.persist()
         try:
             topics = [row.topic for row in batch.select("topic").distinct().collect()]
@@ -112,6 +112,33 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
     )
 
 
+def run(spark: SparkSession, settings: Settings, source: CatalogSource, registry: TrinoRegistry,
+        stopping: threading.Event, ready: Path) -> None:
+    """Run the query until ``stopping``; rebuild it whenever the deployed catalog changes (new
+    types need their topics read, new fields their columns added first)."""
+    while not stopping.is_set():
+        catalog = source.get()
+        tables = catalog.tables(settings.raw_topic, settings.dlq_topic)
+        ensure_topics(settings.kafka_bootstrap, [t.topic for t in tables], settings.topic_partitions)
+        registry.ensure_tables(tables)
+        query = build_query(spark, settings, source, catalog, registry)
+        ready.write_text(str(time.time()))
+        log.info("sink running: %d topics -> %s (trigger %ss)", len(tables), settings.warehouse_url,
+                 settings.sink_trigger_s)
+        while True:
+            try:
+                if query.awaitTermination(1):
+                    raise RuntimeError("the streaming query stopped by itself")
+            except Exception as exc:
+                if source.refresh() is not catalog:
+                    log.info("catalog changed: restarting the query")
+                    break
+                raise RuntimeError(f"the streaming query failed: {exc}") from exc
+            if stopping.is_set() or source.get() is not catalog:
+                query.stop()
+                break
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -120,7 +147,6 @@ def main() -> int:
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("WARN")
     stopping = threading.Event()
-    restart = threading.Event()
 
     def stop(signum, frame):
         log.info("stopping the sink (signal %d)", signum)
@@ -131,23 +157,11 @@ def main() -> int:
     ready = Path(settings.home) / "run" / "sink.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     try:
-        while not stopping.is_set():
-            tables = source.get().tables(settings.raw_topic, settings.dlq_topic)
-            ensure_topics(settings.kafka_bootstrap, [t.topic for t in tables], settings.topic_partitions)
-            registry.ensure_tables(tables)
-            restart.clear()
-            query = build_query(spark, settings, source, registry, restart)
-            ready.write_text(str(time.time()))
-            log.info("sink running: %d topics -> %s (trigger %ss)", len(tables), settings.warehouse_url,
-                     settings.sink_trigger_s)
-            while not query.awaitTermination(1):
-                if stopping.is_set() or restart.is_set():
-                    query.stop()
-                    break
-            else:
-                raise RuntimeError(f"the streaming query stopped: {query.exception()}")
+        run(spark, settings, source, registry, stopping, ready)
     finally:
         ready.unlink(missing_ok=True)
+        spark.stop()
+    log.info("sink stopped")
     return 0
 
 

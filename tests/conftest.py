@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from questlog.catalog import DEPLOYED_CATALOG, load_catalog
+from questlog.catalog import DEPLOYED_CATALOG, SCHEMA_DIR, load_catalog
 from questlog.settings import REPO_ROOT, Settings
 
 TEST_HOME = REPO_ROOT / ".questlog-test"
@@ -71,3 +71,12 @@ def pipeline(request):
 @pytest.fixture(scope="session")
 def live_settings(pipeline) -> Settings:
     return pipeline.settings
+
+
+@pytest.fixture(scope="session")
+def live_schemas(pipeline) -> Path:
+    """Schema sources for the test pipeline's catalog: tests edit them and deploy, in turn."""
+    target = pipeline.settings.home_path / "schemas"
+    if not target.exists():
+        shutil.copytree(SCHEMA_DIR, target)
+    return target

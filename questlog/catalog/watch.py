@@ -35,9 +35,13 @@ class CatalogSource:
             return None
         return st.st_mtime_ns, st.st_size
 
-    def get(self) -> Catalog:
+    def refresh(self) -> Catalog:
+        """The current catalog, looking at the file now."""
+        return self.get(force=True)
+
+    def get(self, force: bool = False) -> Catalog:
         now = time.monotonic()
-        if now - self._checked < self.interval_s:
+        if not force and now - self._checked < self.interval_s:
             return self._catalog
         with self._lock:
             self._checked = now

@@ -131,19 +131,26 @@ class Supervisor:
         return [(name, p.returncode) for name, p in self.procs.items() if p.poll() is not None]
 
     def stop(self, name: str, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the service's process group, SIGKILL it after ``timeout_s``. True if it ran."""
+        """Stop a service: SIGTERM to its main process, so it can shut down in order (the sink
+        stops its query before Spark's JVM goes); then SIGTERM to what is left of its process
+        group; SIGKILL after ``timeout_s``. True if it was running."""
         pid = self.running_pid(name)
         if pid is None:
             self.pidfile(name).unlink(missing_ok=True)
             return False
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self._group_alive(pid):
-            self._reap(name)
-            time.sleep(0.2)
+        for signal_group in (False, True):
+            try:
+                if signal_group:
+                    os.killpg(pid, signal.SIGTERM)
+                else:
+                    os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            alive = (lambda: self._group_alive(pid)) if signal_group else (lambda: _alive(pid))
+            while time.monotonic() < deadline and alive():
+                self._reap(name)
+                time.sleep(0.2)
         if self._group_alive(pid):
             print(f"questlog: {name} did not stop in {timeout_s:.0f}s; killing it", file=sys.stderr)
             try:
