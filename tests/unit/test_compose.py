@@ -629,3 +629,14 @@ def test_dockerignore_keeps_state_out_and_the_project_in():
     packages = [p.strip() for p in cfg["options.packages.find"]["include"].split() if "*" not in p]
     for name in ["pyproject.toml", "setup.cfg", "README.md", *packages]:
         assert not ignored(name), name
+
+
+@pytest.mark.parametrize("name", ["collector", "router", "sink"])
+def test_the_stages_share_the_deployed_catalog_from_the_repo(svc, name):
+    """A `questlog catalog deploy` on the host must reach all three running stages."""
+    path = env_of(svc[name])["QUESTLOG_CATALOG"]
+    sources = [(source, target) for source, target, _ in mounts(svc[name]) if path.startswith(target + "/")]
+    assert len(sources) == 1, mounts(svc[name])
+    source, target = sources[0]
+    host_file = (COMPOSE_DIR / source / path[len(target) + 1:]).resolve()
+    assert host_file == (REPO_ROOT / "questlog" / "catalog" / "catalog.json").resolve()
