@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import Counter
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -12,6 +14,7 @@ from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from producer.envelope import RejectedEvent, build_envelope, client_context, utc_now
 from producer.kafka import DeliveryError
 from producer.kafka_writer import get_writer
+from producer.metrics import ACCEPTED, PRODUCE_SECONDS, REJECTED, render
 from questlog.catalog import Catalog, coerce_text
 
 log = logging.getLogger(__name__)
@@ -24,15 +27,20 @@ def get_catalog() -> Catalog:
 
 
 def _error(status: int, reason: str, **extra: Any):
+    REJECTED.labels(str(status)).inc()
     return jsonify(error=reason, **extra), status
 
 
 def _deliver(events: list[dict[str, Any]]):
+    started = time.perf_counter()
     try:
         get_writer().send(events)
     except DeliveryError as exc:
         log.error("Kafka did not take %d events: %s", len(events), exc)
         return _error(503, f"events not stored, retry with the same event_id: {exc}")
+    PRODUCE_SECONDS.observe(time.perf_counter() - started)
+    for event_type, n in Counter(e["event_type"] for e in events).items():
+        ACCEPTED.labels(event_type).inc(n)
     return None
 
 
@@ -90,6 +98,12 @@ def post_events():
     if failure:
         return failure
     return jsonify(accepted=len(events), event_ids=[e["event_id"] for e in events]), 202
+
+
+@bp.get("/metrics")
+def metrics():
+    body, content_type = render()
+    return body, 200, {"Content-Type": content_type}
 
 
 @bp.get("/healthz")

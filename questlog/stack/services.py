@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -248,13 +249,20 @@ def _app_env(settings: Settings) -> dict[str, str]:
 
 
 def collector(settings: Settings) -> Service:
+    metrics_dir = settings.home_path / "run" / "collector-metrics"
+
+    def setup() -> None:  # counters start at zero with each run, as a process's would
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+
     argv = [str(BIN / "gunicorn"), "--bind", settings.collector_bind, "--workers", str(settings.collector_workers),
             "--threads", "8", "--graceful-timeout", "20", "--chdir", str(REPO_ROOT), "producer:create_app()"]
 
     def health() -> bool:
         return _http_json(f"{settings.collector_url}/healthz")["status"] == "ok"
 
-    return Service("collector", argv, health, env=_app_env(settings), cwd=REPO_ROOT,
+    return Service("collector", argv, health, env={**_app_env(settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                   cwd=REPO_ROOT, setup=setup,
                    ports=[(settings.collector_host, settings.collector_port)], url=settings.collector_url)
 
 

@@ -163,3 +163,19 @@ def test_identity_and_time_fields(client, writer):
     assert second["client_ts"] == "2026-11-29T09:00:00+01:00"  # the client's clock, kept as sent
     assert "schema_version" not in second  # only the router sets it
     assert first["received_at"] == second["received_at"] != second["client_ts"]
+
+
+def _metric(client, line_start):
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_accepted_events_by_type_and_rejections_by_status(client):
+    accepted = 'questlog_events_accepted_total{event_type="level_up"}'
+    rejected = 'questlog_requests_rejected_total{status="400"}'
+    before = _metric(client, accepted), _metric(client, rejected)
+    client.post("/events", json=[{"event_type": "level_up", "level": 1}] * 3)
+    client.post("/events", data=b"{", content_type="application/json")
+    assert (_metric(client, accepted), _metric(client, rejected)) == (before[0] + 3, before[1] + 1)
