@@ -122,20 +122,16 @@ def query(settings: Settings, statement: str) -> None:
     """Run one SQL STATEMENT on Trino and print the rows (tab-separated, with a header)."""
     import trino
 
-    conn = trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=settings.trino_user,
-                               catalog=settings.trino_catalog, schema=settings.trino_schema)
+    from questlog.sql import execute
+
     try:
-        cur = conn.cursor()
-        cur.execute(statement)
-        rows = cur.fetchall()
+        columns, rows = execute(settings, statement)
     except trino.exceptions.TrinoUserError as exc:
         raise click.ClickException(exc.message) from exc
     except Exception as exc:
         raise click.ClickException(f"query failed: {exc}") from exc
-    finally:
-        conn.close()
-    if cur.description:
-        click.echo("\t".join(col[0] for col in cur.description))
+    if columns:
+        click.echo("\t".join(columns))
     for row in rows:
         click.echo("\t".join("" if v is None else str(v) for v in row))
 

@@ -59,11 +59,11 @@ def _landed(cursor, settings: Settings, catalog: Catalog, plan: ReplayPlan) -> s
 
 
 def replay(settings: Settings, catalog: Catalog, event_type: str | None = None, dry_run: bool = False) -> ReplayPlan:
-    import trino
     from confluent_kafka import Producer
 
-    conn = trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=settings.trino_user,
-                               catalog=settings.trino_catalog, schema=settings.trino_schema)
+    from questlog.sql import connect
+
+    conn = connect(settings)
     try:
         cur = conn.cursor()
         sql = f'SELECT raw, reason FROM "{DEAD_LETTER_TABLE}"'

@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-import trino
-
 from questlog.catalog import PARTITION_COLUMN, Table
 from questlog.settings import Settings
+from questlog.sql import execute
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +62,7 @@ class TrinoRegistry:
         self._known: dict[str, set[str]] = {}
 
     def _execute(self, sql: str) -> list[list]:
-        conn = trino.dbapi.connect(host=self.settings.trino_host, port=self.settings.trino_port,
-                                   user=self.settings.trino_user, catalog=self.settings.trino_catalog,
-                                   schema=self.settings.trino_schema)
-        try:
-            cur = conn.cursor()
-            cur.execute(sql)
-            return cur.fetchall()
-        finally:
-            conn.close()
+        return execute(self.settings, sql)[1]
 
     def ensure_tables(self, tables: Iterable[Table]) -> None:
         self._execute(create_schema_sql(self.settings))

@@ -8,10 +8,10 @@ import uuid
 from typing import Any, Callable
 
 import requests
-import trino
 from confluent_kafka import Consumer, Producer
 
 from questlog.settings import Settings
+from questlog.sql import execute
 
 
 def wait_for(probe: Callable[[], Any], timeout_s: float = 90.0, interval_s: float = 1.0, what: str = ""):
@@ -61,14 +61,7 @@ def read_topic(settings: Settings, topic: str, match: Callable[[dict], bool], co
 
 
 def query(settings: Settings, sql: str) -> list[list]:
-    conn = trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=settings.trino_user,
-                               catalog=settings.trino_catalog, schema=settings.trino_schema)
-    try:
-        cur = conn.cursor()
-        cur.execute(sql)
-        return cur.fetchall()
-    finally:
-        conn.close()
+    return execute(settings, sql)[1]
 
 
 def count_when(settings: Settings, sql: str, expected: int, timeout_s: float = 90.0) -> int:

@@ -1,0 +1,29 @@
+"""Running SQL on Trino with Questlog's settings: the one place that opens a connection."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import trino
+
+from questlog.settings import Settings
+
+
+def connect(settings: Settings) -> trino.dbapi.Connection:
+    return trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=settings.trino_user,
+                               catalog=settings.trino_catalog, schema=settings.trino_schema)
+
+
+def execute(settings: Settings, statement: str, params: Sequence[Any] = ()) -> tuple[list[str], list[list]]:
+    """Column names and rows of one statement."""
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        if params:
+            cur.execute(statement, list(params))
+        else:
+            cur.execute(statement)
+        rows = cur.fetchall()
+        return [col[0] for col in cur.description or []], rows
+    finally:
+        conn.close()
