@@ -11,6 +11,7 @@ it changes; a newly deployed type gets its topic created on first use.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import faust
@@ -21,6 +22,12 @@ from questlog.catalog.watch import CatalogSource
 from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def crash(reason: str) -> None:
+    log.critical("router stopping without acknowledging the current event: %s", reason)
+    logging.shutdown()
+    os._exit(70)
 
 
 def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> faust.App:
@@ -40,6 +47,7 @@ def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> faust.
         broker_commit_interval=1.0,
     )
     current = catalog.get if isinstance(catalog, CatalogSource) else (lambda: catalog)
+    refresh = catalog.refresh if isinstance(catalog, CatalogSource) else (lambda: catalog)
     raw_topic = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
     outputs: dict[str, faust.TopicT] = {}
@@ -65,13 +73,23 @@ def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> faust.
     async def route_events(stream):
         async for event in stream.events():
             message = event.message
-            routed = route(message.value, Source(message.topic, message.partition, message.offset),
-                           current(), settings.raw_topic, settings.dlq_topic)
+            source = Source(message.topic, message.partition, message.offset)
+            used = current()
+            routed = route(message.value, source, used, settings.raw_topic, settings.dlq_topic)
+            if routed.dead and refresh() is not used:
+                # The collector may know a just-deployed type or field before our cached catalog.
+                routed = route(message.value, source, current(), settings.raw_topic, settings.dlq_topic)
             if routed.dead:
                 log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition,
                             message.offset, routed.reason)
-            fut = await (await output(routed.topic)).send(key=routed.key, value=routed.value)
-            await fut  # delivered: only now may this raw event be acknowledged
+            try:
+                fut = await (await output(routed.topic)).send(key=routed.key, value=routed.value)
+                await fut  # delivered: only now may this raw event be acknowledged
+            except Exception as exc:
+                # Faust would acknowledge the event after an agent error: stop instead, so that
+                # its offset is not committed and it is routed again after the restart.
+                crash(f"could not write {message.topic}[{message.partition}]@{message.offset} "
+                      f"to {routed.topic}: {exc!r}")
             yield routed.topic
 
     app.route_events = route_events  # for tests: `app.route_events.test_context()`

@@ -29,8 +29,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from producer import kafka_writer, routes
+    from producer import routes
 
-    kafka_writer.init_app(app)
     app.register_blueprint(routes.bp)
     return app

@@ -63,7 +63,7 @@ def build_envelope(
     if not isinstance(body, dict):
         raise RejectedEvent(f"an event must be a JSON object, got {type(body).__name__}")
     name = event_type if event_type is not None else body.get("event_type")
-    if name not in catalog:
+    if not isinstance(name, str) or name not in catalog:
         raise RejectedEvent(f"unknown event_type {name!r}; known types: {', '.join(catalog.names)}")
     event = {k: v for k, v in body.items() if k not in SERVER_FIELDS}
     event_id = event.get("event_id")

@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import Future, wait
 from typing import Any, Iterable
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 log = logging.getLogger(__name__)
 
 
 class DeliveryError(RuntimeError):
     """Kafka did not confirm the events in time; the client should retry (same event_ids)."""
+
+
+class EventTooLarge(ValueError):
+    """An event is larger than a Kafka message may be; retrying cannot help."""
 
 
 class EventWriter:
@@ -42,31 +47,38 @@ class EventWriter:
     def send(self, events: Iterable[dict[str, Any]]) -> None:
         """Produce ``events`` (keyed by event_id) and wait until Kafka has all of them."""
         futures = []
+        deadline = time.monotonic() + self.timeout_s
         for event in events:
             future: Future = Future()
             futures.append(future)
 
             def on_delivery(err, msg, future=future):
-                if err is not None:
-                    future.set_exception(DeliveryError(str(err)))
-                else:
+                if err is None:
                     future.set_result(msg.offset())
+                elif err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    future.set_exception(EventTooLarge(str(err)))
+                else:
+                    future.set_exception(DeliveryError(str(err)))
 
             value = json.dumps(event, separators=(",", ":")).encode()
-            try:
-                self._producer.produce(self.topic, value, key=str(event["event_id"]).encode(),
-                                       on_delivery=on_delivery)
-            except BufferError:
-                self._producer.poll(0.5)
-                self._producer.produce(self.topic, value, key=str(event["event_id"]).encode(),
-                                       on_delivery=on_delivery)
-            except KafkaException as exc:
-                raise DeliveryError(str(exc)) from exc
-        done, pending = wait(futures, timeout=self.timeout_s + 1)
+            key = str(event["event_id"]).encode()
+            while True:
+                try:
+                    self._producer.produce(self.topic, value, key=key, on_delivery=on_delivery)
+                    break
+                except BufferError:  # the local queue is full: wait for deliveries to drain it
+                    if time.monotonic() > deadline:
+                        raise DeliveryError("the producer's queue stayed full") from None
+                    self._producer.poll(0.1)
+                except KafkaException as exc:
+                    if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                        raise EventTooLarge(str(exc)) from exc
+                    raise DeliveryError(str(exc)) from exc
+        done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1)
         if pending:
             raise DeliveryError(f"Kafka did not confirm {len(pending)} of {len(futures)} events in time")
         for future in done:
-            future.result()  # raises the DeliveryError of a failed delivery
+            future.result()  # raises the error of a failed delivery
 
     def ping(self, timeout_s: float = 2.0) -> bool:
         try:
@@ -75,6 +87,3 @@ class EventWriter:
         except KafkaException:
             return False
 
-    def close(self) -> None:
-        self._producer.flush(self.timeout_s)
-        self._closed.set()

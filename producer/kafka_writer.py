@@ -1,10 +1,11 @@
-"""The collector's lazily created EventWriter, one per process (Flask's `get_db()` shape)."""
+"""The collector's lazily created EventWriter, one per process (Flask's `get_db()` shape):
+nothing connects at import or app creation, the producer is built on the first request."""
 
 from __future__ import annotations
 
 import threading
 
-from flask import Flask, current_app
+from flask import current_app
 
 from producer.kafka import EventWriter
 
@@ -22,8 +23,3 @@ def get_writer() -> EventWriter:
                 writer = EventWriter(settings.kafka_bootstrap, settings.raw_topic, settings.produce_timeout_s)
                 app.config["EVENT_WRITER"] = writer
     return writer
-
-
-def init_app(app: Flask) -> None:
-    # Nothing connects at import or app creation: the producer is built on the first request.
-    app.extensions["questlog_writer"] = get_writer

@@ -1,12 +1,15 @@
 """Prometheus metrics of the collector, served at GET /metrics.
 
-Under gunicorn each worker is a process: with PROMETHEUS_MULTIPROC_DIR set (the local runner
-sets it), the workers' counters are summed at scrape time.
+Under gunicorn each worker is a process: with PROMETHEUS_MULTIPROC_DIR set (the local runner and
+compose set it), the workers' counters are summed at scrape time.
 """
 
 from __future__ import annotations
 
 import os
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # must exist before the first metric is made
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 

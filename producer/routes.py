@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from producer.envelope import RejectedEvent, build_envelope, client_context, utc_now
-from producer.kafka import DeliveryError
+from producer.kafka import DeliveryError, EventTooLarge
 from producer.kafka_writer import get_writer
 from producer.metrics import ACCEPTED, PRODUCE_SECONDS, REJECTED, render
 from questlog.catalog import Catalog, coerce_text
@@ -35,9 +35,12 @@ def _deliver(events: list[dict[str, Any]]):
     started = time.perf_counter()
     try:
         get_writer().send(events)
+    except EventTooLarge as exc:
+        return _error(413, f"an event is larger than a Kafka message may be: {exc}")
     except DeliveryError as exc:
         log.error("Kafka did not take %d events: %s", len(events), exc)
-        return _error(503, f"events not stored, retry with the same event_id: {exc}")
+        return _error(503, f"events not stored, retry with the same event_ids: {exc}",
+                      event_ids=[e["event_id"] for e in events])
     PRODUCE_SECONDS.observe(time.perf_counter() - started)
     for event_type, n in Counter(e["event_type"] for e in events).items():
         ACCEPTED.labels(event_type).inc(n)
@@ -67,18 +70,29 @@ def seed_route(path: str):
     return et.response, 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+def _has_unpaired_surrogate(body: Any) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 @bp.post("/events")
 def post_events():
     """One JSON event, or a JSON array of them. 202 once Kafka has all; 4xx with reasons if any
     cannot be an event (then none is sent)."""
     settings = current_app.config["SETTINGS"]
     catalog = get_catalog()
+    data = request.get_data(cache=False) or b""
     try:
-        body = json.loads(request.get_data(cache=False) or b"")
+        body = json.loads(data)
     except RequestEntityTooLarge:
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return _error(400, f"body is not valid JSON: {exc}")
+    if b"\\u" in data and _has_unpaired_surrogate(body):
+        return _error(400, "body is not valid Unicode: it escapes an unpaired surrogate (\\ud800-\\udfff)")
     items = body if isinstance(body, list) else [body]
     if not items:
         return _error(400, "empty array: nothing to record")

@@ -54,14 +54,24 @@ def run(settings: Settings, stack_only: bool) -> None:
     """Start the local stack and the pipeline; stop everything on Ctrl-C."""
     from questlog.stack.runner import Pipeline
 
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in signals:  # while starting: stop at once, and stop what has started
+        signal.signal(sig, interrupt)
     pipeline = Pipeline(settings, apps=not stack_only)
     try:
         pipeline.up()
+    except KeyboardInterrupt:
+        click.echo("questlog: interrupted while starting; what had started is stopped", err=True)
+        sys.exit(130)
     except Exception as exc:
         raise click.ClickException(str(exc)) from exc
+    stopping = []
+    for sig in signals:  # once up: finish the current check, then stop everything in order
+        signal.signal(sig, lambda *_: stopping.append(True))
     click.echo(_banner(settings))
     code = pipeline.watch(lambda: bool(stopping))
     click.echo("questlog: stopping...", err=True)

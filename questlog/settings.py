@@ -37,7 +37,8 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("topic_partitions", "QUESTLOG_TOPIC_PARTITIONS", 1, int),
     ("collector_bind", "QUESTLOG_COLLECTOR_BIND", "127.0.0.1:5000", str),
     ("collector_workers", "QUESTLOG_COLLECTOR_WORKERS", 2, int),
-    ("max_body_bytes", "QUESTLOG_MAX_BODY_BYTES", 1024 * 1024, int),
+    # below Kafka's default message size (1000000), so that one event always fits one message
+    ("max_body_bytes", "QUESTLOG_MAX_BODY_BYTES", 900_000, int),
     ("max_batch_events", "QUESTLOG_MAX_BATCH_EVENTS", 1000, int),
     ("produce_timeout_s", "QUESTLOG_PRODUCE_TIMEOUT_S", 10.0, float),
     ("router_id", "QUESTLOG_ROUTER_ID", "questlog-router", str),

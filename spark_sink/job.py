@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from questlog.catalog import Catalog
 from questlog.catalog.watch import CatalogSource
@@ -26,16 +27,16 @@ from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
 from spark_sink.registry import TrinoRegistry
 from spark_sink.transform import dedupe_key, to_rows
-from spark_sink.writer import write_batch
+from spark_sink.writer import checkpoint_run_id, write_batch
 
 log = logging.getLogger("spark_sink")
 
 KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
 
 
-def build_session(settings: Settings, app_name: str = "questlog-sink", packages: bool = True) -> SparkSession:
-    builder = (
-        SparkSession.builder.master(settings.spark_master).appName(app_name)
+def build_session(settings: Settings) -> SparkSession:
+    return (
+        SparkSession.builder.master(settings.spark_master).appName("questlog-sink")
         .config("spark.driver.memory", "1g")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
@@ -50,10 +51,9 @@ def build_session(settings: Settings, app_name: str = "questlog-sink", packages:
         .config("spark.sql.streaming.stateStore.providerClass",
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
         .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+        .config("spark.jars.packages", KAFKA_PACKAGE)
+        .getOrCreate()
     )
-    if packages:
-        builder = builder.config("spark.jars.packages", KAFKA_PACKAGE)
-    return builder.getOrCreate()
 
 
 class CatalogChanged(RuntimeError):
@@ -72,6 +72,8 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
     """
     tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
     window_s = int(settings.dedupe_window_h * 3600)
+    checkpoint = f"{settings.checkpoint_url}/sink"
+    run: list[str] = []  # the checkpoint's query id, read once the query has written it
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
@@ -80,7 +82,10 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
         .option("maxOffsetsPerTrigger", 200_000)
         .load()
         .withColumn("dedupe_key", dedupe_key(tables.values()))
-        .withWatermark("timestamp", f"{window_s} seconds")
+        # The watermark runs on the batch's own time, never on the records': a record is never
+        # too late to be landed, only a repeat within the window is dropped.
+        .withColumn("seen_at", F.current_timestamp())
+        .withWatermark("seen_at", f"{window_s} seconds")
         .dropDuplicatesWithinWatermark(["topic", "dedupe_key"])
         .select("topic", "value")
     )
@@ -90,12 +95,15 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
         if source.refresh() is not catalog:
             # The router may already route events with fields this query does not know.
             raise CatalogChanged(f"catalog changed before batch {batch_id}")
+        if not run:
+            run.append(checkpoint_run_id(spark, checkpoint))
         batch.persist()
         try:
             topics = [row.topic for row in batch.select("topic").distinct().collect()]
             for topic in sorted(topics):
                 table = tables[topic]
-                dates = write_batch(spark, to_rows(batch, table), f"{settings.warehouse_url}/{table.name}", batch_id)
+                dates = write_batch(spark, to_rows(batch, table), f"{settings.warehouse_url}/{table.name}",
+                                    run[0], batch_id)
                 registry.register_partitions(table.name, dates)
             if topics:
                 log.info("batch %d landed %s in %.1fs", batch_id, ", ".join(tables[t].name for t in sorted(topics)),
@@ -106,7 +114,7 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
     return (
         records.writeStream.queryName("questlog-sink")
         .foreachBatch(land)
-        .option("checkpointLocation", f"{settings.checkpoint_url}/sink")
+        .option("checkpointLocation", checkpoint)
         .trigger(processingTime=f"{settings.sink_trigger_s} seconds")
         .start()
     )

@@ -64,9 +64,23 @@ def query(settings: Settings, sql: str) -> list[list]:
     return execute(settings, sql)[1]
 
 
+def settle(settings: Settings, timeout_s: float = 90.0) -> None:
+    """Wait until everything sent before now has landed: a marker sent through the whole pipeline
+    lands after them (the router routes the raw topic in order, the sink plans each batch over
+    every topic's latest offsets)."""
+    marker = f"settle-{uuid.uuid4()}"
+    response = requests.post(f"{settings.collector_url}/events", json={"event_type": "default", "event_id": marker},
+                             timeout=10)
+    assert response.status_code == 202, response.text
+    wait_for(lambda: query(settings, f"SELECT count(*) FROM default_hits WHERE event_id = '{marker}'")[0][0],
+             timeout_s, what="the settle marker")
+
+
 def count_when(settings: Settings, sql: str, expected: int, timeout_s: float = 90.0) -> int:
-    """Poll a count(*) query until it reaches ``expected``; assert it then stays exactly there."""
+    """Poll a count(*) query until it reaches ``expected``, let the pipeline settle, and return the
+    count then: a duplicate landing after the originals is counted too."""
     wait_for(lambda: query(settings, sql)[0][0] >= expected, timeout_s, what=f"{expected} rows from {sql}")
+    settle(settings, timeout_s)
     return query(settings, sql)[0][0]
 
 

@@ -146,6 +146,10 @@ class Catalog:
 
     def tables(self, raw_topic: str = "events", dlq_topic: str = "events.dlq") -> list[Table]:
         """Every table the sink lands and Trino serves: one per type, plus the dead letters."""
+        clash = [et.name for et in self if f"{raw_topic}.{et.name}" in (dlq_topic, raw_topic)]
+        if clash:
+            raise CatalogError(f"event type {clash[0]!r} would write to the topic {dlq_topic!r} or "
+                               f"{raw_topic!r}; choose another name")
         tables = [Table(et.table, f"{raw_topic}.{et.name}", et.columns, "received_at", ("event_id",))
                   for et in self]
         tables.append(Table(DEAD_LETTER_TABLE, dlq_topic, DEAD_LETTER_COLUMNS, "failed_at",
@@ -183,7 +187,9 @@ def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
         if not isinstance(value, str) or not value.isidentifier() or value.lower() != value:
             raise CatalogError(f"{source}: {key} must be a lower-case identifier, got {value!r}")
     if table == DEAD_LETTER_TABLE:
-        raise CatalogError(f"{source}: table name {table!r} is reserved")
+        raise CatalogError(f"{source}: table name {table!r} is reserved (dead letters)")
+    if name == "dlq":
+        raise CatalogError(f"{source}: event_type 'dlq' is reserved (its topic is the dead letters')")
     version = doc.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CatalogError(f"{source}: version must be a positive integer, got {version!r}")
@@ -299,13 +305,6 @@ _CHECKS: Mapping[str, Callable[[Any], bool]] = {
 def _mismatch(f: Field, value: Any) -> str:
     expected = "ISO-8601 timestamp with time zone" if f.type == "timestamp" else f.type
     return f"field {f.name!r}: expected {expected}, got {_describe(value)}"
-
-
-def check_value(f: Field, value: Any) -> str | None:
-    """None if ``value`` fits field ``f``, else a reason naming the field, expectation and value."""
-    if value is None:
-        return None if not f.required else f"field {f.name!r}: required, got null"
-    return None if _CHECKS[f.type](value) else _mismatch(f, value)
 
 
 def compile_validator(et: EventType) -> Callable[[dict], list[str]]:

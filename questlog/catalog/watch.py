@@ -58,7 +58,8 @@ class CatalogSource:
             if problems:
                 log.error("catalog change refused, keeping the current one: %s", "; ".join(problems))
                 return self._catalog
-            if new != self._catalog:
-                log.info("catalog reloaded: %s", ", ".join(f"{et.name} v{et.version}" for et in new))
+            if new == self._catalog:  # touched, or rewritten alike: nothing to do, keep the compiled one
+                return self._catalog
+            log.info("catalog reloaded: %s", ", ".join(f"{et.name} v{et.version}" for et in new))
             self._catalog = new
             return new

@@ -53,17 +53,22 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _alive(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None if it is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child has exited but not been reaped
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[19] if fields else None  # field 22 of stat: start time in clock ticks since boot
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"  # a zombie has exited but is not reaped yet
 
 
 class Supervisor:
@@ -79,12 +84,22 @@ class Supervisor:
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def running_pid(self, name: str) -> int | None:
+    def recorded_pid(self, name: str) -> int | None:
+        """The pid in the service's pid file if that process (or, once it is gone, its process
+        group) is still the one we started: the pid file records its start time, so a pid reused
+        by an unrelated process after a reboot or a crash is never signalled."""
         try:
-            pid = int(self.pidfile(name).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            pid_text, started = self.pidfile(name).read_text().split()[:2]
+            pid = int(pid_text)
+        except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        if _start_time(pid) == started:
+            return pid
+        return pid if _start_time(pid) is None and self._group_alive(pid) else None
+
+    def running_pid(self, name: str) -> int | None:
+        pid = self.recorded_pid(name)
+        return pid if pid is not None and _alive(pid) else None
 
     def start(self, svc: Service) -> None:
         if self.running_pid(svc.name):
@@ -106,7 +121,7 @@ class Supervisor:
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         logfile.close()
         self.procs[svc.name] = proc
-        self.pidfile(svc.name).write_text(f"{proc.pid}\n")
+        self.pidfile(svc.name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
 
     def wait_healthy(self, svc: Service) -> float:
         started = time.monotonic()
@@ -134,8 +149,8 @@ class Supervisor:
         """Stop a service: SIGTERM to its main process, so it can shut down in order (the sink
         stops its query before Spark's JVM goes); then SIGTERM to what is left of its process
         group; SIGKILL after ``timeout_s``. True if it was running."""
-        pid = self.running_pid(name)
-        if pid is None:
+        pid = self.recorded_pid(name)
+        if pid is None or not self._group_alive(pid):
             self.pidfile(name).unlink(missing_ok=True)
             return False
         deadline = time.monotonic() + timeout_s
@@ -169,19 +184,9 @@ class Supervisor:
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # The group exists while any member does; zombies of ours are reaped by _reap.
+        """Whether any live (not zombie) process is in process group ``pgid``."""
         for proc_dir in Path("/proc").glob("[0-9]*"):
-            try:
-                stat = (proc_dir / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(") ", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
+            fields = _stat(int(proc_dir.name))
+            if fields and int(fields[2]) == pgid and fields[0] != "Z":
                 return True
         return False

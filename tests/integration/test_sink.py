@@ -1,6 +1,7 @@
 """The Spark sink against real Kafka, HDFS and Trino: typed records become queryable rows."""
 
 import json
+import re
 import uuid
 from datetime import datetime, timezone
 
@@ -25,5 +26,5 @@ def test_records_on_a_typed_topic_become_rows_in_trino_and_parquet_on_hdfs(live_
     assert rows == [[f"{run}-{i}", 10.0 + i, i, now.strftime("%Y-%m-%d")] for i in range(3)]
 
     files = webhdfs_list(live_settings, f"{live_settings.warehouse_dir}/sword_purchases/dt={now:%Y-%m-%d}")
-    assert files and all(f["pathSuffix"].startswith("part-b") and f["pathSuffix"].endswith(".parquet")
-                         for f in files)
+    assert files and all(re.fullmatch(r"part-[0-9a-f]{8}-b\d{12}-\d{4}\.parquet", f["pathSuffix"])
+                         for f in files), files

@@ -5,7 +5,6 @@ from questlog.catalog import (
     CatalogError,
     Field,
     build_catalog,
-    check_value,
     coerce_text,
     load_catalog,
     load_schemas,
@@ -74,9 +73,9 @@ def test_query_text_is_coerced_or_left_for_validation_to_report(field_type, text
     assert coerce_text(Field("f", field_type), text) == expected
 
 
-def test_null_is_fine_for_optional_fields_only():
-    assert check_value(Field("f", "string"), None) is None
-    assert check_value(Field("f", "string", required=True), None) == "field 'f': required, got null"
+def test_null_is_fine_for_optional_fields_only(catalog):
+    assert validate(valid(price=None), catalog) == []
+    assert validate(valid("level_up", level=None), catalog) == ["field 'level': required, got null"]
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -85,6 +84,7 @@ def test_null_is_fine_for_optional_fields_only():
     ({"event_type": "x", "table": "xs", "fields": {"dt": {"type": "string"}}}, "is reserved"),
     ({"event_type": "X-1", "table": "xs"}, "event_type must be a lower-case identifier"),
     ({"event_type": "x", "table": "dead_letters"}, "table name 'dead_letters' is reserved"),
+    ({"event_type": "dlq", "table": "x"}, "event_type 'dlq' is reserved"),
 ])
 def test_malformed_schemas_are_refused_with_the_file_named(doc, message):
     with pytest.raises(CatalogError, match=message) as info:
@@ -114,3 +114,8 @@ def test_a_new_type_is_one_file(tmp_path):
 def test_an_empty_catalog_directory_is_an_error(tmp_path):
     with pytest.raises(CatalogError, match="no event schemas"):
         load_schemas(tmp_path)
+
+
+def test_a_type_cannot_write_to_the_dead_letter_or_raw_topic(catalog):
+    with pytest.raises(CatalogError, match="would write to the topic"):
+        catalog.tables("events", "events.level_up")

@@ -179,3 +179,25 @@ def test_metrics_count_accepted_events_by_type_and_rejections_by_status(client):
     client.post("/events", json=[{"event_type": "level_up", "level": 1}] * 3)
     client.post("/events", data=b"{", content_type="application/json")
     assert (_metric(client, accepted), _metric(client, rejected)) == (before[0] + 3, before[1] + 1)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b'{"event_type": ["x"]}', "unknown event_type ['x']"),
+    (b'{"event_type": {}}', "unknown event_type {}"),
+    (b"[" * 100_000 + b"]" * 100_000, "body is not valid JSON"),
+    (b'{"event_type": "default", "event_id": "a\\ud800"}', "body is not valid Unicode"),
+])
+def test_odd_input_is_a_400_not_a_crash(settings, writer, data, reason):
+    client = create_app({"SETTINGS": settings, "EVENT_WRITER": writer}).test_client()
+    response = client.post("/events", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert reason in response.get_json()["error"]
+    assert writer.sent == []
+
+
+def test_a_503_names_the_event_ids_to_retry_with(settings):
+    client = create_app({"SETTINGS": settings, "EVENT_WRITER": RecordingWriter(fail=True)}).test_client()
+    response = client.post("/events", json=[{"event_type": "default", "event_id": "mine"}, {"event_type": "default"}])
+    assert response.status_code == 503
+    ids = response.get_json()["event_ids"]
+    assert ids[0] == "mine" and len(ids[1]) == 36

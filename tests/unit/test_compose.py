@@ -640,3 +640,7 @@ def test_the_stages_share_the_deployed_catalog_from_the_repo(svc, name):
     source, target = sources[0]
     host_file = (COMPOSE_DIR / source / path[len(target) + 1:]).resolve()
     assert host_file == (REPO_ROOT / "questlog" / "catalog" / "catalog.json").resolve()
+
+
+def test_the_collectors_metrics_are_summed_over_its_workers_as_locally(svc):
+    assert env_of(svc["collector"]).get("PROMETHEUS_MULTIPROC_DIR")

@@ -1,0 +1,72 @@
+"""Process supervision with real (tiny) processes: no orphans, and never a stranger's pid."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from questlog.stack.process import Service, ServiceError, Supervisor, _alive
+
+
+def sleeper(name="sleeper", child=False):
+    code = "import subprocess, sys, time\n"
+    if child:  # a child in the same process group, like Spark's JVM under the sink
+        code += "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    code += "time.sleep(60)"
+    return Service(name, [sys.executable, "-c", code], health=lambda: True)
+
+
+def children_of(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_stop_ends_the_service_and_its_children(tmp_path):
+    sup = Supervisor(tmp_path)
+    sup.start(sleeper(child=True))
+    pid = sup.running_pid("sleeper")
+    deadline = time.monotonic() + 10
+    while not children_of(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [child] = children_of(pid)
+    assert sup.stop("sleeper", timeout_s=10)
+    assert not _alive(pid) and not _alive(child)
+    assert not sup.pidfile("sleeper").exists()
+    assert sup.stop("sleeper") is False  # nothing left to stop
+
+
+def test_a_pid_file_of_another_process_is_never_signalled(tmp_path):
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sup = Supervisor(tmp_path)
+        sup.run_dir.mkdir(parents=True)
+        sup.pidfile("kafka").write_text(f"{stranger.pid} 12345\n")  # a pid reused since we recorded it
+        assert sup.running_pid("kafka") is None
+        assert sup.stop("kafka") is False
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_service_that_dies_while_starting_is_reported_with_its_log(tmp_path):
+    sup = Supervisor(tmp_path)
+    svc = Service("broken", [sys.executable, "-c", "print('bad config line 3'); raise SystemExit(2)"],
+                  health=lambda: False)
+    sup.start(svc)
+    with pytest.raises(ServiceError, match="broken exited with code 2 while starting") as info:
+        sup.wait_healthy(svc)
+    assert "bad config line 3" in str(info.value)
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        svc = Service("kafka", ["true"], health=lambda: True, ports=[("127.0.0.1", port)])
+        with pytest.raises(ServiceError, match=f"port 127.0.0.1:{port} needed by kafka is in use"):
+            Supervisor(tmp_path).start(svc)
