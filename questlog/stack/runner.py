@@ -11,7 +11,7 @@ from questlog.catalog import load_catalog
 from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
 from questlog.stack import artifacts, services
-from questlog.stack.process import Service, Supervisor
+from questlog.stack.process import Service, ServiceError, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,16 @@ def say(message: str) -> None:
 class Pipeline:
     """The local stack (Kafka, HDFS, Trino) and, with ``apps``, the collector, router and sink."""
 
+    # The pipeline's own processes hold no state of their own (Kafka offsets and Spark's checkpoint
+    # do), so one that dies is started again: at most this many times a run, then everything stops.
+    MAX_RESTARTS = 5
+
     def __init__(self, settings: Settings, apps: bool = True) -> None:
         self.settings = settings
         self.apps = apps
         self.supervisor = Supervisor(settings.home_path)
+        self.restartable: dict[str, Service] = {}
+        self.restarts: dict[str, int] = {}
 
     def fetch(self) -> None:
         artifacts.fetch_all(self.settings.cache_path)
@@ -53,8 +59,9 @@ class Pipeline:
             topics += [self.settings.topic_for(et.name) for et in catalog]
             ensure_topics(self.settings.kafka_bootstrap, topics, self.settings.topic_partitions)
             if self.apps:
-                collector, router, sink = services.pipeline(self.settings)
-                self._start([collector, router, sink])
+                apps = services.pipeline(self.settings)
+                self._start(apps)
+                self.restartable = {svc.name: svc for svc in apps}
         except BaseException:
             self.down()
             raise
@@ -65,15 +72,25 @@ class Pipeline:
 
     def watch(self, stop_requested: Callable[[], bool]) -> int:
         """Block until asked to stop, here or by `questlog stop` elsewhere (0), or until a service
-        dies (1)."""
+        of the stack dies, or one of the pipeline dies more than MAX_RESTARTS times (1). A
+        pipeline process that dies is restarted: the collector, router and sink resume from
+        Kafka's committed offsets and Spark's checkpoint."""
         while not stop_requested():
             if _stop_marker(self.settings).exists():
                 return 0
-            dead = self.supervisor.exited()
-            if dead:
-                for name, code in dead:
-                    say(f"{name} exited unexpectedly (code {code}); see {self.supervisor.log_path(name)}")
-                return 1
+            for name, code in self.supervisor.exited():
+                say(f"{name} exited unexpectedly (code {code}); see {self.supervisor.log_path(name)}")
+                svc = self.restartable.get(name)
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                if svc is None or self.restarts[name] > self.MAX_RESTARTS:
+                    return 1
+                say(f"restarting {name} ({self.restarts[name]} of {self.MAX_RESTARTS})")
+                self.supervisor.stop(name)  # what is left of its process group
+                try:
+                    self._start([svc])
+                except ServiceError as exc:
+                    say(str(exc))
+                    return 1
             time.sleep(0.5)
         return 0
 

@@ -70,3 +70,29 @@ def test_a_busy_port_is_a_clear_error(tmp_path):
         svc = Service("kafka", ["true"], health=lambda: True, ports=[("127.0.0.1", port)])
         with pytest.raises(ServiceError, match=f"port 127.0.0.1:{port} needed by kafka is in use"):
             Supervisor(tmp_path).start(svc)
+
+
+def test_a_pipeline_process_that_dies_is_restarted_and_one_that_keeps_dying_stops_the_run(settings, tmp_path):
+    from questlog.stack.runner import Pipeline
+
+    flag = tmp_path / "crashed-once"
+    flaky = Service("router", [sys.executable, "-c", f"import pathlib, sys, time\n"
+                                                     f"p = pathlib.Path({str(flag)!r})\n"
+                                                     f"if not p.exists(): p.touch(); sys.exit(70)\n"
+                                                     f"time.sleep(60)"], health=flag.exists)
+    broken = Service("sink", [sys.executable, "-c", "raise SystemExit(1)"], health=lambda: True)
+    pipe = Pipeline(settings.replace(home=str(tmp_path / "home")), apps=False)
+    try:
+        pipe.restartable = {"router": flaky}
+        pipe.supervisor.start(flaky)
+        deadline = time.monotonic() + 5
+        assert pipe.watch(lambda: time.monotonic() > deadline) == 0  # survived one crash
+        assert pipe.restarts == {"router": 1} and pipe.supervisor.running_pid("router")
+
+        pipe.restartable["sink"] = broken
+        pipe.supervisor.start(broken)
+        assert pipe.watch(lambda: False) == 1
+        assert pipe.restarts["sink"] == Pipeline.MAX_RESTARTS + 1
+    finally:
+        pipe.supervisor.stop("router")
+        pipe.supervisor.stop("sink")
