@@ -267,8 +267,8 @@ def collector(settings: Settings) -> Service:
 
 
 def router(settings: Settings) -> Service:
-    argv = [str(BIN / "faust"), "-A", "faust_app.app", "worker", "-l", "info",
-            "--web-host", settings.router_web_host, "--web-port", str(settings.router_web_port)]
+    # Exactly the documented command: the web address and everything else come from the settings.
+    argv = [str(BIN / "faust"), "-A", "faust_app.app", "worker", "-l", "info"]
 
     def health() -> bool:
         # Ready when its consumer group is stable and holds a partition of the raw topic.
