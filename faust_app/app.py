@@ -45,6 +45,10 @@ def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> faust.
         consumer_auto_offset_reset="earliest",
         broker_commit_every=100,
         broker_commit_interval=1.0,
+        # A crashed router's partitions go to its replacement after this long (Faust's default is
+        # 60 s, during which nothing is routed).
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
     current = catalog.get if isinstance(catalog, CatalogSource) else (lambda: catalog)
     refresh = catalog.refresh if isinstance(catalog, CatalogSource) else (lambda: catalog)
