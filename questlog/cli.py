@@ -29,6 +29,9 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 def _banner(settings: Settings) -> str:
     c = settings.collector_url
+    exe = os.path.join(os.path.dirname(sys.executable), "questlog")
+    rel = os.path.relpath(exe)
+    ql = rel if not rel.startswith("..") else exe  # a command the user can paste from here
     return f"""
 Questlog is running. State: {settings.home}   Logs: {settings.home}/logs/
 
@@ -37,11 +40,11 @@ Send events (the seed's routes, or JSON):
   ab -n 10 -H "Host: user1.comcast.com" {c}/join_guild
   curl -X POST {c}/events -H 'Content-Type: application/json' \\
        -d '{{"event_type": "purchase_sword", "sword_type": "katana", "price": 12.5}}'
-  questlog load                      # a demo load with ab
+  {ql} load                      # a demo load with ab
 
 Query them (Trino {settings.trino_url}, catalog {settings.trino_catalog}, schema {settings.trino_schema}):
-  questlog query "SELECT count(*) FROM sword_purchases"
-  questlog sql                       # interactive SQL shell
+  {ql} query "SELECT count(*) FROM sword_purchases"
+  {ql} sql                       # interactive SQL shell
 
 Stop: Ctrl-C here, or `make stop` from another shell.
 """

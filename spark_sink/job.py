@@ -64,16 +64,16 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
                 registry: TrinoRegistry):
     """The streaming query over every table's topic of ``catalog``.
 
-    Records are deduplicated by (topic, key) within QUESTLOG_DEDUPE_WINDOW_H of Kafka time, in a
-    RocksDB state store checkpointed with the offsets: a client retry, a router re-delivery or a
-    replay of an event already landed is dropped. A batch that finds a newer deployed catalog
+    Records are deduplicated by (topic, key) within QUESTLOG_DEDUPE_WINDOW_H of the sink's batch
+    time, in a RocksDB state store checkpointed with the offsets: a client retry, a router
+    re-delivery or a replay of an event already landed is dropped. A batch that finds a newer deployed catalog
     fails instead of writing rows with stale columns; the query restarts on the new catalog and
     the batch runs again.
     """
     tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
     window_s = int(settings.dedupe_window_h * 3600)
     checkpoint = f"{settings.checkpoint_url}/sink"
-    run: list[str] = []  # the checkpoint's query id, read once the query has written it
+    run_id: list[str] = []  # the checkpoint's query id, read once the query has written it
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
@@ -95,15 +95,15 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
         if source.refresh() is not catalog:
             # The router may already route events with fields this query does not know.
             raise CatalogChanged(f"catalog changed before batch {batch_id}")
-        if not run:
-            run.append(checkpoint_run_id(spark, checkpoint))
+        if not run_id:
+            run_id.append(checkpoint_run_id(spark, checkpoint))
         batch.persist()
         try:
             topics = [row.topic for row in batch.select("topic").distinct().collect()]
             for topic in sorted(topics):
                 table = tables[topic]
                 dates = write_batch(spark, to_rows(batch, table), f"{settings.warehouse_url}/{table.name}",
-                                    run[0], batch_id)
+                                    run_id[0], batch_id)
                 registry.register_partitions(table.name, dates)
             if topics:
                 log.info("batch %d landed %s in %.1fs", batch_id, ", ".join(tables[t].name for t in sorted(topics)),
