@@ -23,10 +23,10 @@ class ReplayPlan:
     already_landed: int = 0
 
 
-def plan_replay(letters: list[tuple[str, str]], catalog: Catalog) -> ReplayPlan:
-    """Which dead letters (rows of (raw, reason)) the catalog now accepts, by event_id."""
+def plan_replay(raws: list[str], catalog: Catalog) -> ReplayPlan:
+    """Which dead letters (their raw payloads) the catalog now accepts, by event_id."""
     plan = ReplayPlan()
-    for raw, _reason in letters:
+    for raw in raws:
         try:
             event = json.loads(raw)
         except ValueError:
@@ -43,7 +43,7 @@ def plan_replay(letters: list[tuple[str, str]], catalog: Catalog) -> ReplayPlan:
     return plan
 
 
-def _landed(cursor, settings: Settings, catalog: Catalog, plan: ReplayPlan) -> set[str]:
+def _landed(cursor, catalog: Catalog, plan: ReplayPlan) -> set[str]:
     landed: set[str] = set()
     by_type: dict[str, list[str]] = {}
     for event_id, (event_type, _) in plan.send.items():
@@ -66,14 +66,14 @@ def replay(settings: Settings, catalog: Catalog, event_type: str | None = None, 
     conn = connect(settings)
     try:
         cur = conn.cursor()
-        sql = f'SELECT raw, reason FROM "{DEAD_LETTER_TABLE}"'
+        sql = f'SELECT raw FROM "{DEAD_LETTER_TABLE}"'
         params = []
         if event_type:
             sql += " WHERE event_type = ?"
             params.append(event_type)
         cur.execute(sql, params)
-        plan = plan_replay([(row[0], row[1]) for row in cur.fetchall()], catalog)
-        landed = _landed(cur, settings, catalog, plan)
+        plan = plan_replay([row[0] for row in cur.fetchall()], catalog)
+        landed = _landed(cur, catalog, plan)
     finally:
         conn.close()
     plan.already_landed = len(landed)

@@ -79,8 +79,9 @@ def deploy(schemas: str | Path, target: str | Path, dry_run: bool = False) -> tu
         if problems:
             raise IncompatibleChange(problems)
     changes = summarize(old, new)
-    if not dry_run and (old is None or catalog_to_json(old) != catalog_to_json(new)):
-        write_atomically(target, catalog_to_json(new))
+    text = catalog_to_json(new)
+    if not dry_run and (old is None or catalog_to_json(old) != text):
+        write_atomically(target, text)
     return new, changes
 
 

@@ -54,9 +54,8 @@ class Pipeline:
             kafka, namenode, datanode, trino = services.stack(self.settings)
             self._start([kafka, namenode, trino])
             self._start([datanode])
-            catalog = load_catalog(self.settings.catalog)
-            topics = [self.settings.raw_topic, self.settings.dlq_topic]
-            topics += [self.settings.topic_for(et.name) for et in catalog]
+            tables = load_catalog(self.settings.catalog).tables(self.settings.raw_topic, self.settings.dlq_topic)
+            topics = [self.settings.raw_topic] + [t.topic for t in tables]
             ensure_topics(self.settings.kafka_bootstrap, topics, self.settings.topic_partitions)
             if self.apps:
                 apps = services.pipeline(self.settings)

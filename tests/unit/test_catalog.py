@@ -6,7 +6,6 @@ from questlog.catalog import (
     Field,
     build_catalog,
     coerce_text,
-    load_catalog,
     load_schemas,
     parse_schema,
     validate,

@@ -7,7 +7,6 @@ import os
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from questlog.catalog import DEAD_LETTER_TABLE
 from questlog.stack.java import find_java, java_home
 from spark_sink.transform import dedupe_key, to_rows
 
