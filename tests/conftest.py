@@ -13,19 +13,21 @@ import pytest
 from questlog.catalog import DEPLOYED_CATALOG, SCHEMA_DIR, load_catalog
 from questlog.settings import REPO_ROOT, Settings
 
-TEST_HOME = REPO_ROOT / ".questlog-test"
+# The test stack's addresses: the local defaults shifted by 10000. QUESTLOG_TEST_PORT_OFFSET and
+# QUESTLOG_TEST_HOME let two test runs (two checkouts, two developers) share one machine.
+OFFSET = int(os.environ.get("QUESTLOG_TEST_PORT_OFFSET") or 10000)
+TEST_HOME = Path(os.environ.get("QUESTLOG_TEST_HOME") or REPO_ROOT / ".questlog-test")
 
-# The test stack's addresses: the local defaults shifted by 10000.
 TEST_OVERRIDES = dict(
-    kafka_bootstrap="127.0.0.1:19092",
-    kafka_controller_port=19093,
-    collector_bind="127.0.0.1:15000",
-    router_web_port=16066,
+    kafka_bootstrap=f"127.0.0.1:{9092 + OFFSET}",
+    kafka_controller_port=9093 + OFFSET,
+    collector_bind=f"127.0.0.1:{5000 + OFFSET}",
+    router_web_port=6066 + OFFSET,
     router_id="questlog-router-test",
-    hdfs_url="hdfs://127.0.0.1:18020",
-    webhdfs_url="http://127.0.0.1:19870",
-    hdfs_datanode_port=19866,
-    trino_url="http://127.0.0.1:18080",
+    hdfs_url=f"hdfs://127.0.0.1:{8020 + OFFSET}",
+    webhdfs_url=f"http://127.0.0.1:{9870 + OFFSET}",
+    hdfs_datanode_port=9866 + OFFSET,
+    trino_url=f"http://127.0.0.1:{8080 + OFFSET}",
     sink_trigger_s=2.0,
 )
 
@@ -45,7 +47,7 @@ def settings(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pipeline(request):
     """The whole pipeline (Kafka, HDFS, Trino, collector, router, sink), started once per session
-    by the same code as `make run`, in a fresh QUESTLOG_HOME (`.questlog-test/`, kept after the
+    by the same code as `make run`, in a fresh QUESTLOG_HOME (`.questlog-test/` or QUESTLOG_TEST_HOME, kept after the
     run for its logs), and stopped at the end."""
     from questlog.stack.process import tail
     from questlog.stack.runner import Pipeline, stop_all
