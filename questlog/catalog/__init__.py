@@ -278,10 +278,24 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
 def _describe(value: Any) -> str:
     kind = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array",
             dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+    if isinstance(value, (str, list, dict)) and len(value) > 40:  # no repr of a megabyte value
+        value = value[:40] if isinstance(value, (str, list)) else dict(list(value.items())[:4])
     text = repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"
+
+
+def short_name(name: str, limit: int = 64) -> str:
+    """A field name as it appears in a reason: quoted, and cut if it is long, so that a reason
+    stays short whatever a client sends."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}... ({len(name)} characters)"
+
+
+# At most this many names of unknown fields are listed in one reason (the count says the rest).
+MAX_NAMED_UNKNOWN = 10
 
 
 def parse_timestamp(value: str) -> datetime | None:
@@ -318,15 +332,24 @@ def compile_validator(et: EventType) -> Callable[[dict], list[str]]:
 
     def validate_event(event: dict) -> list[str]:
         errors = [f"field {name!r}: required, missing" for name in required if name not in event]
+        unknown: list[str] = []
         for key, value in event.items():
             entry = checks.get(key)
             if entry is None:
-                errors.append(f"field {key!r}: not in the {et.name!r} schema (fields: {allowed})")
+                unknown.append(key)
             elif value is None:
                 if entry[0].required:
                     errors.append(f"field {key!r}: required, got null")
             elif not entry[1](value):
                 errors.append(_mismatch(entry[0], value))
+        if unknown:  # one reason for all of them: its size does not grow with what a client sends
+            named = ", ".join(short_name(k) for k in unknown[:MAX_NAMED_UNKNOWN])
+            if len(unknown) == 1:
+                errors.append(f"field {named}: not in the {et.name!r} schema (fields: {allowed})")
+            else:
+                more = f" and {len(unknown) - MAX_NAMED_UNKNOWN} more" if len(unknown) > MAX_NAMED_UNKNOWN else ""
+                errors.append(f"{len(unknown)} fields not in the {et.name!r} schema: {named}{more} "
+                              f"(fields: {allowed})")
         event_id = event.get("event_id")
         if type(event_id) is str and not 0 < len(event_id) <= 128:
             errors.append("field 'event_id': expected 1 to 128 characters")
@@ -341,7 +364,8 @@ def validate(event: Any, catalog: Catalog) -> list[str]:
         return [f"event must be a JSON object, got {_describe(event)}"]
     name = event.get("event_type")
     if not isinstance(name, str) or name not in catalog.types:
-        return [f"unknown event_type {name!r}; known types: {', '.join(catalog.names)}"]
+        shown = short_name(name) if isinstance(name, str) else "None" if name is None else _describe(name)
+        return [f"unknown event_type {shown}; known types: {', '.join(catalog.names)}"]
     return catalog.validator(name)(event)
 
 
