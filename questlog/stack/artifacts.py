@@ -1,10 +1,18 @@
 """JVM artifacts from Maven Central, fetched once with Maven and cached under QUESTLOG_CACHE.
 
 Versions are pinned here and nowhere else (compose/ image tags are checked against them).
+
+Nothing unverified is installed. Maven runs with strict checksums (`-C`): a download whose
+SHA-1 differs from the `.sha1` Maven Central publishes next to it fails. Each jar copied into a
+classpath is then checked again against that published checksum (kept beside it in the local
+repository), and the two files used directly, Trino's server tarball and CLI, against SHA-256
+values pinned here. On a mismatch the staging directory is removed, nothing is marked complete,
+and the message names the file and both checksums.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -35,10 +43,66 @@ HADOOP_DEPS = [
 TRINO_SERVER = f"io.trino:trino-server:{TRINO_VERSION}:tar.gz"
 TRINO_CLI = f"io.trino:trino-cli:{TRINO_VERSION}:jar:executable"
 TRINO_PLUGINS = ("hive",)
+# SHA-256 of the files fetched for direct use (their SHA-1 equals Maven Central's .sha1;
+# no .sha512 is published for them).
+PINNED_SHA256 = {
+    TRINO_SERVER: "cfd5accde17e8ebd251eeeb78aed1f490e77bb3a164d95a0f454bf8a7c1cbd3f",
+    TRINO_CLI: "fe4e9c7fb569cd67673afa1622945f6308e1e59bdb825419352b80887661757b",
+}
 
 
 class FetchError(RuntimeError):
     pass
+
+
+class ChecksumError(FetchError):
+    """A file is not the one published: a corrupted or tampered download."""
+
+
+def digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    got = digest(path, "sha256")
+    if got != expected.lower():
+        raise ChecksumError(f"checksum mismatch for {path.name}: SHA-256 {got}, expected {expected} "
+                            "(pinned in questlog/stack/artifacts.py); the file is not the one published")
+
+
+def published_checksum(artifact: Path) -> tuple[str, str] | None:
+    """(algorithm, hex digest) from the checksum file Maven keeps beside ``artifact`` in its local
+    repository, as downloaded from Maven Central; the strongest one there."""
+    for algorithm in ("sha512", "sha256", "sha1"):
+        sidecar = artifact.with_name(artifact.name + "." + algorithm)
+        if sidecar.exists():
+            words = sidecar.read_text(errors="replace").split()
+            if words:
+                return algorithm, words[0].lower()
+    return None
+
+
+def verify_against_repository(files: list[Path], repository: Path) -> None:
+    """Each file equals an artifact of the same name in the Maven ``repository`` whose published
+    checksum it matches; raises ChecksumError naming the first that does not."""
+    names = {f.name for f in files}
+    candidates: dict[str, list[Path]] = {}
+    for path in repository.rglob("*"):
+        if path.name in names and path.is_file():
+            candidates.setdefault(path.name, []).append(path)
+    for f in sorted(files):
+        published = [c for c in (published_checksum(p) for p in candidates.get(f.name, [])) if c]
+        if not published:
+            raise ChecksumError(f"no published checksum for {f.name} in {repository}; refusing to use it")
+        got = {algorithm: digest(f, algorithm) for algorithm, _ in published}
+        if not any(got[algorithm] == value for algorithm, value in published):
+            algorithm, value = published[0]
+            raise ChecksumError(f"checksum mismatch for {f.name}: {algorithm.upper()} {got[algorithm]}, "
+                                f"Maven Central publishes {value}; the file is not the one published")
 
 
 def _say(message: str) -> None:
@@ -50,7 +114,8 @@ def _mvn(cache: Path, args: list[str], cwd: Path) -> None:
     if mvn is None:
         raise FetchError("Maven (`mvn`) is needed to fetch JVM artifacts; `make run` installs it, "
                          "or: apt-get install maven")
-    cmd = [mvn, "-B", "-ntp", "-q", f"-Dmaven.repo.local={cache / 'm2'}", *args]
+    # --strict-checksums: a download that does not match Maven Central's checksum fails.
+    cmd = [mvn, "-B", "-ntp", "-q", "--strict-checksums", f"-Dmaven.repo.local={cache / 'm2'}", *args]
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
@@ -72,6 +137,13 @@ def _done(target: Path) -> bool:
     return (target / ".complete").exists()
 
 
+def _staging(target: Path) -> Path:
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
 def _finish(target: Path, staging: Path, started: float, what: str) -> Path:
     (staging / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
     if target.exists():
@@ -89,30 +161,49 @@ def maven_classpath(cache: Path, name: str, deps: list[str]) -> Path:
         return target
     _say(f"fetching {name} from Maven Central (once; cached in {cache})...")
     started = time.monotonic()
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    (staging / "pom.xml").write_text(_pom(name, deps))
-    _mvn(cache, ["dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory=lib"], staging)
+    staging = _staging(target)
+    try:
+        (staging / "pom.xml").write_text(_pom(name, deps))
+        _mvn(cache, ["dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory=lib"], staging)
+        verify_against_repository(sorted((staging / "lib").glob("*")), cache / "m2")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return _finish(target, staging, started, name)
 
 
-def maven_file(cache: Path, coordinate: str) -> Path:
-    """One artifact file (e.g. a tar.gz or an executable jar), fetched once."""
+def maven_file(cache: Path, coordinate: str, sha256: str) -> Path:
+    """One artifact file (e.g. a tar.gz or an executable jar), fetched once and checked against
+    ``sha256`` whenever it is asked for (a cached copy too)."""
     parts = coordinate.split(":")
     group, artifact, version, packaging = parts[:4]
     classifier = parts[4] if len(parts) > 4 else None
     name = f"{artifact}-{version}" + (f"-{classifier}" if classifier else "") + f".{packaging}"
     target = cache / "dist" / "files" / name
     if target.exists():
-        return target
+        try:
+            verify_sha256(target, sha256)
+            return target
+        except ChecksumError as exc:
+            _say(f"{exc}: removed, fetching it again")
+            target.unlink()
     _say(f"fetching {name} from Maven Central (once)...")
     started = time.monotonic()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _mvn(cache, ["dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={target.parent}"],
-         target.parent)
-    if not target.exists():
-        raise FetchError(f"Maven reported success but {target} is missing")
+    staging = _staging(target.parent / f".{name}")
+    try:
+        _mvn(cache, ["dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"], staging)
+        fetched = staging / name
+        if not fetched.exists():
+            raise FetchError(f"Maven reported success but {fetched} is missing")
+        try:
+            verify_sha256(fetched, sha256)
+        except ChecksumError:
+            # Maven's own copy too, so that the next attempt downloads (and checks) it afresh.
+            (cache / "m2" / group.replace(".", "/") / artifact / version / name).unlink(missing_ok=True)
+            raise
+        fetched.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     _say(f"{name}: {target.stat().st_size / 2**20:.0f} MiB in {time.monotonic() - started:.0f}s")
     return target
 
@@ -140,26 +231,28 @@ def trino_server(cache: Path) -> Path:
     target = cache / "dist" / f"trino-server-{TRINO_VERSION}"
     if _done(target):
         return target
-    tarball = maven_file(cache, TRINO_SERVER)
+    tarball = maven_file(cache, TRINO_SERVER, PINNED_SHA256[TRINO_SERVER])
     _say(f"unpacking Trino {TRINO_VERSION} (lib + {', '.join(TRINO_PLUGINS)} plugin)...")
     started = time.monotonic()
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    with tarfile.open(tarball) as tar:
-        tar.extractall(staging, filter="tar")  # hard links inside point at other plugins
-    inner = staging / f"trino-server-{TRINO_VERSION}"
-    for plugin in (inner / "plugin").iterdir():
-        if plugin.name not in TRINO_PLUGINS:
-            shutil.rmtree(plugin)
-    for entry in inner.iterdir():
-        entry.rename(staging / entry.name)
-    inner.rmdir()
+    staging = _staging(target)
+    try:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(staging, filter="tar")  # hard links inside point at other plugins
+        inner = staging / f"trino-server-{TRINO_VERSION}"
+        for plugin in (inner / "plugin").iterdir():
+            if plugin.name not in TRINO_PLUGINS:
+                shutil.rmtree(plugin)
+        for entry in inner.iterdir():
+            entry.rename(staging / entry.name)
+        inner.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return _finish(target, staging, started, f"trino-server-{TRINO_VERSION}")
 
 
 def trino_cli(cache: Path) -> Path:
-    return maven_file(cache, TRINO_CLI)
+    return maven_file(cache, TRINO_CLI, PINNED_SHA256[TRINO_CLI])
 
 
 def fetch_all(cache: Path) -> None:
