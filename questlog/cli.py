@@ -209,7 +209,7 @@ def catalog_deploy(settings: Settings, schemas: str | None, dry_run: bool) -> No
     from questlog.catalog.evolution import IncompatibleChange, deploy
 
     try:
-        _, changes = deploy(schemas or SCHEMA_DIR, settings.catalog, dry_run=dry_run)
+        _, changes = deploy(schemas or SCHEMA_DIR, settings.catalog, dry_run=dry_run, home=settings.home)
     except (IncompatibleChange, CatalogError) as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "would deploy" if dry_run else "deployed"

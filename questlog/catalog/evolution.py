@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from questlog.catalog import Catalog, catalog_to_json, load_catalog, load_schemas
+from questlog.catalog import Catalog, CatalogError, catalog_to_json, load_catalog, load_schemas
 
 
 class IncompatibleChange(ValueError):
@@ -61,28 +61,54 @@ def check_evolution(old: Catalog, new: Catalog) -> list[str]:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by a file holding ``text``, readable by all (0644: the stages may run as other
+    users, e.g. the compose containers' uid 10001 on a read-only mount of the directory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def deploy(schemas: str | Path, target: str | Path, dry_run: bool = False) -> tuple[Catalog, list[str]]:
+def deploy(schemas: str | Path, target: str | Path, dry_run: bool = False,
+           home: str | Path | None = None) -> tuple[Catalog, list[str]]:
     """Compile the TOML schemas in ``schemas`` and, if compatible with the catalog deployed at
-    ``target`` (if any), write them there. Returns the new catalog and a summary of changes."""
+    ``target`` (if any) and with the last one the stages of QUESTLOG_HOME ``home`` accepted (if
+    given; see questlog.catalog.watch), write them there. A deployed file the stages refused as
+    malformed is replaced. Returns the new catalog and a summary of changes."""
+    from questlog.catalog.watch import load_last_good
+
     new = load_schemas(schemas)
     target = Path(target)
-    old = load_catalog(target) if target.exists() else None
-    if old is not None:
-        problems = check_evolution(old, new)
-        if problems:
-            raise IncompatibleChange(problems)
-    changes = summarize(old, new)
+    last = load_last_good(home) if home is not None else None
+    try:
+        old = load_catalog(target) if target.exists() else None
+    except CatalogError:
+        if last is None:
+            raise
+        old = None  # malformed: the running stages use the last good one, which the change is checked against
+    problems = check_evolution(old, new) if old is not None else []
+    if last is not None:
+        problems += [p for p in check_evolution(last, new) if p not in problems]
+    if problems:
+        raise IncompatibleChange(problems)
+    changes = summarize(old if old is not None else last, new)
     text = catalog_to_json(new)
-    if not dry_run and (old is None or catalog_to_json(old) != text):
+    if not dry_run and _read(target) != text:
         write_atomically(target, text)
     return new, changes
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def summarize(old: Catalog | None, new: Catalog) -> list[str]:

@@ -110,7 +110,7 @@ def test_a_version_may_not_go_down():
 def test_a_running_stage_reloads_a_deployed_change_and_refuses_a_bad_one(schemas, tmp_path, caplog):
     target = tmp_path / "catalog.json"
     shutil.copy(DEPLOYED_CATALOG, target)
-    source = CatalogSource(target, interval_s=0)
+    source = CatalogSource(target, interval_s=0, home=tmp_path / "home")
     assert source.get().types["purchase_sword"].field("enchantment") is None
 
     add_field(schemas, "purchase_sword", "enchantment")
