@@ -118,7 +118,12 @@ def _mvn(cache: Path, args: list[str], cwd: Path) -> None:
     cmd = [mvn, "-B", "-ntp", "-q", "--strict-checksums", f"-Dmaven.repo.local={cache / 'm2'}", *args]
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        mismatches = [line for line in lines if "Checksum validation failed" in line]
+        if mismatches:  # --strict-checksums refused a download: say that first, whatever else follows
+            raise ChecksumError("a download does not match the checksum Maven Central publishes; nothing "
+                                "was installed:\n" + "\n".join(mismatches[:5]))
+        tail = "\n".join(lines[-15:])
         raise FetchError(f"Maven failed ({' '.join(args[:2])}):\n{tail}")
 
 

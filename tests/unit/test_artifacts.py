@@ -26,8 +26,12 @@ FAKE_MVN = textwrap.dedent("""\
     args = sys.argv[1:]
     with open(os.environ["FAKE_MVN_LOG"], "a") as log:
         log.write(" ".join(args) + "\\n")
+    if os.environ.get("FAKE_MVN_FAIL") == "checksum":
+        print("[ERROR] Failed to execute goal ...: Could not transfer artifact org.example:lib:jar:1.0 from/to "
+              "central: Checksum validation failed, expected abc but is def", file=sys.stderr)
+        sys.exit(1)
     if os.environ.get("FAKE_MVN_FAIL"):
-        print("[ERROR] Checksum validation failed, expected abc but is def", file=sys.stderr)
+        print("[ERROR] Could not resolve dependencies for project questlog:example:pom:1", file=sys.stderr)
         sys.exit(1)
     repo = Path(next(a.split("=", 1)[1] for a in args if a.startswith("-Dmaven.repo.local=")))
     out = next(a.split("=", 1)[1] for a in args if a.startswith("-DoutputDirectory="))
@@ -159,10 +163,22 @@ def test_a_corrupted_classpath_jar_stops_the_fetch_and_leaves_nothing(tmp_path, 
     assert leftovers(cache / "dist") == []  # no staging directory, no tree, no .complete
 
 
-def test_a_failing_maven_leaves_nothing(tmp_path, mvn, monkeypatch):
+def test_a_download_maven_refuses_stops_the_fetch_and_leaves_nothing(tmp_path, mvn, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setenv("FAKE_MVN_FAIL", "1")
-    with pytest.raises(FetchError, match="Checksum validation failed"):
+    monkeypatch.setenv("FAKE_MVN_FAIL", "checksum")  # what Maven 3.8 prints with --strict-checksums
+    with pytest.raises(ChecksumError, match="does not match the checksum Maven Central publishes"
+                                            "(.|\n)*Checksum validation failed, expected abc but is def"):
+        artifacts.maven_classpath(cache, "example", ["org.example:lib:1.0"])
+    assert leftovers(cache / "dist") == []
+    with pytest.raises(ChecksumError):
+        artifacts.maven_file(cache, "org.example:tool:2:jar:executable", "0" * 64)
+    assert leftovers(cache / "dist" / "files") == []
+
+
+def test_any_other_maven_failure_leaves_nothing_either(tmp_path, mvn, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FAKE_MVN_FAIL", "other")
+    with pytest.raises(FetchError, match="Maven failed(.|\n)*Could not resolve dependencies"):
         artifacts.maven_classpath(cache, "example", ["org.example:lib:1.0"])
     assert leftovers(cache / "dist") == []
 
