@@ -56,6 +56,8 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("trino_catalog", "QUESTLOG_TRINO_CATALOG", "hive", str),
     ("trino_schema", "QUESTLOG_TRINO_SCHEMA", "events", str),
     ("trino_user", "QUESTLOG_TRINO_USER", "questlog", str),
+    # the only Trino user that may create, alter and fill tables (compose/trino/hive-rules.json)
+    ("sink_trino_user", "QUESTLOG_SINK_TRINO_USER", "questlog-sink", str),
 )
 
 ENV_VARS: tuple[str, ...] = tuple(env for _, env, _, _ in _SPEC)
@@ -91,6 +93,7 @@ class Settings:
     trino_catalog: str
     trino_schema: str
     trino_user: str
+    sink_trino_user: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

@@ -9,14 +9,17 @@ import trino
 from questlog.settings import Settings
 
 
-def connect(settings: Settings) -> trino.dbapi.Connection:
-    return trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=settings.trino_user,
+def connect(settings: Settings, user: str | None = None) -> trino.dbapi.Connection:
+    """A connection as ``user``, by default QUESTLOG_TRINO_USER, a reader: only the sink's user
+    (QUESTLOG_SINK_TRINO_USER) may change tables (compose/trino/hive-rules.json)."""
+    return trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=user or settings.trino_user,
                                catalog=settings.trino_catalog, schema=settings.trino_schema)
 
 
-def execute(settings: Settings, statement: str, params: Sequence[Any] = ()) -> tuple[list[str], list[list]]:
+def execute(settings: Settings, statement: str, params: Sequence[Any] = (),
+            user: str | None = None) -> tuple[list[str], list[list]]:
     """Column names and rows of one statement."""
-    conn = connect(settings)
+    conn = connect(settings, user)
     try:
         cur = conn.cursor()
         if params:

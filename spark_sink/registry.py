@@ -62,7 +62,8 @@ class TrinoRegistry:
         self._known: dict[str, set[str]] = {}
 
     def _execute(self, sql: str) -> list[list]:
-        return execute(self.settings, sql)[1]
+        # As the sink's own user: the only one Trino lets create, alter and fill tables.
+        return execute(self.settings, sql, user=self.settings.sink_trino_user)[1]
 
     def ensure_tables(self, tables: Iterable[Table]) -> None:
         self._execute(create_schema_sql(self.settings))

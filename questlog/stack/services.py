@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -209,6 +210,21 @@ def jvm_config(path: Path) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
+def trino_config(settings: Settings) -> dict[str, str]:
+    """config.properties keys of this environment: the port, and the one address the HTTP server
+    binds (airlift's node.bind-ip, by default every interface)."""
+    return {
+        "http-server.http.port": str(settings.trino_port),
+        "discovery.uri": f"http://{settings.trino_host}:{settings.trino_port}",
+        "node.bind-ip": socket.gethostbyname(settings.trino_host),
+    }
+
+
+def trino_catalog_config(settings: Settings) -> dict[str, str]:
+    """Catalog keys of this environment: where the access rules are (in compose, /etc/trino)."""
+    return {"security.config-file": str(COMPOSE / "trino" / "hive-rules.json")}
+
+
 def trino(settings: Settings) -> Service:
     java = find_java(24, purpose="Trino 476")
     server = artifacts.trino_server(settings.cache_path)
@@ -217,11 +233,14 @@ def trino(settings: Settings) -> Service:
 
     def setup() -> None:
         _write(etc / "config.properties", merge_properties(
-            (COMPOSE / "trino" / "config.properties").read_text(),
-            {"http-server.http.port": str(settings.trino_port),
-             "discovery.uri": f"http://{settings.trino_host}:{settings.trino_port}"}))
+            (COMPOSE / "trino" / "config.properties").read_text(), trino_config(settings)))
+        overrides = trino_catalog_config(settings)
         for catalog in (COMPOSE / "trino" / "catalog").glob("*.properties"):
-            _write(etc / "catalog" / catalog.name, catalog.read_text())
+            text = catalog.read_text()
+            has = {line.split("=", 1)[0].strip() for line in text.splitlines()
+                   if "=" in line and not line.lstrip().startswith("#")}
+            _write(etc / "catalog" / catalog.name,
+                   merge_properties(text, {k: v for k, v in overrides.items() if k in has}))
         data.mkdir(parents=True, exist_ok=True)
 
     argv = [java, *jvm_config(COMPOSE / "trino" / "jvm.config"),
