@@ -1,102 +1,62 @@
-"""The Faust app and its one agent.
+"""The Faust app: a worker that hosts the router.
 
 Run: `faust -A faust_app.app worker -l info` (settings from QUESTLOG_* environment variables).
+Run N of them (each with its own QUESTLOG_ROUTER_WEB_PORT, or `--web-port`) to share the raw
+topic's partitions: they form the consumer group QUESTLOG_ROUTER_ID.
 
-The agent reads raw events, asks `routing.route` where each goes and waits until Kafka confirms
-the write before taking the next one, so a raw event is acknowledged (and its offset committed)
-only once its typed or dead-letter copy is stored. The catalog is the deployed one, reloaded when
-it changes; a newly deployed type gets its topic created on first use.
+The router (`faust_app.router.Router`) reads raw events in batches, asks `routing.route` where
+each goes, writes the typed copies and dead letters, and commits a raw event's offset only after
+Kafka confirmed its copy. The catalog is the deployed one, reloaded when it changes; a newly
+deployed type gets its topic created on first use.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import faust
+from faust.app.base import BootStrategy
 
-from faust_app.routing import Source, route
+from faust_app.router import Router
 from questlog.catalog import Catalog
 from questlog.catalog.watch import CatalogSource
 from questlog.settings import Settings
 
-log = logging.getLogger(__name__)
+
+class _RouterBoot(BootStrategy):
+    # Faust's own consumer and producer stay off: the router reads and writes with its own
+    # batch client (see faust_app.router for the measurements), and Faust's consumer would join
+    # the same consumer group with another partition assignor, which Kafka refuses.
+    enable_kafka = False
 
 
-def crash(reason: str) -> None:
-    log.critical("router stopping without acknowledging the current event: %s", reason)
-    logging.shutdown()
-    os._exit(70)
+class RouterApp(faust.App):
+    BootStrategy = _RouterBoot
 
 
-def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> faust.App:
-    """Build the app, its topics and agent. Connects to nothing until a worker starts."""
-    app = faust.App(
+def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> RouterApp:
+    """Build the app and its router service. Connects to nothing until a worker starts."""
+    app = RouterApp(
         settings.router_id,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
-        datadir=str(Path(settings.home) / "faust"),
+        datadir=str(Path(settings.home) / f"faust-{settings.router_web_port}"),
         web_host=settings.router_web_host,
         web_bind=settings.router_web_host,  # web_host only names it in URLs; the default bind is 0.0.0.0
         web_port=settings.router_web_port,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
-        producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_every=100,
-        broker_commit_interval=1.0,
-        # A crashed router's partitions go to its replacement after this long (Faust's default is
-        # 60 s, during which nothing is routed).
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
     )
-    current = catalog.get if isinstance(catalog, CatalogSource) else (lambda: catalog)
-    refresh = catalog.refresh if isinstance(catalog, CatalogSource) else (lambda: catalog)
-    raw_topic = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes,
-                          key_serializer="raw", value_serializer="raw")
-    outputs: dict[str, faust.TopicT] = {}
+    if isinstance(catalog, CatalogSource):
+        current, refresh = catalog.get, catalog.refresh
+    else:
+        current = refresh = lambda: catalog
 
-    async def output(name: str) -> faust.TopicT:
-        """The topic named ``name``, declared (created if missing) the first time it is used."""
-        topic = outputs.get(name)
-        if topic is None:
-            topic = app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                              value_serializer="raw", partitions=settings.topic_partitions)
-            await topic.maybe_declare()
-            outputs[name] = topic
-        return topic
+    @app.service
+    class RouterService(Router):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(settings, current, refresh, settings.max_record_bytes, **kwargs)
 
-    @app.task
-    async def create_topics() -> None:
-        """The router creates every topic it writes (typed topics and the dead-letter topic)."""
-        for name in [settings.topic_for(et.name) for et in current()] + [settings.dlq_topic]:
-            await output(name)
-        log.info("output topics ready: %s", ", ".join(sorted(outputs)))
-
-    @app.agent(raw_topic)
-    async def route_events(stream):
-        async for event in stream.events():
-            message = event.message
-            source = Source(message.topic, message.partition, message.offset)
-            used = current()
-            routed = route(message.value, source, used, settings.raw_topic, settings.dlq_topic)
-            if routed.dead and refresh() is not used:
-                # The collector may know a just-deployed type or field before our cached catalog.
-                routed = route(message.value, source, current(), settings.raw_topic, settings.dlq_topic)
-            if routed.dead:
-                log.warning("dead letter from %s[%d]@%d: %s", message.topic, message.partition,
-                            message.offset, routed.reason)
-            try:
-                fut = await (await output(routed.topic)).send(key=routed.key, value=routed.value)
-                await fut  # delivered: only now may this raw event be acknowledged
-            except Exception as exc:
-                # Faust would acknowledge the event after an agent error: stop instead, so that
-                # its offset is not committed and it is routed again after the restart.
-                crash(f"could not write {message.topic}[{message.partition}]@{message.offset} "
-                      f"to {routed.topic}: {exc!r}")
-            yield routed.topic
-
-    app.route_events = route_events  # for tests: `app.route_events.test_context()`
+    app.router_service = RouterService  # for tests
     return app
 
 

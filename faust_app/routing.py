@@ -1,13 +1,23 @@
-"""Routing decisions: pure functions from a raw Kafka record to the record to write."""
+"""Routing decisions: pure functions from a raw Kafka record to the record to write.
+
+Whatever a raw record holds (any bytes, any size the broker took), ``route`` returns a record that
+fits ``limit`` bytes (key + value): the typed copy of a valid event, or a dead letter. A dead letter
+that would be larger keeps its reasons and raw payload cut to fit, and its reason says so, with the
+raw payload's size and SHA-256, so that the original can still be found at its source offset.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from questlog.catalog import Catalog, parse_timestamp, validate
+import orjson
+
+from questlog.catalog import Catalog, EventType, parse_timestamp, validate
 
 
 @dataclass(frozen=True)
@@ -29,61 +39,130 @@ class Routed:
         return self.reason is not None
 
 
-# A dead letter embeds the raw payload as a JSON string (escaping can double its size); beyond this
-# many characters it is cut, and the reason says so, so that the record fits a Kafka message.
-MAX_RAW_CHARS = 400_000
+# The largest record (key + value) the router writes: below Kafka's default message.max.bytes
+# (1048588) with room for the record batch's own headers. QUESTLOG_MAX_RECORD_BYTES sets it.
+MAX_RECORD_BYTES = 1_000_000
+# A reason longer than this is cut (validation keeps reasons short; this bounds what is left).
+MAX_REASON_CHARS = 8_000
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()  # ASCII: lone surrogates stay escaped
+def loads(raw: bytes) -> Any:
+    """Parse JSON: orjson for speed; the standard library where orjson is stricter (NaN, integers
+    beyond 64 bits, escaped unpaired surrogates, UTF-16/32), so that what is accepted stays the same."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON. A string holding an unpaired surrogate cannot be UTF-8: such a record is
+    written ASCII-escaped instead (``\\udc00``), as the collector does."""
+    try:
+        return orjson.dumps(obj)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# A valid timestamp already spelled as the router writes it (the collector's received_at is).
+_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d")
+
+
+_TIMESTAMP_FIELDS: dict[int, tuple[EventType, tuple[str, ...]]] = {}
+
+
+def _timestamp_fields(et: EventType) -> tuple[str, ...]:
+    """The names of ``et``'s timestamp fields, computed once per event type object (hashing the
+    type itself would cost more than the look-up saves)."""
+    cached = _TIMESTAMP_FIELDS.get(id(et))
+    if cached is None or cached[0] is not et:  # the entry holds ``et``, so its id is not reused
+        cached = _TIMESTAMP_FIELDS[id(et)] = (et, tuple(f.name for f in et.columns if f.type == "timestamp"))
+    return cached[1]
 
 
 def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, dlq_topic: str,
-          now: datetime | None = None) -> Routed:
+          now: datetime | None = None, limit: int = MAX_RECORD_BYTES) -> Routed:
     """Decide where one raw record goes: its typed topic if it is valid, else a dead letter that
-    carries every reason, the raw payload and where it came from. Never raises."""
+    carries every reason, the raw payload and where it came from. Never raises; what it returns
+    always fits ``limit`` bytes."""
     raw = raw or b""
     try:
-        event = json.loads(raw)
+        event = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        return dead_letter(raw, None, f"payload is not valid JSON: {exc}", source, dlq_topic, now)
+        return dead_letter(raw, None, f"payload is not valid JSON: {exc}", source, dlq_topic, now, limit)
     errors = validate(event, catalog)
     if errors:
-        return dead_letter(raw, event, "; ".join(errors), source, dlq_topic, now)
+        return dead_letter(raw, event, "; ".join(errors), source, dlq_topic, now, limit)
     try:
         key = event["event_id"].encode()
     except UnicodeEncodeError:
         return dead_letter(raw, None, "field 'event_id': not valid Unicode (an unpaired surrogate escape)",
-                           source, dlq_topic, now)
+                           source, dlq_topic, now, limit)
     et = catalog.types[event["event_type"]]
-    for f in et.columns:  # one spelling of time that every reader (Spark, Trino) parses alike
-        if f.type == "timestamp" and event.get(f.name) is not None:
-            event[f.name] = parse_timestamp(event[f.name]).isoformat(timespec="milliseconds")
+    for name in _timestamp_fields(et):  # one spelling of time that every reader (Spark, Trino) parses alike
+        value = event.get(name)
+        if value is not None and not _CANONICAL_TIME.fullmatch(value):
+            event[name] = parse_timestamp(value).isoformat(timespec="milliseconds")
     event["schema_version"] = et.version
-    return Routed(f"{raw_topic}.{et.name}", key, _dumps(event))
+    value = dumps(event)
+    if len(key) + len(value) > limit:
+        return dead_letter(raw, event, f"the typed copy is {len(key) + len(value)} bytes, over the {limit}-byte "
+                           "limit of one Kafka record (the router adds schema_version and rewrites timestamps)",
+                           source, dlq_topic, now, limit)
+    return Routed(f"{raw_topic}.{et.name}", key, value)
 
 
 def dead_letter(raw: bytes, event: Any, reason: str, source: Source, dlq_topic: str,
-                now: datetime | None = None) -> Routed:
+                now: datetime | None = None, limit: int = MAX_RECORD_BYTES) -> Routed:
+    """The dead letter of ``raw``: reason, raw payload (undecodable bytes replaced), source and
+    identity; cut to fit ``limit`` bytes if it would not."""
     now = now or datetime.now(timezone.utc)
-    text = raw.decode("utf-8", errors="replace")
-    if len(text) > MAX_RAW_CHARS:
-        reason += f" (raw payload cut to its first {MAX_RAW_CHARS} of {len(text)} characters)"
-        text = text[:MAX_RAW_CHARS]
     record: dict[str, Any] = {
         "reason": reason,
-        "raw": text,
+        "raw": raw.decode("utf-8", errors="replace"),
         "source_topic": source.topic,
         "source_partition": source.partition,
         "source_offset": source.offset,
         "failed_at": now.isoformat(timespec="milliseconds"),
     }
     if isinstance(event, dict):
-        for key in ("event_id", "event_type"):
-            if isinstance(event.get(key), str) and len(event[key]) <= 256:
-                record[key] = event[key]
+        for name in ("event_id", "event_type"):
+            if isinstance(event.get(name), str) and len(event[name]) <= 256:
+                record[name] = event[name]
         received = event.get("received_at")
-        if isinstance(received, str) and parse_timestamp(received) is not None:
+        if isinstance(received, str) and len(received) <= 64 and parse_timestamp(received) is not None:
             record["received_at"] = received
     key = f"{source.topic}:{source.partition}:{source.offset}".encode()
-    return Routed(dlq_topic, key, _dumps(record), reason)
+    value = dumps(record)
+    if len(key) + len(value) > limit or len(reason) > MAX_REASON_CHARS:
+        record = _cut_to_fit(record, raw, limit - len(key))
+        value = dumps(record)
+    return Routed(dlq_topic, key, value, record["reason"])
+
+
+def _cut_to_fit(record: dict[str, Any], raw: bytes, limit: int) -> dict[str, Any]:
+    """``record`` with its reason and raw payload cut so that it encodes to at most ``limit``
+    bytes; the reason says what was cut, the raw payload's size and its SHA-256."""
+    reason, text = record["reason"], record["raw"]
+    cut_reason = reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
+    empty = dumps({**record, "reason": cut_reason, "raw": ""})
+
+    def note(kept: int) -> str:
+        parts = [f"raw payload cut to its first {kept} of {len(text)} characters" if kept < len(text) else "",
+                 f"reason cut to its first {MAX_REASON_CHARS} of {len(reason)} characters"
+                 if len(reason) > MAX_REASON_CHARS else ""]
+        what = "; ".join(p for p in parts if p)
+        return (f" [dead letter cut to fit the {limit}-byte limit of one Kafka record: {what}; the raw payload "
+                f"was {len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}]")
+
+    # The longest prefix of the payload that fits beside the rest (its JSON escaping can make it
+    # up to 6 bytes a character): a binary search over the encoded size.
+    room = limit - len(empty) - len(dumps(note(0))) - 16  # 16: the digits of the kept count
+    lo, hi = 0, min(len(text), max(room, 0))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(dumps(text[:mid])) - 2 <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return {**record, "reason": cut_reason + note(lo), "raw": text[:lo]}

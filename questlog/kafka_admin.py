@@ -1,4 +1,4 @@
-"""Topic creation shared by the stack runner, the router's tests and the sink."""
+"""Topic creation shared by the stack runner, the router and the sink."""
 
 from __future__ import annotations
 
@@ -6,23 +6,34 @@ import logging
 from typing import Iterable
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 log = logging.getLogger(__name__)
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet with ``partitions`` partitions, and grow existing
+    ones that have fewer (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router workers share
+    the raw topic); a topic is never shrunk."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1)
-              for t in dict.fromkeys(topics) if t not in existing]
-    if not wanted:
-        return
-    for topic, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
-        try:
-            future.result()
-            log.info("created topic %s", topic)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted = list(dict.fromkeys(topics))
+    create = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
+    grow = [NewPartitions(t, partitions) for t in wanted
+            if t in existing and len(existing[t].partitions) < partitions]
+    if create:
+        for topic, future in admin.create_topics(create, request_timeout=timeout_s).items():
+            try:
+                future.result()
+                log.info("created topic %s", topic)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+    if grow:
+        for topic, future in admin.create_partitions(grow, request_timeout=timeout_s).items():
+            try:
+                future.result()
+                log.info("topic %s now has %d partitions", topic, partitions)
+            except KafkaException as exc:
+                if exc.args[0].name() != "INVALID_PARTITIONS":  # grown meanwhile by another caller
+                    raise

@@ -46,6 +46,8 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("router_web_port", "QUESTLOG_ROUTER_WEB_PORT", 6066, int),
     ("hdfs_url", "QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020", str),
     ("webhdfs_url", "QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870", str),
+    # the largest record (key + value) the router writes: below Kafka's message.max.bytes (1048588)
+    ("max_record_bytes", "QUESTLOG_MAX_RECORD_BYTES", 1_000_000, int),
     ("hdfs_datanode_port", "QUESTLOG_HDFS_DATANODE_PORT", 9866, int),
     ("warehouse_dir", "QUESTLOG_WAREHOUSE_DIR", "/questlog/warehouse", str),
     ("checkpoint_dir", "QUESTLOG_CHECKPOINT_DIR", "/questlog/checkpoints", str),
@@ -84,6 +86,7 @@ class Settings:
     hdfs_url: str
     webhdfs_url: str
     hdfs_datanode_port: int  # data transfer; its HTTP server listens on this - 2, IPC on this + 1
+    max_record_bytes: int
     warehouse_dir: str
     checkpoint_dir: str
     spark_master: str

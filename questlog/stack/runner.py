@@ -20,19 +20,90 @@ def say(message: str) -> None:
     print(f"questlog: {message}", file=sys.stderr, flush=True)
 
 
+class Watchdog:
+    """Keeps every service of a run alive, each the same way.
+
+    A service that dies is started again after a backoff (1 s, doubling up to BACKOFF_CAP_S); a
+    failed restart counts as another death. Once a service has been healthy for HEALTHY_RESET_S,
+    its backoff starts from the beginning again, so a rare death in a long run never adds up to
+    a stop. A service waits for the services it needs (DEPENDS) to be healthy before it is
+    started again. Nothing here stops the stack: only the user does (or `up()` when a service
+    cannot start at all). Restarts run side by side: a dead Kafka does not hold up the sink.
+    """
+
+    BACKOFF_FIRST_S = 1.0
+    BACKOFF_CAP_S = 60.0
+    HEALTHY_RESET_S = 60.0
+    DEPENDS: dict[str, tuple[str, ...]] = {
+        "datanode": ("namenode",),
+        "collector": ("kafka",),
+        "router": ("kafka",),
+        "sink": ("kafka", "namenode", "datanode", "trino"),
+    }
+
+    def __init__(self, supervisor: Supervisor, services: list[Service]) -> None:
+        self.supervisor = supervisor
+        self.services = {svc.name: svc for svc in services}
+        now = time.monotonic()
+        self.state = {name: "up" for name in self.services}  # up | waiting | starting
+        self.since = {name: now for name in self.services}  # when the current state began
+        self.deaths = {name: 0 for name in self.services}  # since it was last healthy for long
+        self.retry_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {name: 0 for name in self.services}
+
+    def backoff(self, name: str) -> float:
+        return min(self.BACKOFF_CAP_S, self.BACKOFF_FIRST_S * 2 ** max(self.deaths[name] - 1, 0))
+
+    def _died(self, name: str, why: str) -> None:
+        self.deaths[name] += 1
+        wait = self.backoff(name)
+        self.state[name], self.since[name] = "waiting", time.monotonic()
+        self.retry_at[name] = time.monotonic() + wait
+        say(f"{name} {why}; restarting it in {wait:.0f}s (log: {self.supervisor.log_path(name)})")
+
+    def check(self) -> None:
+        """One round: notice deaths, advance restarts, reset the backoff of long-healthy services."""
+        now = time.monotonic()
+        for name, code in self.supervisor.exited():
+            if name in self.services and self.state[name] in ("up", "starting"):
+                self._died(name, f"exited unexpectedly (code {code})")
+        for name, svc in self.services.items():
+            state = self.state[name]
+            if state == "up" and self.deaths[name] and now - self.since[name] >= self.HEALTHY_RESET_S:
+                self.deaths[name] = 0
+            elif state == "waiting" and now >= self.retry_at[name]:
+                blocked = [d for d in self.DEPENDS.get(name, ()) if d in self.services and self.state[d] != "up"]
+                if blocked:
+                    continue  # started once what it needs is back
+                self.supervisor.stop(name)  # what is left of its process group
+                try:
+                    self.supervisor.start(svc)
+                except ServiceError as exc:
+                    self._died(name, f"could not be started: {exc}")
+                    continue
+                self.restarts[name] += 1
+                self.state[name], self.since[name] = "starting", now
+            elif state == "starting":
+                try:
+                    healthy = svc.health()
+                except Exception:  # the probe failing is the normal state while starting
+                    healthy = False
+                if healthy:
+                    self.state[name], self.since[name] = "up", now
+                    say(f"{name} is up again (restart {self.restarts[name]})")
+                elif now - self.since[name] > svc.start_timeout_s:
+                    self.supervisor.stop(name)
+                    self._died(name, f"did not become healthy within {svc.start_timeout_s:.0f}s")
+
+
 class Pipeline:
     """The local stack (Kafka, HDFS, Trino) and, with ``apps``, the collector, router and sink."""
-
-    # The pipeline's own processes hold no state of their own (Kafka offsets and Spark's checkpoint
-    # do), so one that dies is started again: at most this many times a run, then everything stops.
-    MAX_RESTARTS = 5
 
     def __init__(self, settings: Settings, apps: bool = True) -> None:
         self.settings = settings
         self.apps = apps
         self.supervisor = Supervisor(settings.home_path)
-        self.restartable: dict[str, Service] = {}
-        self.restarts: dict[str, int] = {}
+        self.started: list[Service] = []
 
     def fetch(self) -> None:
         artifacts.fetch_all(self.settings.cache_path)
@@ -45,11 +116,13 @@ class Pipeline:
         for svc in svcs:
             took = self.supervisor.wait_healthy(svc)
             say(f"{svc.name} is up ({took:.1f}s){' at ' + svc.url if svc.url else ''}")
+        self.started += svcs
 
     def up(self) -> None:
         started = time.monotonic()
         _stop_marker(self.settings).unlink(missing_ok=True)
         self.fetch()
+        self.started = []
         try:
             kafka, namenode, datanode, trino = services.stack(self.settings)
             self._start([kafka, namenode, trino])
@@ -58,9 +131,7 @@ class Pipeline:
             topics = [self.settings.raw_topic] + [t.topic for t in tables]
             ensure_topics(self.settings.kafka_bootstrap, topics, self.settings.topic_partitions)
             if self.apps:
-                apps = services.pipeline(self.settings)
-                self._start(apps)
-                self.restartable = {svc.name: svc for svc in apps}
+                self._start(services.pipeline(self.settings))
         except BaseException:
             self.down()
             raise
@@ -69,28 +140,15 @@ class Pipeline:
     def down(self) -> None:
         stop_all(self.settings, self.supervisor)
 
-    def watch(self, stop_requested: Callable[[], bool]) -> int:
-        """Block until asked to stop, here or by `questlog stop` elsewhere (0), or until a service
-        of the stack dies, or one of the pipeline dies more than MAX_RESTARTS times (1). A
-        pipeline process that dies is restarted: the collector, router and sink resume from
-        Kafka's committed offsets and Spark's checkpoint."""
+    def watch(self, stop_requested: Callable[[], bool], interval_s: float = 0.5) -> int:
+        """Keep every service alive (see Watchdog) until asked to stop, here or by `questlog
+        stop` elsewhere; then 0."""
+        dog = Watchdog(self.supervisor, self.started)
         while not stop_requested():
             if _stop_marker(self.settings).exists():
                 return 0
-            for name, code in self.supervisor.exited():
-                say(f"{name} exited unexpectedly (code {code}); see {self.supervisor.log_path(name)}")
-                svc = self.restartable.get(name)
-                self.restarts[name] = self.restarts.get(name, 0) + 1
-                if svc is None or self.restarts[name] > self.MAX_RESTARTS:
-                    return 1
-                say(f"restarting {name} ({self.restarts[name]} of {self.MAX_RESTARTS})")
-                self.supervisor.stop(name)  # what is left of its process group
-                try:
-                    self._start([svc])
-                except ServiceError as exc:
-                    say(str(exc))
-                    return 1
-            time.sleep(0.5)
+            dog.check()
+            time.sleep(interval_s)
         return 0
 
 

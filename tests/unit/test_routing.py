@@ -1,9 +1,7 @@
-"""Routing decisions (pure) and the Faust agent in its test context."""
+"""Routing decisions: pure functions from a raw record to the record to write."""
 
-import asyncio
 import json
 from datetime import datetime, timezone
-from unittest import mock
 
 import pytest
 
@@ -64,61 +62,3 @@ def test_an_unpaired_surrogate_never_crashes_routing(catalog):
     assert routed.dead and "not valid Unicode" in routed.reason
     routed = route(raw(guild_name="\udc00"), SRC, catalog, "events", "events.dlq", NOW)
     assert not routed.dead and b"\\udc00" in routed.value  # kept, escaped
-
-
-def test_a_huge_dead_letter_keeps_a_cut_payload_and_says_so(catalog):
-    payload = json.dumps({"event_type": "nope", "pad": "x" * 900_000}).encode()
-    letter = json.loads(route(payload, SRC, catalog, "events", "events.dlq", NOW).value)
-    assert len(letter["raw"]) == 400_000
-    assert letter["reason"].endswith(f"(raw payload cut to its first 400000 of {len(payload)} characters)")
-
-
-def test_the_agent_sends_each_event_where_routing_says_and_waits_for_delivery():
-    from faust_app.app import app
-
-    sent, futures = [], []
-
-    async def slow_send(self, key=None, value=None, **kwargs):
-        sent.append((self.get_topic_name(), key, value))
-        delivered = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(0.2, delivered.set_result, "metadata")
-        futures.append(delivered)
-        return delivered
-
-    async def scenario():
-        with mock.patch("faust.topics.Topic.send", slow_send), \
-                mock.patch("faust.topics.Topic.maybe_declare", mock.AsyncMock()):
-            async with app.route_events.test_context() as agent:
-                delivered_when_done = []
-                for value in (raw(), b"garbage"):
-                    await agent.put(value, key=b"k")
-                    delivered_when_done.append(futures[-1].done())
-                return list(agent.results.values()), delivered_when_done
-
-    results, delivered_when_done = asyncio.run(scenario())
-    assert results == ["events.join_guild", "events.dlq"]
-    assert delivered_when_done == [True, True]  # an event is done only once Kafka confirmed its copy
-    assert [topic for topic, _, _ in sent] == ["events.join_guild", "events.dlq"]
-    assert json.loads(sent[0][2])["schema_version"] == 1  # stamped by the router
-    assert json.loads(sent[1][2])["reason"].startswith("payload is not valid JSON")
-
-
-def test_a_failed_delivery_stops_the_router_instead_of_acknowledging():
-    from faust_app.app import app
-
-    crashes = []
-
-    async def failing_send(self, key=None, value=None, **kwargs):
-        delivered = asyncio.get_running_loop().create_future()
-        delivered.set_exception(RuntimeError("broker gone"))
-        return delivered
-
-    async def scenario():
-        with mock.patch("faust.topics.Topic.send", failing_send), \
-                mock.patch("faust.topics.Topic.maybe_declare", mock.AsyncMock()), \
-                mock.patch("faust_app.app.crash", side_effect=lambda reason: crashes.append(reason)):
-            async with app.route_events.test_context() as agent:
-                await agent.put(raw(), key=b"k")
-
-    asyncio.run(scenario())
-    assert len(crashes) == 1 and "broker gone" in crashes[0] and "events.join_guild" in crashes[0]
