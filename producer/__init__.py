@@ -1,6 +1,8 @@
 """The Flask collector: HTTP in, raw events on Kafka's `events` topic.
 
-Run it as `make run` does: `gunicorn --bind 127.0.0.1:5000 'producer:create_app()'`.
+Run it as `make run` does (questlog.stack.services.collector):
+`granian --interface wsgi --workers 2 --blocking-threads 8 --host 127.0.0.1 --port 5000 'producer:create_app()'`
+(`--factory`); `gunicorn 'producer:create_app()'` serves it too.
 """
 
 from __future__ import annotations
@@ -10,26 +12,33 @@ from typing import Any, Mapping
 
 from flask import Flask
 
+from producer.extension import EventWriters, WriterFactory, kafka_writer
 from questlog.catalog.watch import CatalogSource
 from questlog.settings import Settings
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Application factory. ``test_config`` may hold ``SETTINGS``, ``CATALOG`` (a Catalog, or a
-    source with ``get()``) and ``EVENT_WRITER`` (anything with ``send(events)``) to swap the real
-    ones out in unit tests."""
+def create_app(test_config: Mapping[str, Any] | None = None, writer_factory: WriterFactory = kafka_writer) -> Flask:
+    """Application factory. ``test_config`` may hold ``SETTINGS`` and ``CATALOG`` (a Catalog, or
+    a source with ``get()``); ``writer_factory`` builds each worker's event writer from the
+    settings (anything with ``send(records)``, ``available`` and ``state``), to swap Kafka out in
+    unit tests."""
+    from producer.auth import WriteKeys
+
     app = Flask(__name__)
     settings = Settings.from_env()
-    app.config.from_mapping(SETTINGS=settings, CATALOG=None, EVENT_WRITER=None)
+    app.config.from_mapping(SETTINGS=settings, CATALOG=None)
     if test_config:
         app.config.from_mapping(test_config)
     settings = app.config["SETTINGS"]
     if app.config["CATALOG"] is None:  # the deployed catalog, reloaded when it changes
         app.config["CATALOG"] = CatalogSource(settings.catalog)
+    # The key file, reloaded when it changes; None: keys are off, every source is `default`.
+    app.config["WRITE_KEYS"] = WriteKeys(settings.write_keys) if settings.write_keys else None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from producer import routes
 
+    EventWriters(app, writer_factory)
     app.register_blueprint(routes.bp)
     return app

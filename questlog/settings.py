@@ -41,13 +41,15 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("max_body_bytes", "QUESTLOG_MAX_BODY_BYTES", 900_000, int),
     ("max_batch_events", "QUESTLOG_MAX_BATCH_EVENTS", 1000, int),
     ("produce_timeout_s", "QUESTLOG_PRODUCE_TIMEOUT_S", 10.0, float),
+    # a TOML file of `"<write key>" = "<source>"` lines; empty: no keys asked, every event's source is `default`
+    ("write_keys", "QUESTLOG_WRITE_KEYS", "", str),
     ("router_id", "QUESTLOG_ROUTER_ID", "questlog-router", str),
     ("router_web_host", "QUESTLOG_ROUTER_WEB_HOST", "127.0.0.1", str),
     ("router_web_port", "QUESTLOG_ROUTER_WEB_PORT", 6066, int),
-    ("hdfs_url", "QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020", str),
-    ("webhdfs_url", "QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870", str),
     # the largest record (key + value) the router writes: below Kafka's message.max.bytes (1048588)
     ("max_record_bytes", "QUESTLOG_MAX_RECORD_BYTES", 1_000_000, int),
+    ("hdfs_url", "QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020", str),
+    ("webhdfs_url", "QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870", str),
     ("hdfs_datanode_port", "QUESTLOG_HDFS_DATANODE_PORT", 9866, int),
     ("warehouse_dir", "QUESTLOG_WAREHOUSE_DIR", "/questlog/warehouse", str),
     ("checkpoint_dir", "QUESTLOG_CHECKPOINT_DIR", "/questlog/checkpoints", str),
@@ -80,13 +82,14 @@ class Settings:
     max_body_bytes: int
     max_batch_events: int
     produce_timeout_s: float
+    write_keys: str
     router_id: str
     router_web_host: str
     router_web_port: int
+    max_record_bytes: int
     hdfs_url: str
     webhdfs_url: str
     hdfs_datanode_port: int  # data transfer; its HTTP server listens on this - 2, IPC on this + 1
-    max_record_bytes: int
     warehouse_dir: str
     checkpoint_dir: str
     spark_master: str

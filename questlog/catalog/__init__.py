@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -56,8 +57,12 @@ class Field:
 
 # Fields every accepted event carries.
 ENVELOPE: tuple[Field, ...] = (
-    Field("event_id", "string", "Unique id of the event and the dedupe key; a client may send its own so "
-          "that its retries are recognised.", True),
+    Field("event_id", "string", "Id of the event, unique within its `source`: 1 to 128 characters of "
+          "`A-Z a-z 0-9 . _ : -`, made by the collector (a UUID) or sent by the client so that its retries "
+          "are recognised. (`source`, `event_id`) is the dedupe key.", True),
+    Field("source", "string", "Who sent the event: the source name its write key maps to "
+          "(QUESTLOG_WRITE_KEYS), `default` when write keys are off; set by the collector only. Empty "
+          "for events accepted before sources existed."),
     Field("event_type", "string", "The catalog type of the event.", True),
     Field("received_at", "timestamp", "When the collector accepted the event (server clock, UTC); the `dt` "
           "partition is its UTC date.", True),
@@ -72,6 +77,22 @@ ENVELOPE: tuple[Field, ...] = (
     Field("accept", "string", "The request's Accept header."),
 )
 ENVELOPE_NAMES = frozenset(f.name for f in ENVELOPE)
+
+# An event's identity: two sources may use the same event_id without colliding. The sink drops
+# repeats by it, `questlog replay` skips what has landed by it.
+EVENT_KEY: tuple[str, ...] = ("source", "event_id")
+EVENT_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
+_EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def valid_event_id(value: object) -> bool:
+    return type(value) is str and _EVENT_ID.fullmatch(value) is not None
+
+
+def event_key(source: str | None, event_id: str) -> bytes:
+    """The Kafka key of an event: ``source/event_id`` (neither may contain a ``/``), or the bare
+    event_id for an event from before sources existed."""
+    return (f"{source}/{event_id}" if source else event_id).encode()
 
 
 @dataclass(frozen=True)
@@ -150,7 +171,7 @@ class Catalog:
         if clash:
             raise CatalogError(f"event type {clash[0]!r} would write to the topic {dlq_topic!r} or "
                                f"{raw_topic!r}; choose another name")
-        tables = [Table(et.table, f"{raw_topic}.{et.name}", et.columns, "received_at", ("event_id",))
+        tables = [Table(et.table, f"{raw_topic}.{et.name}", et.columns, "received_at", EVENT_KEY)
                   for et in self]
         tables.append(Table(DEAD_LETTER_TABLE, dlq_topic, DEAD_LETTER_COLUMNS, "failed_at",
                             ("source_topic", "source_partition", "source_offset")))
@@ -357,8 +378,8 @@ def compile_validator(et: EventType) -> Callable[[dict], list[str]]:
                 errors.append(f"{len(unknown)} fields not in the {et.name!r} schema: {named}{more} "
                               f"(fields: {allowed})")
         event_id = event.get("event_id")
-        if type(event_id) is str and not 0 < len(event_id) <= 128:
-            errors.append("field 'event_id': expected 1 to 128 characters")
+        if type(event_id) is str and not valid_event_id(event_id):
+            errors.append(f"field 'event_id': expected {EVENT_ID_RULE}, got {_describe(event_id)}")
         return errors
 
     return validate_event

@@ -274,8 +274,12 @@ def collector(settings: Settings) -> Service:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
 
-    argv = [str(BIN / "gunicorn"), "--bind", settings.collector_bind, "--workers", str(settings.collector_workers),
-            "--threads", "8", "--graceful-timeout", "20", "--chdir", str(REPO_ROOT), "producer:create_app()"]
+    # Granian's WSGI server, not gunicorn's gthread: 1.8x the requests per second at -c 16 (the
+    # README's table). Each worker waits for Kafka's acks on up to 8 threads at once.
+    argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", settings.collector_host,
+            "--port", str(settings.collector_port), "--workers", str(settings.collector_workers),
+            "--blocking-threads", "8", "--http", "1", "--no-ws", "--workers-kill-timeout", "20",
+            "--factory", "producer:create_app"]
 
     def health() -> bool:
         return _http_json(f"{settings.collector_url}/healthz")["status"] == "ok"

@@ -6,9 +6,11 @@ from questlog.catalog import (
     Field,
     build_catalog,
     coerce_text,
+    event_key,
     load_schemas,
     parse_schema,
     validate,
+    valid_event_id,
 )
 
 
@@ -29,8 +31,8 @@ def test_packaged_catalog_has_the_seed_types_and_their_tables(catalog):
 def test_tables_include_dead_letters_with_topics_derived_from_types(catalog):
     tables = {t.name: t for t in catalog.tables("events", "events.dlq")}
     assert tables["sword_purchases"].topic == "events.purchase_sword"
-    assert tables["sword_purchases"].key == ("event_id",)
-    assert [c.name for c in tables["sword_purchases"].columns][:3] == ["event_id", "event_type", "received_at"]
+    assert tables["sword_purchases"].key == ("source", "event_id")
+    assert [c.name for c in tables["sword_purchases"].columns][:4] == ["event_id", "source", "event_type", "received_at"]
     assert tables[DEAD_LETTER_TABLE].topic == "events.dlq"
     assert tables[DEAD_LETTER_TABLE].time_column == "failed_at"
 
@@ -118,3 +120,20 @@ def test_an_empty_catalog_directory_is_an_error(tmp_path):
 def test_a_type_cannot_write_to_the_dead_letter_or_raw_topic(catalog):
     with pytest.raises(CatalogError, match="would write to the topic"):
         catalog.tables("events", "events.level_up")
+
+
+@pytest.mark.parametrize("event_id, ok", [
+    ("a", True), ("x" * 128, True), ("Ab0._:-", True), ("", False), ("x" * 129, False), ("a b", False),
+    ("a/b", False), ("é", False), ("a\n", False), (7, False), (None, False),
+])
+def test_event_id_rule(event_id, ok):
+    assert valid_event_id(event_id) is ok
+
+
+def test_the_router_dead_letters_an_event_id_that_breaks_the_rule(catalog):
+    [reason] = validate(valid(event_id="has space"), catalog)
+    assert reason == "field 'event_id': expected 1 to 128 characters of A-Z a-z 0-9 . _ : -, got string 'has space'"
+
+
+def test_event_keys_name_the_source():
+    assert (event_key("game-a", "1"), event_key(None, "1")) == (b"game-a/1", b"1")

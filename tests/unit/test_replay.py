@@ -17,7 +17,32 @@ def test_only_what_the_catalog_now_accepts_is_replayed_once_per_event_id(catalog
         "not json",
         json.dumps({"event_type": "level_up", "level": 1}),  # no event_id
     ], catalog)
-    assert list(plan.send) == ["e-1"]
-    assert plan.send["e-1"] == ("level_up", letter().encode())
+    assert list(plan.send) == [(None, "e-1")]  # from before sources existed
+    assert plan.send[(None, "e-1")] == ("level_up", letter().encode())
     assert dict(plan.still_invalid) == {"field 'level': expected long, got string 'three'": 1}
     assert plan.not_replayable == 2
+
+
+def test_two_sources_with_the_same_event_id_are_two_replays(catalog):
+    plan = plan_replay([letter(source="game-a"), letter(source="game-b"), letter(source="game-a")], catalog)
+    assert sorted(plan.send) == [("game-a", "e-1"), ("game-b", "e-1")]
+
+
+class FakeCursor:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def execute(self, sql, params):
+        self.sql, self.params = sql, params
+
+    def fetchall(self):
+        return [r for r in self.rows if r[1] in self.params]
+
+
+def test_what_has_landed_is_matched_on_source_and_event_id(catalog):
+    from questlog.replay import _landed
+
+    plan = plan_replay([letter(source="game-a"), letter(source="game-b"), letter(event_id="e-9")], catalog)
+    cursor = FakeCursor([("game-a", "e-1"), (None, "e-9"), ("game-c", "e-1")])
+    assert _landed(cursor, catalog, plan) == {("game-a", "e-1"), (None, "e-9")}
+    assert cursor.sql.startswith('SELECT source, event_id FROM "level_ups"')

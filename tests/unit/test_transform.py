@@ -40,9 +40,9 @@ def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition(spark, tab
     df = records(spark, ("events.purchase_sword", event),
                  ("events.join_guild", {**event, "event_id": "b", "event_type": "join_guild"}))
     expected = spark.createDataFrame(
-        [("a", "purchase_sword", dt.datetime(2026, 11, 30, 1, 30), None, "u1", 1, "h", None, None, "katana", None,
-          3.0, None, None, "2026-11-30")],
-        "event_id string, event_type string, received_at timestamp, client_ts timestamp, user_id string, "
+        [("a", None, "purchase_sword", dt.datetime(2026, 11, 30, 1, 30), None, "u1", 1, "h", None, None, "katana",
+          None, 3.0, None, None, "2026-11-30")],
+        "event_id string, source string, event_type string, received_at timestamp, client_ts timestamp, user_id string, "
         "schema_version bigint, host string, user_agent string, accept string, sword_type string, "
         "rarity string, price double, currency string, quantity bigint, dt string")
     assertDataFrameEqual(to_rows(df, tables["sword_purchases"]), expected)
@@ -55,3 +55,11 @@ def test_dedupe_keys_are_event_ids_or_source_positions(spark, tables):
                  ("events.purchase_sword", b"{}"), ("events.unknown", {"event_id": "e-2"}))
     keys = [r.k for r in df.select(dedupe_key(tables.values()).alias("k")).collect()]
     assert keys == ["e-1", "events\u00010\u00017", "@:0:2", "@:0:3"]
+
+
+def test_two_sources_with_the_same_event_id_are_two_records(spark, tables):
+    df = records(spark, ("events.purchase_sword", {"source": "game-a", "event_id": "1"}),
+                 ("events.purchase_sword", {"source": "game-b", "event_id": "1"}),
+                 ("events.purchase_sword", {"source": "game-a", "event_id": "1"}))
+    keys = [r.k for r in df.select(dedupe_key(tables.values()).alias("k")).collect()]
+    assert keys == ["game-a\u00011", "game-b\u00011", "game-a\u00011"]
