@@ -40,7 +40,12 @@ def load_last_good(home: str | Path) -> Catalog | None:
 
 
 def _remember(home: str | Path, catalog: Catalog) -> None:
+    """Remember ``catalog`` as the last good one, unless another stage of ``home`` already
+    remembers a later one (which ``catalog`` could not replace): the memory never goes back."""
     path = last_good_path(home)
+    remembered = load_last_good(home)
+    if remembered is not None and (remembered == catalog or check_evolution(remembered, catalog)):
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -201,3 +201,18 @@ def test_a_running_stage_keeps_the_last_good_one_through_a_malformed_file(target
 def test_an_accepted_catalog_is_remembered_as_deployed_json(target, home):
     source = CatalogSource(target, home=home)
     assert last_good_path(home).read_text() == catalog_to_json(source.get())
+
+
+def test_the_memory_never_goes_back_to_an_older_catalog(target, home):
+    late = CatalogSource(target, interval_s=0, home=home)  # a stage that looks at the file late
+    doc = json.loads(with_enchantment())
+    sword = next(t for t in doc["types"] if t["event_type"] == "purchase_sword")
+    sword["version"] += 1
+    sword["fields"].append({"name": "rune", "type": "string", "required": False, "description": ""})
+    rewrite(target, json.dumps(doc))
+    CatalogSource(target, home=home)  # another stage accepts v3
+    assert load_catalog(last_good_path(home)).types["purchase_sword"].version == 3
+
+    rewrite(target, with_enchantment())  # v2 (rolled back by hand): compatible with the late stage's v1
+    assert late.get().types["purchase_sword"].version == 2
+    assert load_catalog(last_good_path(home)).types["purchase_sword"].version == 3  # not v2
