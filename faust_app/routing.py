@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from questlog.catalog import Catalog, EventType, parse_timestamp, validate
+from questlog.catalog import Catalog, EventType, event_key, parse_timestamp, validate
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, d
     if errors:
         return dead_letter(raw, event, "; ".join(errors), source, dlq_topic, now, limit)
     try:
-        key = event["event_id"].encode()
+        key = event_key(event.get("source"), event["event_id"])
     except UnicodeEncodeError:
         return dead_letter(raw, None, "field 'event_id': not valid Unicode (an unpaired surrogate escape)",
                            source, dlq_topic, now, limit)
