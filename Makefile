@@ -8,7 +8,7 @@ export QUESTLOG_CACHE
 export PIP_CACHE_DIR := $(QUESTLOG_CACHE)/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test install tools fetch clean
+.PHONY: run stop test install tools fetch clean bench
 
 run: install
 	$(VENV)/bin/questlog run
@@ -39,6 +39,19 @@ tools:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+
+# Every stage against its baseline in one run, on a pipeline of its own (.questlog-bench/, ports
+# shifted by 20000): `make bench`, or one case: `make bench CASE=router` (SIZE=tiny for a quick check).
+CASE ?= all
+SIZE ?= full
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench: install $(BENCH_STAMP)
+	$(VENV)/bin/python -m benchmarks --case $(CASE) --size $(SIZE)
+
+$(BENCH_STAMP): setup.cfg pyproject.toml
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 fetch: install
 	$(VENV)/bin/questlog fetch

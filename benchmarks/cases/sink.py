@@ -1,0 +1,114 @@
+"""Sink: Questlog's sink (`python -m spark_sink.job`, as the runner starts it, with overrides naming
+fresh topics, directories and Trino schema) against a minimal Spark job, both draining the same
+backlog of typed records produced straight into the typed topics, several tables at once.
+
+Ours: from its query's start (the time in its ready file) until Trino counts every row. The
+minimal job: from its query's start until its `availableNow` run has written the parquet files.
+Spark's own start-up (~15-30 s) is outside both clocks and reported beside them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from questlog.catalog import load_catalog
+from questlog.settings import REPO_ROOT
+from questlog.sql import execute
+from questlog.stack import services
+from questlog.stack.process import Service
+
+from benchmarks.context import Context, num, ratio
+from benchmarks.events import load_types, typed_records
+from benchmarks.kafka_util import create_topics, produce
+from benchmarks.stack import Processes, read_json_lines, wait_until
+
+SINK, MINIMAL = "sink (Questlog, sink case)", "minimal Spark sink (baseline)"
+
+
+def count_rows(settings, tables: list[str]) -> int:
+    union = " UNION ALL ".join(f'SELECT count(*) AS c FROM "{t}"' for t in tables)
+    return int(execute(settings, f"SELECT sum(c) FROM ({union})")[1][0][0] or 0)
+
+
+def run_minimal(ctx: Context, procs: Processes, prefix: str, expected: int) -> dict:
+    s = ctx.settings
+    env = services.sink(s).env  # the same Java, Python and Spark settings as the sink
+    name = "minimal-sink"
+    argv = [sys.executable, "-m", "benchmarks.baselines.minimal_sink", "--kafka", s.kafka_bootstrap,
+            "--hdfs", s.hdfs_url, "--root", f"/bench/{ctx.run}/minimal", "--checkpoint",
+            f"/bench/{ctx.run}/minimal-checkpoint", "--prefix", prefix, "--catalog", s.catalog,
+            "--ivy", str(Path(s.cache) / "ivy"), "--master", s.spark_master]
+    log = procs.log(name)
+    launched = time.time()
+    procs.start(Service(name, argv, lambda: any(e["event"] == "started" for e in read_json_lines(log)),
+                        env=env, cwd=REPO_ROOT, start_timeout_s=300), label=MINIMAL)
+    proc = procs.supervisor.procs[name]
+    wait_until(lambda: proc.poll() is not None, ctx.size.sink_cap_s + 60, 0.5)
+    events = {e["event"]: e for e in read_json_lines(log)}
+    if "done" not in events or "counted" not in events:
+        raise RuntimeError(f"the minimal sink did not finish; see {log}")
+    rows = sum(events["counted"]["rows"].values())
+    if rows != expected:
+        ctx.notes.append(f"sink: the minimal job wrote {rows:,} rows of {expected:,}")
+    seconds = events["done"]["t"] - events["started"]["t"]
+    return {"rows": rows, "seconds": seconds, "rate": rows / seconds, "startup_s": events["started"]["t"] - launched}
+
+
+def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_names: list[str]) -> dict:
+    s = ctx.settings
+    home = ctx.home / "sink-ours"
+    variant = s.replace(home=str(home), raw_topic=prefix, dlq_topic=prefix + ".dlq",
+                        warehouse_dir=f"/bench/{ctx.run}/warehouse", checkpoint_dir=f"/bench/{ctx.run}/checkpoints",
+                        trino_schema=f"bench_{ctx.run}")
+    svc = services.sink(variant)
+    launched = time.time()
+    procs.start(svc, label=SINK)
+    started = float((home / "run" / "sink.ready").read_text())
+    rows, landed = 0, None
+    deadline = time.monotonic() + ctx.size.sink_cap_s
+    while time.monotonic() < deadline:
+        asked = time.time()
+        rows = count_rows(variant, table_names)
+        if rows >= expected:
+            landed = asked
+            break
+        time.sleep(0.5)
+    end = landed or time.time()
+    return {"rows": rows, "seconds": end - started, "rate": rows / (end - started), "capped": landed is None,
+            "startup_s": started - launched}
+
+
+def run(ctx: Context) -> None:
+    s = ctx.settings
+    catalog = load_catalog(s.catalog)
+    types = load_types(catalog)
+    prefix = f"bench.{ctx.run}.sink"
+    per_type = ctx.size.sink_rows_per_table
+    expected = per_type * len(types)
+    table_names = [catalog.types[t].table for t in types]
+    create_topics(s.kafka_bootstrap, [t.topic for t in catalog.tables(prefix, prefix + ".dlq")], s.topic_partitions)
+    ctx.say(f"sink: producing {expected:,} typed records into {len(types)} topics")
+    produce(s.kafka_bootstrap, typed_records(catalog, prefix, per_type, types))
+    procs = Processes(ctx.home / "sink", ctx.rss)
+    try:
+        ctx.say("sink: the minimal Spark job drains them")
+        base = run_minimal(ctx, procs, prefix, expected)
+        procs.stop_all()
+        ctx.say("sink: Questlog's sink drains them")
+        ours = run_ours(ctx, procs, prefix, expected, table_names)
+    finally:
+        procs.stop_all()
+    peak = {k: ctx.rss.peak(k) for k in (SINK, MINIMAL)}
+
+    def cell(r: dict, what: str, rss) -> str:
+        capped = ", cap reached" if r.get("capped") else ""
+        mem = f", peak RSS {rss / 2**20:,.0f} MiB" if rss else ""
+        return (f"{num(r['rate'])} rows/s ({r['rows']:,} {what} in {r['seconds']:.1f} s{capped}; "
+                f"Spark start {r['startup_s']:.0f} s{mem})")
+
+    ctx.add("sink", f"drain {expected:,} typed records, {len(types)} tables", cell(ours, "queryable in Trino", peak[SINK]),
+            f"minimal Spark job: {cell(base, 'in parquet', peak[MINIMAL])}", ratio(ours["rate"], base["rate"]))
+    ctx.figure("throughput", {"stage": "sink", "measure": f"{len(types)} tables at once", "unit": "rows/s",
+                              "ours": ours["rate"], "baseline": base["rate"], "baseline_name": "minimal Spark job"})
