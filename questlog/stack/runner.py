@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Callable
 
-from questlog.catalog import load_catalog
+from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
 from questlog.stack import artifacts, services
@@ -127,7 +127,10 @@ class Pipeline:
             kafka, namenode, datanode, trino = services.stack(self.settings)
             self._start([kafka, namenode, trino])
             self._start([datanode])
-            tables = load_catalog(self.settings.catalog).tables(self.settings.raw_topic, self.settings.dlq_topic)
+            # The catalog the stages will run on: a malformed or incompatible deployed file is
+            # refused for the last one accepted here, as each stage refuses it, not a reason to stop.
+            catalog = CatalogSource(self.settings.catalog, home=self.settings.home).get()
+            tables = catalog.tables(self.settings.raw_topic, self.settings.dlq_topic)
             topics = [self.settings.raw_topic] + [t.topic for t in tables]
             ensure_topics(self.settings.kafka_bootstrap, topics, self.settings.topic_partitions)
             if self.apps:
