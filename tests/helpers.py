@@ -88,3 +88,29 @@ def webhdfs_list(settings: Settings, path: str) -> list[dict]:
     response = requests.get(f"{settings.webhdfs_url}/webhdfs/v1{path}", params={"op": "LISTSTATUS"}, timeout=10)
     response.raise_for_status()
     return response.json()["FileStatuses"]["FileStatus"]
+
+
+def topic_ids_until(settings: Settings, topic: str, marker: str, timeout_s: float = 60.0) -> list[str]:
+    """The event_ids of ``topic`` (from its start) up to and including the record whose event_id
+    is ``marker``: what was written before it, in order (a single-partition topic)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    ids: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            try:
+                record = json.loads(msg.value())
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("event_id"), str):
+                ids.append(record["event_id"])
+                if record["event_id"] == marker:
+                    return ids
+    finally:
+        consumer.close()
+    raise AssertionError(f"the marker {marker} did not arrive in {topic} within {timeout_s:.0f}s")

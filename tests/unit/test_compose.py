@@ -510,16 +510,36 @@ def test_trino_gets_what_its_catalogs_read_and_serves_the_pipelines_address(svc)
 
 def test_collector_listens_where_its_settings_say(svc):
     command, env = svc["collector"]["command"], questlog_env(svc["collector"])
-    assert command[0] == "gunicorn" and command[-1] == "producer:create_app()"
-    assert command[command.index("--bind") + 1] == env["QUESTLOG_COLLECTOR_BIND"]
+    assert command[0] == "granian" and command[-2:] == ["--factory", "producer:create_app"]
+    bind = f"{command[command.index('--host') + 1]}:{command[command.index('--port') + 1]}"
+    assert bind == env["QUESTLOG_COLLECTOR_BIND"]
     assert [c for _, _, c in published(svc["collector"])] == [port_of(env["QUESTLOG_COLLECTOR_BIND"])]
     health = re.search(r"'(http://[^']+)'", svc["collector"]["healthcheck"]["test"][-1]).group(1)
     assert health == f"http://127.0.0.1:{port_of(env['QUESTLOG_COLLECTOR_BIND'])}/healthz"
 
 
+def test_the_collector_runs_the_local_runners_command(svc):
+    env = questlog_env(svc["collector"])
+    local = services.collector(Settings.from_env(env)).argv
+    assert [Path(local[0]).name, *local[1:]] == svc["collector"]["command"]
+
+
+def test_keys_are_on_in_compose_and_the_key_file_is_mounted(svc):
+    path = questlog_env(svc["collector"])["QUESTLOG_WRITE_KEYS"]
+    [(source, target)] = [(src, dst) for src, dst, ro in mounts(svc["collector"]) if path.startswith(dst + "/") and ro]
+    keys = (COMPOSE_DIR / source / path[len(target) + 1:])
+    from producer.auth import WriteKeys
+
+    assert WriteKeys(keys).source_for(LOADGEN_KEY) == "demo"
+
+
+LOADGEN_KEY = "questlog-demo-key-4d1c9a7e"
+
+
 def test_loadgen_runs_the_seeds_ab_against_the_collector(svc):
     command, env = svc["loadgen"]["command"], questlog_env(svc["loadgen"])
     assert command[0] == "ab" and "Host: user1.comcast.com" in command
+    assert f"Authorization: Bearer {LOADGEN_KEY}" in command
     assert command[-1] == f"http://{env['QUESTLOG_COLLECTOR_BIND']}/purchase_a_sword"
     assert host_of(env["QUESTLOG_COLLECTOR_BIND"]) == "collector"
     assert port_of(env["QUESTLOG_COLLECTOR_BIND"]) == port_of(questlog_env(svc["collector"])["QUESTLOG_COLLECTOR_BIND"])

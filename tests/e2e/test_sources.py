@@ -1,0 +1,80 @@
+"""Write keys on: a second collector (as `questlog run` starts it, with QUESTLOG_WRITE_KEYS set)
+feeds the session's pipeline; sources land as a column, and two sources' equal event_ids are two
+rows."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from questlog.stack import services
+from questlog.stack.process import Supervisor
+from tests.helpers import count_when, query, read_topic
+
+pytestmark = pytest.mark.e2e
+
+KEY_A, KEY_B = f"test-key-a-{uuid.uuid4().hex}", f"test-key-b-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def keyed(live_settings):
+    home = live_settings.home_path / "keyed-collector"
+    home.mkdir(parents=True, exist_ok=True)
+    keys = home / "write-keys.toml"
+    keys.write_text(f'# write key = source\n"{KEY_A}" = "game-a"\n"{KEY_B}" = "game-b"\n')
+    settings = live_settings.replace(
+        home=str(home), write_keys=str(keys),
+        collector_bind=f"{live_settings.collector_host}:{live_settings.collector_port + 301}")
+    supervisor = Supervisor(home)
+    collector = services.collector(settings)
+    try:
+        supervisor.start(collector)
+        supervisor.wait_healthy(collector)
+        yield settings
+    finally:
+        supervisor.stop("collector")
+
+
+def test_keys_on_a_request_without_a_valid_key_gets_401_and_nothing_is_sent(keyed, live_settings):
+    run = uuid.uuid4().hex
+    url = keyed.collector_url
+    for headers, query_string in (({}, ""), ({"Authorization": "Bearer not-a-key-at-all"}, ""), ({}, "?key=wrong-key-1")):
+        post = requests.post(f"{url}/events{query_string}", json={"event_type": "default", "event_id": f"{run}-no"},
+                             headers=headers, timeout=10)
+        get = requests.get(f"{url}/purchase_a_sword{query_string}", params={"event_id": f"{run}-no"},
+                           headers=headers, timeout=10)
+        assert (post.status_code, get.status_code) == (401, 401), (post.text, get.text)
+        assert post.headers["WWW-Authenticate"].startswith("Bearer")
+    ok = requests.post(f"{url}/events", json={"event_type": "default", "event_id": f"{run}-yes"},
+                       headers={"Authorization": f"Bearer {KEY_A}"}, timeout=10)
+    assert ok.status_code == 202, ok.text
+    # The raw topic holds the accepted event and none of the refused ones before it.
+    [record] = read_topic(live_settings, live_settings.raw_topic, lambda r: r.get("event_id", "").startswith(run), 1)
+    assert (record["event_id"], record["source"], record["_key"]) == (f"{run}-yes", "game-a", f"game-a/{run}-yes".encode())
+
+
+def test_two_sources_sending_the_same_event_id_both_land_with_their_source(keyed, live_settings):
+    event_id = f"shared-{uuid.uuid4().hex[:12]}"
+    for key in (KEY_A, KEY_B, KEY_A):  # game-a's retry is a repeat, game-b's is an event of its own
+        response = requests.post(f"{keyed.collector_url}/events", timeout=10,
+                                 headers={"Authorization": f"Bearer {key}"},
+                                 json={"event_type": "level_up", "event_id": event_id, "level": 7})
+        assert response.status_code == 202, response.text
+    seed_style = requests.get(f"{keyed.collector_url}/level_up", params={"key": KEY_B, "level": "7", "event_id": event_id},
+                              timeout=10)
+    assert seed_style.status_code == 200, seed_style.text  # ?key= on a GET route; game-b's repeat
+
+    sql = f"SELECT count(*) FROM level_ups WHERE event_id = '{event_id}'"
+    assert count_when(live_settings, sql, 2) == 2
+    rows = query(live_settings, f"SELECT source, level FROM level_ups WHERE event_id = '{event_id}' ORDER BY source")
+    assert rows == [["game-a", 7], ["game-b", 7]]
+
+
+def test_keys_off_the_source_column_says_default(live_settings):
+    event_id = f"dflt-{uuid.uuid4().hex[:12]}"
+    assert requests.post(f"{live_settings.collector_url}/events", timeout=10,
+                         json={"event_type": "leave_guild", "event_id": event_id, "guild_id": "g"}).status_code == 202
+    assert count_when(live_settings, f"SELECT count(*) FROM guild_leaves WHERE event_id = '{event_id}'", 1) == 1
+    assert query(live_settings, f"SELECT source FROM guild_leaves WHERE event_id = '{event_id}'") == [["default"]]
