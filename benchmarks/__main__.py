@@ -19,15 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Every stage of Questlog against its baseline, in one run, on a pipeline of its own "
-                    "(.questlog-bench/, ports shifted by 20000). Prints one table; writes it with plots.")
+                    "(.questlog-bench/, ports shifted by 20000; QUESTLOG_BENCH_HOME and QUESTLOG_BENCH_PORT_OFFSET "
+                    "move them). Prints one table; writes it with plots.")
     parser.add_argument("--case", default="all", metavar="CASE",
                         help=f"all (default), or a comma-separated list of: {', '.join(CASES)}")
     parser.add_argument("--size", default="full", choices=("full", "tiny"),
                         help="full: the figures (~12 min); tiny: only checks that every case runs")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help=f"where latest.md, latest.json and the plots go (default: {RESULTS.relative_to(REPO_ROOT)} "
-                             f"for a full run of every case, which also refreshes the README's section; "
-                             f"{(BENCH_HOME / 'results').relative_to(REPO_ROOT)} otherwise)")
+                        help="where latest.md, latest.json and the plots go (default: benchmarks/results for a "
+                             "full run of every case, which also refreshes the README's section; the bench's "
+                             "home's results/ otherwise)")
     parser.add_argument("--attach", action="store_true",
                         help="use the pipeline already running in .questlog-bench/ (from --keep) instead of "
                              "starting one; the start case then times only the first query")

@@ -29,21 +29,24 @@ class Size:
     router_variants: tuple[tuple[str, int], ...]  # (input, workers)
     sink_rows_per_table: int
     sink_cap_s: float
+    sink_side_by_side: bool  # run the two sink jobs at once (tiny: halves the time; figures meaningless)
     e2e_rates: tuple[int, ...]  # events/s
     e2e_seconds: float
     e2e_drain_cap_s: float  # after the load stops, how long probes may still take to land
     settle_cap_s: float  # how long a backlog left in the pipeline may drain before it is skipped
+    budget_s: float  # the whole run; a case that would not fit in what is left is skipped, and says so
 
 
 SIZES = {
     "full": Size("full", ab_seconds=6, ab_requests=50_000, post_requests=50_000, router_events=100_000,
                  router_cap_s=30, router_variants=(("valid", 1), ("half invalid", 1), ("valid", 2)),
-                 sink_rows_per_table=25_000, sink_cap_s=90, e2e_rates=(1000, 5000), e2e_seconds=60,
-                 e2e_drain_cap_s=30, settle_cap_s=20),
+                 sink_rows_per_table=25_000, sink_cap_s=90, sink_side_by_side=False,
+                 e2e_rates=(1000, 5000), e2e_seconds=60,
+                 e2e_drain_cap_s=30, settle_cap_s=20, budget_s=14 * 60),
     "tiny": Size("tiny", ab_seconds=1, ab_requests=100, post_requests=20, router_events=300,
                  router_cap_s=20, router_variants=(("half invalid", 2),),
-                 sink_rows_per_table=100, sink_cap_s=120, e2e_rates=(100,), e2e_seconds=4,
-                 e2e_drain_cap_s=20, settle_cap_s=10),
+                 sink_rows_per_table=100, sink_cap_s=120, sink_side_by_side=True, e2e_rates=(100,), e2e_seconds=4,
+                 e2e_drain_cap_s=20, settle_cap_s=10, budget_s=30 * 60),
 }
 
 
@@ -70,6 +73,10 @@ class Context:
     data: dict[str, Any] = field(default_factory=dict)  # figures for the plots and latest.json
     notes: list[str] = field(default_factory=list)
     ports: set[int] = field(default_factory=set)
+    deadline: float = float("inf")  # time.monotonic() by which the run must be done
+
+    def left_s(self) -> float:
+        return self.deadline - time.monotonic()
 
     def say(self, message: str) -> None:
         print(f"bench [{time.strftime('%H:%M:%S')}]: {message}", file=sys.stderr, flush=True)

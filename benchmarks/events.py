@@ -45,12 +45,13 @@ def raw_records(catalog: Catalog, topic: str, n: int, invalid_every: int = 0,
     """``n`` raw records for ``topic`` exactly as the collector writes them (envelope, key and
     serialisation); with ``invalid_every=2`` every second event is invalid."""
     types, now = load_types(catalog), utc_now()
-    events = [build_envelope(body(types[i % len(types)], i, bool(invalid_every) and i % invalid_every == invalid_every - 1),
-                             catalog, CONTEXT, now) for i in range(n)]
+    bad = [bool(invalid_every) and i % invalid_every == invalid_every - 1 for i in range(n)]
+    events = [build_envelope(body(types[i % len(types)], i, bad[i]), catalog, CONTEXT, now) for i in range(n)]
     return [(topic, key, value) for key, value in to_records(events, max_bytes)]
 
 
-def typed_records(catalog: Catalog, raw_topic: str, per_type: int, types: list[str]) -> Iterator[tuple[str, bytes, bytes]]:
+def typed_records(catalog: Catalog, raw_topic: str, per_type: int,
+                  types: list[str]) -> Iterator[tuple[str, bytes, bytes]]:
     """``per_type`` records for each of ``types``, as the router writes them to ``<raw_topic>.<type>``."""
     now = utc_now()
     for i in range(per_type):

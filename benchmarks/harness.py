@@ -25,9 +25,12 @@ from benchmarks.context import SIZES, Context, num
 from benchmarks.kafka_util import Offsets
 from benchmarks.lag import settle
 from benchmarks.rss import RssSampler
-from benchmarks.stack import BENCH_HOME, bench_settings, fresh_dir, stop_leftovers, wait_until
+from benchmarks.stack import BENCH_HOME, PORT_SHIFT, bench_settings, fresh_dir, stop_leftovers, wait_until
 
 CASES = ("start", "collector", "router", "sink", "e2e")
+# The longest each case takes at full size on a busy 2-core machine (its caps included), and what
+# stopping the pipeline takes: a case is run only if it fits in what is left of the budget.
+WORST_S = {"collector": 100, "router": 200, "sink": 280, "e2e": 260, "stop": 40}
 NAMES = {"start": "start", "collector": "collector", "router": "router", "sink": "sink", "e2e": "end to end"}
 
 
@@ -54,7 +57,8 @@ def first_answer(ctx: Context, cap_s: float = 60.0) -> tuple[float | None, float
     query_s = time.monotonic() - started if wait_until(answered, cap_s, 0.1) else None
     marker = f"start-{ctx.run}"
     sent = time.monotonic()
-    response = requests.post(f"{s.collector_url}/events", json={"event_type": "default", "event_id": marker}, timeout=30)
+    response = requests.post(f"{s.collector_url}/events", json={"event_type": "default", "event_id": marker},
+                             timeout=30)
     if response.status_code != 202:
         return query_s, None
     landed = wait_until(lambda: execute(s, f"SELECT count(*) FROM \"{table}\" WHERE event_id = '{marker}'")[1][0][0],
@@ -70,8 +74,8 @@ def _case(name: str):
 
 def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | None = None,
         command: str = "python -m benchmarks", readme: Path | None = None, keep: bool = False) -> Path:
-    """Run ``cases`` at ``size_name``; with no ``pipeline``, start one in .questlog-bench/ (ports
-    shifted by 20000) and stop it at the end. Returns the results file."""
+    """Run ``cases`` at ``size_name``; with no ``pipeline``, start one in BENCH_HOME (ports shifted
+    by PORT_SHIFT) and stop it at the end. Returns the results file."""
     size = SIZES[size_name]
     began = time.monotonic()
     attached = pipeline is not None
@@ -91,11 +95,11 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
     for name in services.STOP_ORDER:
         rss.watch(name, lambda n=name: pipeline.supervisor.recorded_pid(n))
     ctx = Context(settings, pipeline, size, datetime.now(timezone.utc).strftime("%H%M%S") + os.urandom(2).hex(),
-                  home, rss)
+                  home, rss, deadline=began + size.budget_s)
     try:
         if not attached:
             pipeline.fetch()  # downloads, if any, are outside the clock: the start measured is a warm one
-            ctx.say(f"starting the pipeline in {settings.home} (ports shifted by 20000)")
+            ctx.say(f"starting the pipeline in {settings.home} (ports shifted by {PORT_SHIFT})")
             t0 = time.monotonic()
             rss.phases.append(("start", rss.now(), 0.0))
             pipeline.up()
@@ -119,6 +123,12 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
                     if skipped:
                         ctx.notes.append(f"{NAMES[name]}: {skipped:,} raw events left by the collector case were "
                                          "skipped first (the router was behind)")
+                needed = WORST_S[name] * (1 if size.name == "full" else 0.25) + WORST_S["stop"]
+                if ctx.left_s() < needed:
+                    ctx.say(f"{name}: skipped, {ctx.left_s():.0f} s left of the budget and it may take {needed:.0f} s")
+                    ctx.add(NAMES[name], "SKIPPED", f"not run: {ctx.left_s():.0f} s were left of the "
+                            f"{size.budget_s / 60:.0f}-minute budget (the start took {rss.now():.0f} s)")
+                    continue
                 phase_start = rss.now()
                 try:
                     _case(name).run(ctx)

@@ -128,7 +128,7 @@ def _throughput(data: dict, path: Path) -> bool:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(f"Throughput: each stage of Questlog (blue) beside what a user would otherwise run (other colours),\n"
-                 f"measured one after the other in the same run; the label over a baseline's bar is Questlog's ratio to it\n"
+                 f"measured one after the other in the same run; over a baseline's bar: Questlog's ratio to it\n"
                  f"({data['meta']['date']}, {data['meta']['machine']})", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.request
@@ -13,8 +14,10 @@ from typing import Callable
 from questlog.settings import REPO_ROOT, Settings
 from questlog.stack.process import Service, Supervisor, port_open
 
-BENCH_HOME = REPO_ROOT / ".questlog-bench"
-PORT_SHIFT = 20000  # beside `make run` (the defaults) and the tests (+10000)
+# Beside `make run` (the defaults) and the tests (+10000). Like the tests' QUESTLOG_TEST_*, these two
+# let a second bench (another checkout) run on the same machine: its figures then share the CPUs.
+BENCH_HOME = Path(os.environ.get("QUESTLOG_BENCH_HOME") or REPO_ROOT / ".questlog-bench")
+PORT_SHIFT = int(os.environ.get("QUESTLOG_BENCH_PORT_OFFSET") or 20000)
 
 
 def bench_settings(home: Path = BENCH_HOME) -> Settings:

@@ -102,7 +102,8 @@ def measure(ctx: Context, rate: int, offsets: Offsets) -> dict:
             pid = probe_id(ctx.run, label, i)
             t = time.time()
             try:
-                r = session.post(f"{s.collector_url}/events", json={"event_type": "default", "event_id": pid}, timeout=30)
+                r = session.post(f"{s.collector_url}/events", json={"event_type": "default", "event_id": pid},
+                                 timeout=30)
                 if r.status_code == 202:
                     sent[pid] = t
                 else:
@@ -154,6 +155,11 @@ def run(ctx: Context) -> None:
     offsets = Offsets(ctx.settings.kafka_bootstrap)
     try:
         for rate in ctx.size.e2e_rates:
+            needed = ctx.size.settle_cap_s + ctx.size.e2e_seconds + ctx.size.e2e_drain_cap_s + 40
+            if ctx.left_s() < needed:
+                ctx.add("end to end", f"{rate:,} events/s: SKIPPED",
+                        f"not run: {ctx.left_s():.0f} s left of the budget")
+                continue
             skipped = settle(ctx.pipeline, offsets, ctx.size.settle_cap_s, ctx.say)
             if skipped:
                 ctx.notes.append(f"end to end: {skipped:,} raw events left by earlier load were skipped "
