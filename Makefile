@@ -8,7 +8,7 @@ export QUESTLOG_CACHE
 export PIP_CACHE_DIR := $(QUESTLOG_CACHE)/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test install tools fetch clean bench
+.PHONY: run stop test install tools fetch clean bench faults
 
 run: install
 	$(VENV)/bin/questlog run
@@ -58,3 +58,9 @@ fetch: install
 
 clean: stop
 	rm -rf .questlog
+
+# The fault suite at full size on a stack of its own (.questlog-faults/): every service killed or
+# paused in turn while a client sends; prints the table and writes benchmarks/results/faults.md.
+FAULT_EVENTS ?= 100000
+faults: install
+	$(VENV)/bin/python -m questlog.faults --events $(FAULT_EVENTS)
