@@ -11,11 +11,17 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 log = logging.getLogger(__name__)
 
 
+def admin_client(bootstrap: str) -> AdminClient:
+    """An admin client that logs only warnings and errors: librdkafka's informational lines
+    (``%6|...|BGQUEUE|...`` when a client is closed) would otherwise reach the user's terminal."""
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+
+
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
     """Create the topics that do not exist yet with ``partitions`` partitions, and grow existing
     ones that have fewer (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router workers share
     the raw topic); a topic is never shrunk."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin_client(bootstrap)
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = list(dict.fromkeys(topics))
     create = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]

@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Mapping
 
+from questlog.kafka_admin import admin_client
 from questlog.settings import REPO_ROOT, Settings
 from questlog.stack import artifacts
 from questlog.stack.java import find_java, java_home
@@ -111,11 +112,9 @@ def kafka(settings: Settings) -> Service:
                                    f"{result.stderr[-2000:]}")
 
     def health() -> bool:
-        from confluent_kafka.admin import AdminClient
-
         if not port_open(settings.kafka_host, settings.kafka_port):
             return False  # asking librdkafka earlier only fills the log with refused connections
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=2)
+        admin_client(settings.kafka_bootstrap).list_topics(timeout=2)
         return True
 
     return Service("kafka", [*jvm, "kafka.Kafka", str(conf)], health, setup=setup,
@@ -295,9 +294,7 @@ def router(settings: Settings) -> Service:
 
     def health() -> bool:
         # Ready when its consumer group is stable and holds a partition of the raw topic.
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        admin = admin_client(settings.kafka_bootstrap)
         group = admin.describe_consumer_groups([settings.router_id])[settings.router_id].result(timeout=5)
         return group.state.name == "STABLE" and any(
             tp.topic == settings.raw_topic for m in group.members for tp in m.assignment.topic_partitions)
