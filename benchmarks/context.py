@@ -38,11 +38,11 @@ class Size:
 
 
 SIZES = {
-    "full": Size("full", ab_seconds=6, ab_requests=50_000, post_requests=50_000, router_events=100_000,
-                 router_cap_s=30, router_variants=(("valid", 1), ("half invalid", 1), ("valid", 2)),
-                 sink_rows_per_table=25_000, sink_cap_s=90, sink_side_by_side=False,
+    "full": Size("full", ab_seconds=5, ab_requests=50_000, post_requests=50_000, router_events=100_000,
+                 router_cap_s=25, router_variants=(("valid", 1), ("half invalid", 1), ("valid", 2)),
+                 sink_rows_per_table=25_000, sink_cap_s=75, sink_side_by_side=False,
                  e2e_rates=(1000, 5000), e2e_seconds=60,
-                 e2e_drain_cap_s=30, settle_cap_s=20, budget_s=14 * 60),
+                 e2e_drain_cap_s=20, settle_cap_s=10, budget_s=14 * 60),
     "tiny": Size("tiny", ab_seconds=1, ab_requests=100, post_requests=20, router_events=300,
                  router_cap_s=20, router_variants=(("half invalid", 2),),
                  sink_rows_per_table=100, sink_cap_s=120, sink_side_by_side=True, e2e_rates=(100,), e2e_seconds=4,
@@ -74,9 +74,14 @@ class Context:
     notes: list[str] = field(default_factory=list)
     ports: set[int] = field(default_factory=set)
     deadline: float = float("inf")  # time.monotonic() by which the run must be done
+    reserve_s: float = 0.0  # what the cases after the current one need of the budget
 
     def left_s(self) -> float:
         return self.deadline - time.monotonic()
+
+    def fits(self, need_s: float) -> bool:
+        """Whether an optional part that may take ``need_s`` leaves the later cases their time."""
+        return self.left_s() - self.reserve_s >= need_s
 
     def say(self, message: str) -> None:
         print(f"bench [{time.strftime('%H:%M:%S')}]: {message}", file=sys.stderr, flush=True)

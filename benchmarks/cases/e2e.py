@@ -155,7 +155,7 @@ def run(ctx: Context) -> None:
     offsets = Offsets(ctx.settings.kafka_bootstrap)
     try:
         for rate in ctx.size.e2e_rates:
-            needed = ctx.size.settle_cap_s + ctx.size.e2e_seconds + ctx.size.e2e_drain_cap_s + 40
+            needed = ctx.size.settle_cap_s + ctx.size.e2e_seconds + ctx.size.e2e_drain_cap_s + 30
             if ctx.left_s() < needed:
                 ctx.add("end to end", f"{rate:,} events/s: SKIPPED",
                         f"not run: {ctx.left_s():.0f} s left of the budget")

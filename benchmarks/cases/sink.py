@@ -1,6 +1,7 @@
 """Sink: Questlog's sink (`python -m spark_sink.job`, as the runner starts it, with overrides naming
 fresh topics, directories and Trino schema) against a minimal Spark job, both draining the same
-backlog of typed records produced straight into the typed topics, several tables at once.
+backlog of typed records produced straight into the typed topics: several tables at once, then
+(full size) the same number of records in one table alone.
 
 Ours: from its query's start (the time in its ready file) until Trino counts every row. The
 minimal job: from its query's start until its `availableNow` run has written the parquet files.
@@ -37,8 +38,8 @@ def start_minimal(ctx: Context, procs: Processes, prefix: str) -> tuple[str, flo
     env = services.sink(s).env  # the same Java, Python and Spark settings as the sink
     name = "minimal-sink"
     argv = [sys.executable, "-m", "benchmarks.baselines.minimal_sink", "--kafka", s.kafka_bootstrap,
-            "--hdfs", s.hdfs_url, "--root", f"/bench/{ctx.run}/minimal", "--checkpoint",
-            f"/bench/{ctx.run}/minimal-checkpoint", "--prefix", prefix, "--catalog", s.catalog,
+            "--hdfs", s.hdfs_url, "--root", f"/bench/{ctx.run}/{prefix}/minimal", "--checkpoint",
+            f"/bench/{ctx.run}/{prefix}/minimal-checkpoint", "--prefix", prefix, "--catalog", s.catalog,
             "--ivy", str(Path(s.cache) / "ivy"), "--master", s.spark_master]
     log = procs.log(name)
     launched = time.time()
@@ -63,16 +64,17 @@ def finish_minimal(ctx: Context, procs: Processes, name: str, launched: float, e
 
 def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_names: list[str]) -> dict:
     s = ctx.settings
-    home = ctx.home / "sink-ours"
+    home = ctx.home / f"sink-ours-{prefix.rsplit('.', 1)[-1]}"
     variant = s.replace(home=str(home), raw_topic=prefix, dlq_topic=prefix + ".dlq",
-                        warehouse_dir=f"/bench/{ctx.run}/warehouse", checkpoint_dir=f"/bench/{ctx.run}/checkpoints",
-                        trino_schema=f"bench_{ctx.run}")
+                        warehouse_dir=f"/bench/{ctx.run}/{prefix}/warehouse",
+                        checkpoint_dir=f"/bench/{ctx.run}/{prefix}/checkpoints",
+                        trino_schema=f"bench_{ctx.run}_{prefix.rsplit('.', 1)[-1]}")
     svc = services.sink(variant)
     launched = time.time()
     procs.start(svc, label=SINK)
     started = float((home / "run" / "sink.ready").read_text())
     rows, landed = 0, None
-    deadline = time.monotonic() + ctx.size.sink_cap_s
+    deadline = time.monotonic() + ctx.size.sink_cap_s + 120  # the minimal job's bound too
     while time.monotonic() < deadline:
         asked = time.time()
         rows = count_rows(variant, table_names)
@@ -86,17 +88,31 @@ def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_n
 
 
 def run(ctx: Context) -> None:
-    s = ctx.settings
-    catalog = load_catalog(s.catalog)
+    catalog = load_catalog(ctx.settings.catalog)
     types = load_types(catalog)
-    prefix = f"bench.{ctx.run}.sink"
     per_type = ctx.size.sink_rows_per_table
+    drain(ctx, catalog, "sink", types, per_type, f"{len(types)} tables at once")
+    if not ctx.size.sink_side_by_side:  # tiny only proves that both run
+        one = "join_guild" if "join_guild" in types else types[0]
+        need = 240  # two Spark starts and drains on a busy machine
+        if ctx.fits(need):
+            drain(ctx, catalog, "sink1", [one], per_type * len(types), "one table alone")
+        else:
+            ctx.add("sink", f"drain {per_type * len(types):,} typed records, 1 table: SKIPPED",
+                    f"not run: {ctx.left_s():.0f} s left of the budget, {ctx.reserve_s:.0f} s of it kept for "
+                    f"the cases after this one, and this may take {need} s")
+
+
+def drain(ctx: Context, catalog, name: str, types: list[str], per_type: int, what: str) -> None:
+    s = ctx.settings
+    prefix = f"bench.{ctx.run}.{name}"
     expected = per_type * len(types)
     table_names = [catalog.types[t].table for t in types]
     create_topics(s.kafka_bootstrap, [t.topic for t in catalog.tables(prefix, prefix + ".dlq")], s.topic_partitions)
     ctx.say(f"sink: producing {expected:,} typed records into {len(types)} topics")
     produce(s.kafka_bootstrap, typed_records(catalog, prefix, per_type, types))
-    procs = Processes(ctx.home / "sink", ctx.rss)
+    procs = Processes(ctx.home / name, ctx.rss)
+    began = ctx.rss.now()
     try:
         if ctx.size.sink_side_by_side:  # only proves that both run: their figures are not comparable
             ctx.say("sink: the minimal Spark job and Questlog's sink drain them side by side")
@@ -112,7 +128,7 @@ def run(ctx: Context) -> None:
             ours = run_ours(ctx, procs, prefix, expected, table_names)
     finally:
         procs.stop_all()
-    peak = {k: ctx.rss.peak(k) for k in (SINK, MINIMAL)}
+    peak = {k: ctx.rss.peak(k, began) for k in (SINK, MINIMAL)}
 
     def cell(r: dict, what: str, rss) -> str:
         capped = ", cap reached" if r.get("capped") else ""
@@ -120,8 +136,9 @@ def run(ctx: Context) -> None:
         return (f"{num(r['rate'])} rows/s ({r['rows']:,} {what} in {r['seconds']:.1f} s{capped}; "
                 f"Spark start {r['startup_s']:.0f} s{mem})")
 
-    ctx.add("sink", f"drain {expected:,} typed records, {len(types)} tables",
+    tables = f"{len(types)} tables" if len(types) > 1 else "1 table"
+    ctx.add("sink", f"drain {expected:,} typed records, {tables}",
             cell(ours, "queryable in Trino", peak[SINK]),
             f"minimal Spark job: {cell(base, 'in parquet', peak[MINIMAL])}", ratio(ours["rate"], base["rate"]))
-    ctx.figure("throughput", {"stage": "sink", "measure": f"{len(types)} tables at once", "unit": "rows/s",
+    ctx.figure("throughput", {"stage": "sink", "measure": what, "unit": "rows/s",
                               "ours": ours["rate"], "baseline": base["rate"], "baseline_name": "minimal Spark job"})
