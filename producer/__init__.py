@@ -41,4 +41,10 @@ def create_app(test_config: Mapping[str, Any] | None = None, writer_factory: Wri
 
     EventWriters(app, writer_factory)
     app.register_blueprint(routes.bp)
+    # The catalog's routes as plain rules, matched without the catch-all's regex; a type deployed
+    # later is served by the catch-all.
+    catalog = app.config["CATALOG"]
+    for route in (catalog if hasattr(catalog, "routes") else catalog.get()).routes:
+        if route != "/":
+            app.add_url_rule(route, "collector.seed_route", defaults={"path": route[1:]}, methods=["GET"])
     return app

@@ -51,6 +51,15 @@ def client_context(headers: Mapping[str, str]) -> dict[str, str | None]:
     return {field: headers.get(header) for header, field in HEADER_FIELDS.items()}
 
 
+# The same headers as WSGI names them: read from the environ directly, as this runs per request.
+_ENVIRON_FIELDS = tuple(("HTTP_" + header.upper().replace("-", "_"), field) for header, field in HEADER_FIELDS.items())
+
+
+def environ_context(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """client_context() from a WSGI environ."""
+    return {field: environ.get(key) for key, field in _ENVIRON_FIELDS}
+
+
 def oversized_header(context: Mapping[str, str | None]) -> str | None:
     """The first recorded header longer than MAX_HEADER_CHARS, or None."""
     for header, field in HEADER_FIELDS.items():

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from producer.auth import bearer_token
 from producer.envelope import (DEFAULT_SOURCE, MAX_HEADER_CHARS, EventTooLarge, RejectedEvent, build_envelope,
-                               client_context, new_event_ids, oversized_header, parse_body, to_records, utc_now)
+                               environ_context, new_event_ids, oversized_header, parse_body, to_records, utc_now)
 from producer.extension import get_writer
 from producer.metrics import ACCEPTED, PRODUCE_SECONDS, REJECTED, render
 from producer.writer import RETRY_AFTER_S, DeliveryError, KafkaUnavailable
@@ -75,7 +75,7 @@ def _writer():
 
 
 def _context() -> dict[str, str | None]:
-    context = client_context(request.headers)
+    context = environ_context(request.environ)
     header = oversized_header(context)
     if header is not None:
         raise _Refused(_error(431, f"header {header} is longer than {MAX_HEADER_CHARS} characters"))

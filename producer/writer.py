@@ -80,9 +80,11 @@ class EventWriter:
             "enable.idempotence": True,
             "acks": "all",
             # Concurrent requests share one produce request to the broker (and the broker's work):
-            # at ab -c 16, about 2x the requests per second of linger.ms=0 and 1.5x the events per
-            # second in batches (the README's table); a lone request waits up to 5 ms more.
-            "linger.ms": 5,
+            # at ab -c 16 about 2x the requests per second of linger.ms=0 (the README's table). 5 ms
+            # did as well on a saturated machine and 1.5x for batches, but capped -c 16 at 16
+            # requests per ~6 ms on a quieter one (0.56x the do-nothing app); a lone request waits
+            # up to 2 ms more.
+            "linger.ms": 2,
             "message.timeout.ms": int(timeout_s * 1000),
             "reconnect.backoff.ms": 100,  # doubling to 1 s: Kafka back is noticed within about a second
             "reconnect.backoff.max.ms": 1000,
