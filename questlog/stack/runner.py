@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -50,6 +51,19 @@ class Watchdog:
         self.deaths = {name: 0 for name in self.services}  # since it was last healthy for long
         self.retry_at: dict[str, float] = {}
         self.restarts: dict[str, int] = {name: 0 for name in self.services}
+        self._save_restarts()
+
+    def _save_restarts(self) -> None:
+        """Write the restart counts to ``run/watchdog.json``, where `questlog status` reads them
+        (written whole to a temporary file, then renamed: a reader never sees half of it)."""
+        path = self.supervisor.run_dir / "watchdog.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"restarts": self.restarts, "updated": time.time()}))
+            tmp.replace(path)
+        except OSError as exc:  # status loses a figure; the watchdog keeps watching
+            log.warning("could not write %s: %s", path, exc)
 
     def backoff(self, name: str) -> float:
         return min(self.BACKOFF_CAP_S, self.BACKOFF_FIRST_S * 2 ** max(self.deaths[name] - 1, 0))
@@ -82,6 +96,7 @@ class Watchdog:
                     self._died(name, f"could not be started: {exc}")
                     continue
                 self.restarts[name] += 1
+                self._save_restarts()
                 self.state[name], self.since[name] = "starting", now
             elif state == "starting":
                 try:

@@ -1,0 +1,538 @@
+"""`questlog status`: the pipeline at a glance, in well under 2 s.
+
+Every probe runs at once, each in a thread of its own with a tight timeout, and whatever has not
+answered by the deadline is reported as such instead of holding the answer up:
+
+- services: the pid file of each service (`$QUESTLOG_HOME/run/<name>.pid`), its uptime, the
+  restarts the Watchdog of `questlog run` recorded (`run/watchdog.json`), and the verdict of a
+  health check like the one the runner waits on;
+- the router's lag on the raw topic (its consumer group's committed offsets against the end of the
+  topic) and the sink's on each typed topic (the offsets of the last batch Spark committed, read
+  from its checkpoint over WebHDFS), in records and in seconds: the age of the oldest record not
+  yet consumed;
+- per table: freshness (age of the newest landed event), rows landed today (Trino), files and
+  bytes on HDFS (WebHDFS content summary);
+- dead letters of the last hour by reason class (`reason_class`).
+
+Healthy means every service is up and passes its check; `questlog status` exits 1 otherwise.
+Importing this module touches nothing: the heavy clients are imported inside the probes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from questlog.settings import Settings
+
+SERVICES = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink")
+DEADLINE_S = 1.5  # every probe's answer is in by then, or it is reported as timed out
+PROBE_TIMEOUT_S = 1.2  # each client's own timeout, below the deadline
+WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by questlog.stack.runner.Watchdog
+FRESHNESS_DAYS = 7  # freshness looks at the last week's partitions; older is reported as such
+
+# Dead-letter reasons in classes (the first problem of a reason decides): a bounded set of labels
+# for Prometheus and a short list for people. Order matters: the first pattern that matches wins.
+REASON_CLASSES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern)) for name, pattern in (
+    ("not JSON", r"^payload is not valid JSON"),
+    ("not an object", r"^event must be a JSON object"),
+    ("unknown event_type", r"^unknown event_type"),
+    ("bad event_id", r"^field 'event_id'"),
+    ("missing field", r"required, missing"),
+    ("null in required field", r"required, got null"),
+    ("unknown field", r"not in the '[^']*' schema"),
+    ("wrong type", r"^field '[^']*': expected"),
+    ("too large", r"^the typed copy is \d+ bytes"),
+    ("refused by Kafka", r"Kafka refused the record"),
+))
+
+
+def reason_class(reason: str | None) -> str:
+    """The class of a dead letter's reason ("wrong type", "missing field", ...; "other")."""
+    first = (reason or "").split("; ", 1)[0]
+    for name, pattern in REASON_CLASSES:
+        if pattern.search(first):
+            return name
+    return "other"
+
+
+# Results ----------------------------------------------------------------------------------------
+
+@dataclass
+class ServiceStatus:
+    name: str
+    up: bool  # its process runs
+    healthy: bool  # and its check passes
+    verdict: str
+    pid: int | None = None
+    uptime_s: float | None = None
+    restarts: int | None = None  # as counted by the running `questlog run`; None without one
+
+
+@dataclass
+class Lag:
+    records: int | None
+    seconds: float | None  # age of the oldest record not consumed yet; 0 when caught up
+
+
+@dataclass
+class TableStatus:
+    name: str
+    topic: str
+    freshness_s: float | None = None  # age of the newest landed event (received_at, dead letters: failed_at)
+    newest: str | None = None
+    rows_today: int | None = None
+    files: int | None = None
+    bytes: int | None = None
+
+
+@dataclass
+class Status:
+    healthy: bool
+    took_s: float
+    services: list[ServiceStatus]
+    router_lag: Lag | None
+    sink_lag: dict[str, Lag]
+    tables: list[TableStatus]
+    dead_letters_last_hour: dict[str, int] | None
+    errors: dict[str, str] = field(default_factory=dict)  # probe -> why it has no answer
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Running probes side by side ----------------------------------------------------------------
+
+class Probes:
+    """Functions run in daemon threads at once; ``collect`` returns what answered by the deadline
+    (a probe still running then never holds the process up: its thread is a daemon)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        self.threads: dict[str, threading.Thread] = {}
+
+    def start(self, name: str, fn: Callable[[], Any]) -> None:
+        def body() -> None:
+            try:
+                self.results[name] = fn()
+            except Exception as exc:  # reported per probe; one failing probe never hides the others
+                self.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+
+        thread = threading.Thread(target=body, name=f"probe-{name}", daemon=True)
+        self.threads[name] = thread
+        thread.start()
+
+    def collect(self, deadline: float) -> None:
+        for name, thread in self.threads.items():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                self.errors[name] = f"no answer within {DEADLINE_S:.1f}s"
+
+
+def _http_json(url: str, timeout: float = PROBE_TIMEOUT_S) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+# Service checks: the same questions the runner asks before it calls a service up.
+
+def _admin(settings: Settings):
+    """An admin client that logs nothing: what fails is the verdict, not lines on stderr."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+
+
+def _check_kafka(settings: Settings) -> tuple[bool, str]:
+    topics = _admin(settings).list_topics(timeout=PROBE_TIMEOUT_S).topics
+    return True, f"ok, {len(topics)} topics"
+
+
+def _namenode_beans(settings: Settings) -> tuple[dict, dict]:
+    state = _http_json(f"{settings.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState")
+    info = _http_json(f"{settings.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo")
+    return state["beans"][0], info["beans"][0]
+
+
+def _check_trino(settings: Settings) -> tuple[bool, str]:
+    starting = _http_json(f"{settings.trino_url}/v1/info").get("starting")
+    return (False, "starting") if starting else (True, "ok")
+
+
+def _check_collector(settings: Settings) -> tuple[bool, str]:
+    state = _http_json(f"{settings.collector_url}/healthz").get("status")
+    return state == "ok", "ok" if state == "ok" else f"healthz says {state!r}"
+
+
+def _check_router(settings: Settings) -> tuple[bool, str]:
+    admin = _admin(settings)
+    group = admin.describe_consumer_groups([settings.router_id], request_timeout=PROBE_TIMEOUT_S)[
+        settings.router_id].result(timeout=PROBE_TIMEOUT_S)
+    owned = [tp for m in group.members for tp in m.assignment.topic_partitions if tp.topic == settings.raw_topic]
+    if group.state.name != "STABLE" or not owned:
+        return False, f"consumer group {group.state.name.lower()}, {len(owned)} partitions of {settings.raw_topic} owned"
+    return True, f"ok, {len(group.members)} worker(s), {len(owned)} partition(s)"
+
+
+def _check_sink(settings: Settings) -> tuple[bool, str]:
+    if not (settings.home_path / "run" / "sink.ready").exists():
+        return False, "query not running (no sink.ready)"
+    return True, "ok, query running"
+
+
+def _restarts(settings: Settings) -> dict[str, int] | None:
+    try:
+        state = json.loads((settings.home_path / "run" / WATCHDOG_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: int(v) for k, v in state.get("restarts", {}).items()}
+
+
+def _uptime(pid: int) -> float | None:
+    """Seconds since ``pid`` started, from /proc (its start time in clock ticks after boot)."""
+    import os
+
+    try:
+        started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+        booted_for = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0.0, booted_for - started / os.sysconf("SC_CLK_TCK"))
+
+
+# Lag ----------------------------------------------------------------------------------------
+
+def _sink_offsets(settings: Settings) -> dict[str, dict[int, int]]:
+    """{topic: {partition: next offset to read}} of the last batch the sink committed: Spark's
+    offsets log `<checkpoint>/sink/offsets/<n>` for the highest n with a `commits/<n>`."""
+    root = f"{settings.checkpoint_dir.rstrip('/')}/sink"
+    try:
+        listing = json.loads(_webhdfs(settings, f"{root}/commits", "LISTSTATUS"))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # no batch committed yet
+            return {}
+        raise
+    commits = [int(s["pathSuffix"]) for s in listing["FileStatuses"]["FileStatus"] if s["pathSuffix"].isdigit()]
+    if not commits:
+        return {}
+    lines = _webhdfs(settings, f"{root}/offsets/{max(commits)}", "OPEN").decode().splitlines()
+    offsets: dict[str, dict[int, int]] = {}
+    for line in lines[2:]:  # v1, the batch's metadata, then one line per source
+        line = line.strip()
+        if line.startswith("{"):
+            for topic, parts in json.loads(line).items():
+                offsets[topic] = {int(p): int(o) for p, o in parts.items()}
+    return offsets
+
+
+def kafka_lags(settings: Settings, sink_offsets: dict[str, dict[int, int]] | None,
+               topics: list[str]) -> tuple[Lag, dict[str, Lag]]:
+    """The router's lag on the raw topic and the sink's on each of ``topics`` (given its
+    offsets), in records and seconds (the age of the first record not consumed yet)."""
+    from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.router_id,
+                         "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": 2000,
+                         "enable.partition.eof": False, "fetch.wait.max.ms": 50})
+    try:
+        meta = consumer.list_topics(timeout=PROBE_TIMEOUT_S).topics
+        raw = [TopicPartition(settings.raw_topic, p) for p in (meta[settings.raw_topic].partitions
+                                                                if settings.raw_topic in meta else ())]
+        committed = consumer.committed(raw, timeout=PROBE_TIMEOUT_S) if raw else []
+        start: dict[tuple[str, int], int] = {}  # the next offset each consumer reads
+        ends: dict[tuple[str, int], int] = {}
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=PROBE_TIMEOUT_S)
+            start[(tp.topic, tp.partition)] = low if tp.offset == OFFSET_INVALID or tp.offset < 0 else max(tp.offset, low)
+            ends[(tp.topic, tp.partition)] = high
+        for topic in topics if sink_offsets is not None else ():
+            for p in (meta[topic].partitions if topic in meta else ()):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=PROBE_TIMEOUT_S)
+                start[(topic, p)] = max(sink_offsets.get(topic, {}).get(p, low), low)
+                ends[(topic, p)] = high
+        behind = [TopicPartition(t, p, start[(t, p)]) for (t, p) in start if ends[(t, p)] > start[(t, p)]]
+        oldest: dict[str, float] = {}  # topic -> timestamp (s) of its oldest unconsumed record
+        if behind:
+            consumer.assign(behind)
+            waiting = {(tp.topic, tp.partition) for tp in behind}
+            deadline = time.monotonic() + PROBE_TIMEOUT_S * 0.6
+            while waiting and time.monotonic() < deadline:
+                msg = consumer.poll(0.1)
+                if msg is None or msg.error() or (msg.topic(), msg.partition()) not in waiting:
+                    continue
+                waiting.discard((msg.topic(), msg.partition()))
+                ts = msg.timestamp()[1] / 1000.0
+                oldest[msg.topic()] = min(oldest.get(msg.topic(), ts), ts)
+    finally:
+        consumer.close()
+    now = time.time()
+
+    def lag(topic: str) -> Lag:
+        records = sum(ends[k] - start[k] for k in start if k[0] == topic)
+        seconds = 0.0 if records == 0 else (round(max(0.0, now - oldest[topic]), 1) if topic in oldest else None)
+        return Lag(records, seconds)
+
+    return lag(settings.raw_topic), {t: lag(t) for t in topics if sink_offsets is not None}
+
+
+# Tables -------------------------------------------------------------------------------------
+
+def _hdfs(settings: Settings):
+    from hdfs import InsecureClient
+
+    return InsecureClient(settings.webhdfs_url, user="questlog", timeout=PROBE_TIMEOUT_S)
+
+
+def _hdfs_usage(settings: Settings, names: list[str]) -> dict[str, tuple[int, int]]:
+    from hdfs.util import HdfsError
+
+    client = _hdfs(settings)
+    out = {}
+    for name in names:
+        try:
+            summary = client.content(f"{settings.warehouse_dir.rstrip('/')}/{name}")
+        except HdfsError as exc:
+            if "does not exist" not in str(exc):
+                raise
+            summary = {"fileCount": 0, "length": 0}  # a table with nothing landed yet
+        out[name] = (summary["fileCount"], summary["length"])
+    return out
+
+
+def _trino(settings: Settings, statement: str, timeout: float = PROBE_TIMEOUT_S) -> list[list]:
+    """Rows of ``statement``, asked over Trino's REST protocol with the standard library: the
+    `trino` client pulls in `requests`, whose import alone can take a second on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(f"{settings.trino_url}/v1/statement", data=statement.encode(), method="POST",
+                                     headers={"X-Trino-User": settings.trino_user,
+                                              "X-Trino-Catalog": settings.trino_catalog,
+                                              "X-Trino-Schema": settings.trino_schema})
+    rows: list[list] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"Trino did not finish within {timeout:.1f}s")
+        with urllib.request.urlopen(request, timeout=left) as response:
+            answer = json.loads(response.read())
+        if answer.get("error"):
+            raise RuntimeError(answer["error"].get("message", "query failed"))
+        rows += answer.get("data") or []
+        if not answer.get("nextUri"):
+            return rows
+        request = urllib.request.Request(answer["nextUri"], headers={"X-Trino-User": settings.trino_user})
+
+
+def _webhdfs(settings: Settings, path: str, op: str) -> bytes:
+    """One WebHDFS GET with the standard library (OPEN follows the redirect to the DataNode)."""
+    url = f"{settings.webhdfs_url}/webhdfs/v1{path}?op={op}&user.name=questlog"
+    with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
+        return response.read()
+
+
+def _freshness(settings: Settings, tables, now: dt.datetime) -> dict[str, tuple[Any, int]]:
+    today = now.date().isoformat()
+    since = (now.date() - dt.timedelta(days=FRESHNESS_DAYS)).isoformat()
+    parts = [f"SELECT '{t.name}', CAST(max({t.time_column}) AS varchar), count_if(dt = '{today}') "
+             f"FROM {t.name} WHERE dt >= '{since}'" for t in tables]
+    rows = _trino(settings, " UNION ALL ".join(parts))
+    return {name: (newest, int(count or 0)) for name, newest, count in rows}
+
+
+def _dead_letters(settings: Settings, table: str, now: dt.datetime) -> dict[str, int]:
+    cutoff = now - dt.timedelta(hours=1)
+    rows = _trino(settings, f"SELECT substr(reason, 1, 300), count(*) FROM {table} "
+                            f"WHERE dt >= '{cutoff.date().isoformat()}' "
+                            f"AND failed_at >= TIMESTAMP '{cutoff.strftime('%Y-%m-%d %H:%M:%S')}' "
+                            "GROUP BY 1 ORDER BY 2 DESC LIMIT 2000")
+    classes: dict[str, int] = {}
+    for reason, count in rows:
+        key = reason_class(reason)
+        classes[key] = classes.get(key, 0) + int(count)
+    return dict(sorted(classes.items(), key=lambda kv: -kv[1]))
+
+
+def _age(text: str | None, now: dt.datetime) -> float | None:
+    if not text:
+        return None
+    newest = dt.datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=dt.timezone.utc)
+    return round(max(0.0, (now - newest).total_seconds()), 1)
+
+
+def _tables(settings: Settings):
+    from questlog.catalog import CatalogError, load_catalog
+    from questlog.catalog.watch import load_last_good
+
+    try:
+        catalog = load_catalog(settings.catalog)
+    except (CatalogError, OSError, ValueError):  # a malformed deployed file: the stages run on the last good one
+        catalog = load_last_good(settings.home)
+        if catalog is None:
+            raise
+    return catalog.tables(settings.raw_topic, settings.dlq_topic)
+
+
+# The whole answer ---------------------------------------------------------------------------
+
+def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> Status:
+    """Ask everything at once; return what answered by the deadline. ``meanwhile`` runs while
+    the probes wait for their answers (the CLI imports its renderer then)."""
+    from questlog.stack.process import Supervisor
+
+    started = time.monotonic()
+    deadline = started + DEADLINE_S
+    now = dt.datetime.now(dt.timezone.utc)
+    probes = Probes()
+    # First what needs no catalog, so that the network waits begin at once.
+    probes.start("kafka", lambda: _check_kafka(settings))
+    probes.start("namenode", lambda: _namenode_beans(settings))
+    probes.start("trino", lambda: _check_trino(settings))
+    probes.start("collector", lambda: _check_collector(settings))
+    probes.start("router", lambda: _check_router(settings))
+    probes.start("sink", lambda: _check_sink(settings))
+    probes.start("sink offsets", lambda: _sink_offsets(settings))
+    tables = _tables(settings)
+    typed_topics = [t.topic for t in tables]
+    dead_table = next(t.name for t in tables if t.topic == settings.dlq_topic)
+    probes.start("freshness", lambda: _freshness(settings, tables, now))
+    probes.start("dead letters", lambda: _dead_letters(settings, dead_table, now))
+    probes.start("hdfs usage", lambda: _hdfs_usage(settings, [t.name for t in tables]))
+
+    # The lags need the sink's offsets first: the Kafka side waits for them, within the deadline.
+    def lags():
+        probes.threads["sink offsets"].join(max(0.0, deadline - time.monotonic() - PROBE_TIMEOUT_S * 0.7))
+        return kafka_lags(settings, probes.results.get("sink offsets"), typed_topics)
+
+    probes.start("lag", lags)
+    supervisor = Supervisor(settings.home_path)
+    pids = {name: supervisor.running_pid(name) for name in SERVICES}
+    restarts = _restarts(settings)
+    if meanwhile is not None:
+        meanwhile()
+    probes.collect(deadline)
+    results, errors = probes.results, probes.errors
+
+    out: list[ServiceStatus] = []
+    for name in SERVICES:
+        pid = pids[name]
+        svc = ServiceStatus(name, up=pid is not None, healthy=False, verdict="down", pid=pid,
+                            uptime_s=round(_uptime(pid), 1) if pid else None,
+                            restarts=None if restarts is None else restarts.get(name, 0))
+        if name in ("namenode", "datanode"):
+            probe = "namenode"
+        else:
+            probe = name
+        if pid is None:
+            svc.verdict = "down (not running)"
+        elif probe in errors:
+            svc.verdict = f"unhealthy: {errors[probe]}"
+        elif name == "namenode":
+            state = results[probe][0]["FSState"]
+            svc.healthy = state in ("Operational", "safeMode")
+            svc.verdict = "ok" if state == "Operational" else state
+        elif name == "datanode":
+            state, info = results[probe]
+            live, safemode = state["NumLiveDataNodes"], info["Safemode"]
+            svc.healthy = live >= 1 and safemode == ""
+            svc.verdict = f"ok, {live} live" if svc.healthy else f"{live} live datanodes; {safemode or 'safe mode'}"
+        else:
+            svc.healthy, svc.verdict = results[probe]
+        out.append(svc)
+
+    router_lag, sink_lag = results.get("lag", (None, {}))
+    usage = results.get("hdfs usage", {})
+    fresh = results.get("freshness", {})
+    table_rows = []
+    for t in tables:
+        row = TableStatus(t.name, t.topic)
+        if t.name in fresh:
+            row.newest, row.rows_today = fresh[t.name]
+            row.freshness_s = _age(row.newest, now)
+        if t.name in usage:
+            row.files, row.bytes = usage[t.name]
+        table_rows.append(row)
+    return Status(healthy=all(s.healthy for s in out), took_s=round(time.monotonic() - started, 3),
+                  services=out, router_lag=router_lag, sink_lag=sink_lag, tables=table_rows,
+                  dead_letters_last_hour=results.get("dead letters"),
+                  errors={k: v for k, v in errors.items() if k not in SERVICES and k != "namenode"})
+
+
+# Rendering ----------------------------------------------------------------------------------
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+    return f"{seconds / 86400:.1f}d"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _lag_text(lag: Lag | None) -> str:
+    if lag is None:
+        return "unknown"
+    records = "?" if lag.records is None else f"{lag.records:,} records"
+    return f"{records}, oldest {duration(lag.seconds)}" if lag.records else "caught up"
+
+
+def table(status: Status):
+    """One rich Table: services, lags, tables, dead letters, and what did not answer."""
+    from rich.table import Table
+
+    out = Table(title=f"Questlog: {'healthy' if status.healthy else 'UNHEALTHY'} "
+                      f"(answered in {status.took_s:.2f}s)", title_justify="left", expand=False)
+    for column in ("", "state", "detail"):
+        out.add_column(column, overflow="fold")
+    for svc in status.services:
+        state = "[green]up[/]" if svc.healthy else ("[yellow]up, unhealthy[/]" if svc.up else "[red]down[/]")
+        detail = svc.verdict
+        if svc.up:
+            detail += f"; up {duration(svc.uptime_s)}"
+        if svc.restarts is not None:
+            detail += f"; {svc.restarts} restarts"
+        out.add_row(svc.name, state, detail)
+    out.add_section()
+    out.add_row("router lag", "", f"{_lag_text(status.router_lag)} on events")
+    for topic, lag in status.sink_lag.items():
+        out.add_row("sink lag", "", f"{_lag_text(lag)} on {topic}")
+    out.add_section()
+    for t in status.tables:
+        fresh = ("unknown" if t.rows_today is None else "no rows in the last week" if t.newest is None
+                 else f"newest {duration(t.freshness_s)} ago")
+        today = "?" if t.rows_today is None else f"{t.rows_today:,}"
+        files = "?" if t.files is None else f"{t.files:,}"
+        out.add_row(t.name, fresh, f"{today} rows today; {files} files, {size(t.bytes)} on HDFS")
+    out.add_section()
+    dead = status.dead_letters_last_hour
+    if dead is None:
+        out.add_row("dead letters", "last hour", "unknown")
+    elif not dead:
+        out.add_row("dead letters", "last hour", "none")
+    else:
+        for reason, n in dead.items():
+            out.add_row("dead letters", "last hour", f"{n:,} x {reason}")
+    for probe, why in status.errors.items():
+        out.add_row(f"[dim]{probe}[/]", "[yellow]no answer[/]", why)
+    return out

@@ -1,0 +1,97 @@
+"""`questlog status` without services: reason classes, the restart file the Watchdog writes, the
+table it prints, and its answer within the deadline when nothing answers at all."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from questlog import status as st
+from questlog.cli import main
+from questlog.settings import Settings
+from questlog.stack.process import Service, Supervisor
+from questlog.stack.runner import Watchdog
+
+
+@pytest.mark.parametrize("reason, expected", [
+    ("payload is not valid JSON: unexpected character", "not JSON"),
+    ("event must be a JSON object, got list [1]", "not an object"),
+    ("unknown event_type 'nope'; known types: default, join_guild", "unknown event_type"),
+    ("field 'event_id': expected 1 to 128 characters, got string '<>'", "bad event_id"),
+    ("field 'price': required, missing; field 'sword_type': required, missing", "missing field"),
+    ("field 'price': required, got null", "null in required field"),
+    ("field 'colour': not in the 'purchase_sword' schema (fields: price, sword_type)", "unknown field"),
+    ("3 fields not in the 'join_guild' schema: a, b, c (fields: guild_id)", "unknown field"),
+    ("field 'price': expected double, got string 'a lot'", "wrong type"),
+    ("field 'price': expected double, got string 'a lot'; field 'x': required, missing", "wrong type"),
+    ("the typed copy is 1000123 bytes, over the 1000000-byte limit", "too large"),
+    ("Kafka refused the record for events.x: MessageSizeTooLargeError()", "refused by Kafka"),
+    ("something new", "other"),
+    (None, "other"),
+])
+def test_reason_classes(reason, expected):
+    assert st.reason_class(reason) == expected
+
+
+def test_the_watchdog_writes_its_restart_counts_where_status_reads_them(tmp_path):
+    sup = Supervisor(tmp_path)
+    failing = Service("failing", [sys.executable, "-c", "import sys; sys.exit(3)"], health=lambda: False)
+    sup.start(failing)
+    dog = Watchdog(sup, [failing])
+    dog.BACKOFF_FIRST_S = dog.BACKOFF_CAP_S = 0.1
+    settings = Settings.from_env({}, home=str(tmp_path))
+    assert st._restarts(settings) == {"failing": 0}
+    deadline = time.monotonic() + 20
+    while dog.restarts["failing"] < 2 and time.monotonic() < deadline:
+        dog.check()
+        time.sleep(0.05)
+    sup.stop("failing", timeout_s=5)
+    assert st._restarts(settings) == {"failing": dog.restarts["failing"]} and dog.restarts["failing"] >= 2
+
+
+def sample() -> st.Status:
+    return st.Status(
+        healthy=False, took_s=0.42,
+        services=[st.ServiceStatus("kafka", True, True, "ok, 9 topics", 11, 3725.0, 0),
+                  st.ServiceStatus("router", False, False, "down (not running)", None, None, 3)],
+        router_lag=st.Lag(1234, 75.0),
+        sink_lag={"events.purchase_sword": st.Lag(0, 0.0)},
+        tables=[st.TableStatus("sword_purchases", "events.purchase_sword", 12.0, "2026-11-29 22:00:00.000", 150, 3,
+                               40960)],
+        dead_letters_last_hour={"wrong type": 7, "not JSON": 1},
+        errors={"hdfs usage": "no answer within 1.5s"})
+
+
+def test_the_table_names_every_figure():
+    console = Console(record=True, width=140)
+    console.print(st.table(sample()))
+    text = console.export_text()
+    assert "UNHEALTHY" in text
+    assert "ok, 9 topics; up 1h02m; 0 restarts" in text
+    assert "down (not running); 3 restarts" in text
+    assert "1,234 records, oldest 1m15s on events" in text
+    assert "caught up on events.purchase_sword" in text
+    assert "newest 12s ago" in text and "150 rows today; 3 files, 40.0 KiB on HDFS" in text
+    assert "7 x wrong type" in text and "1 x not JSON" in text
+    assert "no answer within 1.5s" in text
+
+
+def test_status_answers_within_its_deadline_when_nothing_listens(tmp_path):
+    # Ports nobody listens on: every probe fails or times out; the answer still comes, unhealthy.
+    settings = Settings.from_env({}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1",
+                                 webhdfs_url="http://10.255.255.1:9", trino_url="http://10.255.255.1:9",
+                                 collector_bind="127.0.0.1:2", router_web_port=3)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["status", "--json"], env=settings.to_env())
+    took = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    answer = json.loads(result.output)
+    assert answer["healthy"] is False
+    assert [s["verdict"] for s in answer["services"]] == ["down (not running)"] * 7
+    assert answer["took_s"] <= st.DEADLINE_S + 0.3 and took < st.DEADLINE_S + 1.5
+    assert {"freshness", "dead letters", "hdfs usage"} <= set(answer["errors"])
