@@ -54,7 +54,9 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("warehouse_dir", "QUESTLOG_WAREHOUSE_DIR", "/questlog/warehouse", str),
     ("checkpoint_dir", "QUESTLOG_CHECKPOINT_DIR", "/questlog/checkpoints", str),
     ("spark_master", "QUESTLOG_SPARK_MASTER", "local[2]", str),
-    ("sink_trigger_s", "QUESTLOG_SINK_TRIGGER_S", 5.0, float),
+    ("sink_trigger_s", "QUESTLOG_SINK_TRIGGER_S", 2.0, float),
+    # the most Kafka records one sink micro-batch reads (Spark's maxOffsetsPerTrigger)
+    ("sink_max_batch_records", "QUESTLOG_SINK_MAX_BATCH_RECORDS", 200_000, int),
     ("dedupe_window_h", "QUESTLOG_DEDUPE_WINDOW_H", 168.0, float),
     ("trino_url", "QUESTLOG_TRINO_URL", "http://127.0.0.1:8080", str),
     ("trino_catalog", "QUESTLOG_TRINO_CATALOG", "hive", str),
@@ -94,6 +96,7 @@ class Settings:
     checkpoint_dir: str
     spark_master: str
     sink_trigger_s: float
+    sink_max_batch_records: int
     dedupe_window_h: float
     trino_url: str
     trino_catalog: str

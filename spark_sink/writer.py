@@ -2,9 +2,13 @@
 
 A micro-batch is first written to ``<table>/_staging/<run>-<id>/`` (hidden from Trino), then its
 files are renamed into ``<table>/dt=<date>/part-<run>-b<id>-<n>.parquet``, where ``<run>`` names
-the checkpoint (its query id) and ``<id>`` the batch. A batch that Spark re-runs after a crash
-first removes whatever an earlier attempt of the same batch moved, so the table never holds a
-batch twice and never shows a half-written file; a new checkpoint never touches older files.
+the checkpoint (its query id) and ``<id>`` the batch. A batch that Spark may be running again
+after a crash (the first one a query runs after it starts) first removes whatever an earlier
+attempt of the same batch moved, so the table never holds a batch twice and never shows a
+half-written file; a new checkpoint never touches older files. Later batches of the same query
+are new by construction, so they skip that look-up: a date directory gains thousands of files
+a day and is not listed again for each batch. Were one of them a repeat after all, its first file
+would meet the earlier attempt's name and the rename fails: the batch fails, never lands twice.
 """
 
 from __future__ import annotations
@@ -33,35 +37,47 @@ def checkpoint_run_id(spark: SparkSession, checkpoint: str) -> str:
         stream.close()
 
 
-def write_batch(spark: SparkSession, rows: DataFrame, table_root: str, run: str, batch_id: int) -> list[str]:
-    """Write ``rows`` (with the ``dt`` column) under ``table_root``; return the dates written."""
+def stage(rows: DataFrame, table_root: str, run: str, batch_id: int) -> str:
+    """Write ``rows`` (with the ``dt`` column) into the batch's staging directory, one Spark job,
+    no shuffle: each task writes its own rows of each date. Returns the staging directory."""
+    staging = f"{table_root}/_staging/{run}-{batch_id}"
+    rows.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(staging)
+    return staging
+
+
+def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_id: int,
+            rerun: bool) -> list[str]:
+    """Move the staged files of batch ``batch_id`` into their date directories and drop the
+    staging directory; return the dates. With ``rerun``, first delete the files an earlier
+    attempt of this batch moved there."""
     jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
     Path = jvm.org.apache.hadoop.fs.Path
     root = Path(table_root)
-    fs = root.getFileSystem(conf)
-    staging = Path(f"{table_root}/_staging/{run}-{batch_id}")
-
-    rows.repartition(PARTITION_COLUMN).write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(
-        staging.toString())
-
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     prefix = batch_prefix(run, batch_id)
     dates = []
-    for status in fs.listStatus(staging):
+    for status in fs.listStatus(Path(staging)):
         name = status.getPath().getName()
         if not status.isDirectory() or not name.startswith(PARTITION_COLUMN + "="):
             continue
-        dt = name.split("=", 1)[1]
         target = Path(root, name)
         fs.mkdirs(target)
-        for old in fs.listStatus(target):
-            if old.getPath().getName().startswith(prefix):
-                fs.delete(old.getPath(), False)
+        if rerun:
+            for old in fs.listStatus(target):
+                if old.getPath().getName().startswith(prefix):
+                    fs.delete(old.getPath(), False)
         files = sorted(s.getPath().toString() for s in fs.listStatus(status.getPath())
                        if s.getPath().getName().endswith(".parquet"))
         for n, src in enumerate(files):
             if not fs.rename(Path(src), Path(target, f"{prefix}{n:04d}.parquet")):
                 raise IOError(f"could not move {src} into {target.toString()}")
-        dates.append(dt)
-    fs.delete(staging, True)
+        dates.append(name.split("=", 1)[1])
+    fs.delete(Path(staging), True)
     return sorted(dates)
+
+
+def write_batch(spark: SparkSession, rows: DataFrame, table_root: str, run: str, batch_id: int,
+                rerun: bool = True) -> list[str]:
+    """Write ``rows`` (with the ``dt`` column) under ``table_root`` as batch ``batch_id``;
+    return the dates written."""
+    return publish(spark, table_root, stage(rows, table_root, run, batch_id), run, batch_id, rerun)

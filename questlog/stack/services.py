@@ -305,14 +305,17 @@ def router(settings: Settings) -> Service:
 
 
 def sink(settings: Settings) -> Service:
+    import os
+
     java = find_java(17, 21, purpose="Spark")
     ready = settings.home_path / "run" / "sink.ready"
 
     def setup() -> None:
         ready.unlink(missing_ok=True)
 
+    # Spark's tuning comes from compose/spark/spark-defaults.conf unless SPARK_CONF_DIR names another.
     env = {**_app_env(settings), "JAVA_HOME": java_home(java), "PYSPARK_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
+           "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": os.environ.get("SPARK_CONF_DIR") or str(COMPOSE / "spark")}
     return Service("sink", [sys.executable, "-m", "spark_sink.job"], ready.exists, env=env, cwd=REPO_ROOT,
                    setup=setup, start_timeout_s=300)
 

@@ -8,7 +8,7 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from questlog.stack.java import find_java, java_home
-from spark_sink.transform import dedupe_key, to_rows
+from spark_sink.transform import dedupe_timing, to_rows, with_dedupe_key
 
 
 @pytest.fixture(scope="session")
@@ -48,18 +48,30 @@ def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition(spark, tab
     assertDataFrameEqual(to_rows(df, tables["sword_purchases"]), expected)
 
 
-def test_dedupe_keys_are_event_ids_or_source_positions(spark, tables):
+def test_dedupe_keys_are_source_and_event_id_or_source_positions(spark, tables):
     letter = {"reason": "r", "raw": "x", "source_topic": "events", "source_partition": 0, "source_offset": 7,
               "failed_at": "2026-11-29T10:00:00.000+00:00"}
     df = records(spark, ("events.purchase_sword", {"event_id": "e-1"}), ("events.dlq", letter),
+                 ("events.level_up", {"source": "game-a", "event_id": "e-9", "level": 3}),
                  ("events.purchase_sword", b"{}"), ("events.unknown", {"event_id": "e-2"}))
-    keys = [r.k for r in df.select(dedupe_key(tables.values()).alias("k")).collect()]
-    assert keys == ["e-1", "events\u00010\u00017", "@:0:2", "@:0:3"]
+    keys = [r.k for r in with_dedupe_key(df, tables.values(), "k").orderBy("offset").collect()]
+    # The same strings as before json_tuple read them: a running sink's dedupe state still matches.
+    assert keys == ["e-1", "events\u00010\u00017", "game-a\u0001e-9", "@:0:3", "@:0:4"]
 
 
 def test_two_sources_with_the_same_event_id_are_two_records(spark, tables):
     df = records(spark, ("events.purchase_sword", {"source": "game-a", "event_id": "1"}),
                  ("events.purchase_sword", {"source": "game-b", "event_id": "1"}),
                  ("events.purchase_sword", {"source": "game-a", "event_id": "1"}))
-    keys = [r.k for r in df.select(dedupe_key(tables.values()).alias("k")).collect()]
+    keys = [r.k for r in with_dedupe_key(df, tables.values(), "k").orderBy("offset").collect()]
     assert keys == ["game-a\u00011", "game-b\u00011", "game-a\u00011"]
+
+
+@pytest.mark.parametrize("window_h", [168.0, 24.0, 1.0, 0.01])
+def test_dedupe_timing_keeps_a_key_at_least_the_window_and_at_most_a_bucket_longer(window_h):
+    window_s = int(window_h * 3600)
+    bucket, delay = dedupe_timing(window_s)
+    # a key seen anywhere in a bucket lives until that bucket's start + 2 * delay
+    shortest, longest = 2 * delay - bucket, 2 * delay
+    assert window_s <= shortest and longest <= window_s + 2 * bucket
+    assert bucket <= 3600

@@ -1,0 +1,71 @@
+"""How the sink's Spark session is configured: tuning from spark-defaults.conf (or spark-submit),
+overridable; what the rows and the checkpoint depend on, always; and the progress log line."""
+
+from types import SimpleNamespace
+
+import pytest
+
+import spark_sink.job as job
+from questlog.settings import REPO_ROOT
+from questlog.stack import services
+
+SHIPPED = REPO_ROOT / "compose" / "spark" / "spark-defaults.conf"
+
+
+def built_conf(monkeypatch, settings) -> dict:
+    conf = {}
+    builder = SimpleNamespace(getOrCreate=lambda: None)
+    builder.appName = lambda *_: builder
+    builder.master = lambda master: conf.update({"master": master}) or builder
+    builder.config = lambda key, value: conf.update({key: value}) or builder
+    monkeypatch.setattr(job, "SparkSession", SimpleNamespace(builder=builder))
+    job.build_session(settings)
+    return conf
+
+
+def test_the_shipped_spark_defaults_hold_the_same_tuning_as_the_code():
+    assert job.read_spark_defaults(SHIPPED) == dict(job.TUNING)
+
+
+def test_tuning_in_spark_defaults_is_left_to_spark_and_the_rest_is_set(settings, monkeypatch, tmp_path):
+    (tmp_path / "spark-defaults.conf").write_text("# mine\nspark.driver.memory   4g\nspark.sql.shuffle.partitions 8\n")
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    conf = built_conf(monkeypatch, settings.replace(spark_master="spark://127.0.0.1:7077"))
+    assert "spark.driver.memory" not in conf and "spark.sql.shuffle.partitions" not in conf  # the file's 4g, 8
+    assert conf["spark.ui.enabled"] == "false"  # not in the file: the sink's default
+    assert conf["master"] == "spark://127.0.0.1:7077" and conf["spark.jars.packages"] == job.KAFKA_PACKAGE
+    assert conf["spark.sql.session.timeZone"] == "UTC" and conf["spark.hadoop.fs.defaultFS"] == settings.hdfs_url
+
+
+def test_under_spark_submit_its_master_packages_and_conf_rule(settings, monkeypatch):
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
+    import pyspark
+
+    monkeypatch.setattr(pyspark, "SparkConf", lambda: SimpleNamespace(
+        getAll=lambda: [("spark.master", "spark://x:7077"), ("spark.sql.shuffle.partitions", "16")]))
+    conf = built_conf(monkeypatch, settings)
+    assert "master" not in conf and "spark.jars.packages" not in conf and "spark.jars.ivy" not in conf
+    assert "spark.sql.shuffle.partitions" not in conf and conf["spark.driver.memory"] == "1g"
+    assert conf["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
+
+
+@pytest.mark.parametrize("exported", [None, "/etc/spark/conf"])
+def test_the_local_sink_reads_compose_spark_unless_spark_conf_dir_is_set(settings, monkeypatch, exported):
+    if exported:
+        monkeypatch.setenv("SPARK_CONF_DIR", exported)
+    else:
+        monkeypatch.delenv("SPARK_CONF_DIR", raising=False)
+    assert services.sink(settings).env["SPARK_CONF_DIR"] == (exported or str(SHIPPED.parent))
+
+
+def test_a_progress_line_says_where_the_batch_went_and_how_big_the_state_is():
+    line = job.progress_line({
+        "batchId": 4, "numInputRows": 5000,
+        "durationMs": {"triggerExecution": 1500, "addBatch": 1200, "walCommit": 100, "latestOffset": 20},
+        "stateOperators": [{"numRowsUpdated": 4990, "numRowsRemoved": 0, "allUpdatesTimeMs": 300,
+                            "allRemovalsTimeMs": 40, "commitTimeMs": 50, "memoryUsedBytes": 3 * 2**20,
+                            "customMetrics": {"numDroppedDuplicateRows": 10, "rocksdbSstFileSize": 5 * 2**20}}]})
+    assert line == ("batch 4: 5000 rows, triggerExecution 1.50s, latestOffset 0.02s, walCommit 0.10s, addBatch 1.20s; "
+                    "state: 4990 new keys, 0 evicted, 10 repeats dropped, updates 0.30s, eviction 0.04s, "
+                    "commit 0.05s, 5.0 MiB of SST files, 3.0 MiB in memory")
