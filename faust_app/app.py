@@ -8,6 +8,9 @@ The router (`faust_app.router.Router`) reads raw events in batches, asks `routin
 each goes, writes the typed copies and dead letters, and commits a raw event's offset only after
 Kafka confirmed its copy. The catalog is the deployed one, reloaded when it changes; a newly
 deployed type gets its topic created on first use.
+
+Faust's web server (QUESTLOG_ROUTER_WEB_HOST:QUESTLOG_ROUTER_WEB_PORT) serves GET /metrics in
+Prometheus' format: the counters of faust_app.router.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> Router
     class RouterService(Router):
         def __init__(self, **kwargs) -> None:
             super().__init__(settings, current, refresh, settings.max_record_bytes, **kwargs)
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        """Prometheus: routed events by type, dead letters by reason class, batch latency, lag."""
+        import prometheus_client
+
+        return web.bytes(prometheus_client.generate_latest(),
+                         headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
     app.router_service = RouterService  # for tests
     return app

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import mode
+import prometheus_client as prom
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 
@@ -42,8 +43,26 @@ from faust_app.routing import Routed, Source, dead_letter, loads, route
 from questlog.catalog import Catalog
 from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
+from questlog.status import reason_class
 
 log = logging.getLogger(__name__)
+
+# Served at GET /metrics on Faust's web server (faust_app.app). One worker is one process: its
+# figures are its own partitions'; Prometheus sums the workers.
+ROUTED = prom.Counter("questlog_router_events_routed_total", "Raw events written to their typed topic, by type.",
+                      ["event_type"])
+DEAD_LETTERS = prom.Counter("questlog_router_dead_letters_total",
+                            "Raw events written to the dead letters, by reason class (questlog.status.reason_class).",
+                            ["reason_class"])
+BATCH_SECONDS = prom.Histogram("questlog_router_batch_seconds",
+                               "Time to route, deliver and commit one batch of raw events.",
+                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+BATCH_EVENTS = prom.Histogram("questlog_router_batch_events", "Raw events per batch.",
+                              buckets=(1, 10, 100, 500, 1000, 2500, 5000))
+LAG_RECORDS = prom.Gauge("questlog_router_lag_records",
+                         "Raw records not routed yet on this worker's partitions (as of its last fetch).")
+LAG_SECONDS = prom.Gauge("questlog_router_lag_seconds",
+                         "Age of the oldest raw record not routed yet when it was fetched; 0 when caught up.")
 
 # Broker refusals of a record that no retry can change.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -133,6 +152,7 @@ class Router(mode.Service):
         self.counts: Counter[str] = Counter()
         self._since_summary = time.monotonic()
         self._sample: str | None = None  # one dead letter's reason, for the next summary
+        self._next: dict[TopicPartition, int] = {}  # per partition, the next offset to route (for the lag)
 
     # Lifecycle ----------------------------------------------------------------------------------
     def _new_producer(self) -> AIOKafkaProducer:
@@ -169,9 +189,34 @@ class Router(mode.Service):
         assert self.consumer is not None
         while not self.should_stop:
             records = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            self._observe_lag(records)
             if records:
+                started = time.monotonic()
                 await self.process(records)
+                BATCH_SECONDS.observe(time.monotonic() - started)
+                BATCH_EVENTS.observe(sum(len(msgs) for msgs in records.values()))
             self._summarise()
+
+    def _observe_lag(self, records) -> None:
+        """The lag gauges, from what a fetch returned: the oldest record of the batch is the oldest
+        not yet routed; the records behind it are the partitions' high watermarks minus the batch's
+        first offsets (or minus what was already routed, for partitions it has nothing of)."""
+        assert self.consumer is not None
+        for tp, msgs in records.items():
+            self._next[tp] = msgs[0].offset
+        behind = 0
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None and tp in self._next:
+                behind += max(0, high - self._next[tp])
+        LAG_RECORDS.set(behind)
+        if records:
+            oldest = min(msgs[0].timestamp for msgs in records.values()) / 1000.0
+            LAG_SECONDS.set(max(0.0, time.time() - oldest))
+        elif behind == 0:
+            LAG_SECONDS.set(0)
+        for tp, msgs in records.items():
+            self._next[tp] = msgs[-1].offset + 1
 
     async def process(self, records) -> None:
         """Route, deliver and only then commit one batch (``{TopicPartition: [records]}``)."""
@@ -225,10 +270,21 @@ class Router(mode.Service):
                             "events stay unacknowledged", len(retry), transient, wait, attempt)
                 await asyncio.sleep(wait)
             pending = retry
+        routed: Counter[str] = Counter()
+        dead: Counter[str] = Counter()
         for item in items:
             self.counts["dead letters" if item.out.dead else item.out.topic] += 1
+            if item.out.dead:
+                dead[reason_class(item.out.reason)] += 1
+            else:
+                routed[item.out.topic] += 1
             if item.out.dead and self._sample is None:
                 self._sample = f"{item.source.topic}[{item.source.partition}]@{item.source.offset}: {item.out.reason}"
+        prefix = self.settings.raw_topic + "."
+        for topic, n in routed.items():
+            ROUTED.labels(topic[len(prefix):] if topic.startswith(prefix) else topic).inc(n)
+        for cls, n in dead.items():
+            DEAD_LETTERS.labels(cls).inc(n)
 
     async def _send(self, items: list[Item]) -> list[tuple[Item, BaseException]]:
         """One record batch per output partition (more if one fills); every failure, per item."""

@@ -58,6 +58,8 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     # the most Kafka records one sink micro-batch reads (Spark's maxOffsetsPerTrigger)
     ("sink_max_batch_records", "QUESTLOG_SINK_MAX_BATCH_RECORDS", 200_000, int),
     ("dedupe_window_h", "QUESTLOG_DEDUPE_WINDOW_H", 168.0, float),
+    # where the sink serves GET /metrics (Prometheus); loopback by default
+    ("sink_metrics_bind", "QUESTLOG_SINK_METRICS_BIND", "127.0.0.1:6070", str),
     ("trino_url", "QUESTLOG_TRINO_URL", "http://127.0.0.1:8080", str),
     ("trino_catalog", "QUESTLOG_TRINO_CATALOG", "hive", str),
     ("trino_schema", "QUESTLOG_TRINO_SCHEMA", "events", str),
@@ -98,6 +100,7 @@ class Settings:
     sink_trigger_s: float
     sink_max_batch_records: int
     dedupe_window_h: float
+    sink_metrics_bind: str
     trino_url: str
     trino_catalog: str
     trino_schema: str
@@ -152,6 +155,14 @@ class Settings:
     @property
     def collector_url(self) -> str:
         return f"http://{self.collector_bind}"
+
+    @property
+    def sink_metrics_url(self) -> str:
+        return f"http://{self.sink_metrics_bind}/metrics"
+
+    @property
+    def router_metrics_url(self) -> str:
+        return f"http://{self.router_web_host}:{self.router_web_port}/metrics"
 
     @property
     def kafka_host(self) -> str:

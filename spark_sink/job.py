@@ -32,8 +32,10 @@ from questlog.settings import Settings
 from spark_sink.registry import TrinoRegistry
 from spark_sink.transform import dedupe_timing, seen_bucket, to_rows, with_dedupe_key
 from spark_sink.writer import checkpoint_run_id, publish, stage
+from spark_sink import metrics as sink_metrics
 
 log = logging.getLogger("spark_sink")
+stage = sink_metrics.counting_files(stage)  # GET /metrics counts the files of each table
 
 KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
 
@@ -168,6 +170,7 @@ class Lander:
             jobs = {topic: self.pool.submit(self._land_table, batch, self.tables[topic], n, batch_id)
                     for topic, n in sorted(counts.items())}
             landed = {self.tables[topic].name: job.result() for topic, job in jobs.items()}
+            sink_metrics.landed({self.tables[topic].name: n for topic, n in counts.items()})
             written = time.monotonic()
             for name, (dates, _, _) in landed.items():
                 self.registry.register_partitions(name, dates)
@@ -274,6 +277,7 @@ def main() -> int:
     registry = TrinoRegistry(settings)
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("WARN")
+    sink_metrics.serve(spark, settings)  # GET /metrics on QUESTLOG_SINK_METRICS_BIND
     stopping = threading.Event()
 
     def stop(signum, frame):

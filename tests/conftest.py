@@ -28,6 +28,7 @@ TEST_OVERRIDES = dict(
     webhdfs_url=f"http://127.0.0.1:{9870 + OFFSET}",
     hdfs_datanode_port=9866 + OFFSET,
     trino_url=f"http://127.0.0.1:{8080 + OFFSET}",
+    sink_metrics_bind=f"127.0.0.1:{6070 + OFFSET}",
     sink_trigger_s=2.0,
 )
 
