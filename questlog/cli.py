@@ -119,6 +119,19 @@ def status(settings: Settings, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--interval", default=2.0, show_default=True, metavar="SECONDS", help="Seconds between refreshes.")
+@click.option("--window", default=5.0, show_default=True, metavar="MINUTES", help="Minutes of history shown.")
+@click.pass_obj
+def top(settings: Settings, interval: float, window: float) -> None:
+    """A live view: events/s per stage with sparklines, lag, freshness, dead letters (Ctrl-C to leave).
+
+    Reads the GET /metrics of the collector, the router and the sink."""
+    from questlog.top import run as run_top
+
+    run_top(settings, interval_s=interval, window_s=window * 60)
+
+
+@main.command()
 @click.argument("service")
 @click.option("--lines", "-n", default=50, show_default=True, help="How many lines to show.")
 @click.pass_obj
