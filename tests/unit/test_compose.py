@@ -43,6 +43,8 @@ IMAGES = [
     ("trino", "trinodb/trino", artifacts.TRINO_VERSION),
 ]
 LOOPBACK = ("127.0.0.1", "localhost")
+# The `monitoring` profile's UIs on their usual ports (tests/unit/test_dashboard.py checks the rest).
+MONITORING_PORTS = {"prometheus": 9090, "grafana": 3000}
 
 # The apache/kafka image turns each KAFKA_* variable into a server property except these
 # (kafka.docker.KafkaDockerWrapper, ExcludeServerPropsEnv).
@@ -433,6 +435,7 @@ def test_published_ports_are_the_local_stacks(svc, defaults):
         "namenode": port_of(defaults.webhdfs_url),
         "trino": defaults.trino_port,
         "router": defaults.router_web_port,
+        **MONITORING_PORTS,
     }
     got = {name: [(host, container) for _, host, container in published(s)] for name, s in svc.items() if published(s)}
     assert got == {name: [(port, port)] for name, port in expected.items()}
