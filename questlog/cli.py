@@ -193,13 +193,82 @@ def sql(settings: Settings, cli_args: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("-n", "requests", default=150, show_default=True, help="Sword purchases to send.")
-@click.option("--guild-joins", default=10, show_default=True, help="Guild joins to send.")
-@click.option("--host", default="user1.comcast.com", show_default=True, help="Host header, as in the seed.")
-@click.option("-c", "concurrency", default=1, show_default=True, help="Concurrent requests.")
+@click.option("--players", default=100, show_default=True, metavar="N", help="Simulated players.")
+@click.option("--rate", default=200.0, show_default=True, metavar="EVENTS/S",
+              help="Target rate; 0 sends as fast as the client takes them.")
+@click.option("--duration", "duration_s", type=float, default=None, metavar="SECONDS",
+              help="Send for this long (default: 10 s unless --count is given).")
+@click.option("--count", type=int, default=None, metavar="N", help="Send this many events (with --duration: "
+              "whichever comes first).")
+@click.option("--bad-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="FRACTION",
+              help="Share of events made wrong for their schema on purpose (they become dead letters).")
+@click.option("--seed", type=int, default=None, help="Random seed, for a repeatable run.")
+@click.option("--write-key", envvar="QUESTLOG_WRITE_KEY", default=None, metavar="KEY",
+              help="Write key, when the collector has keys on [env QUESTLOG_WRITE_KEY].")
+@click.option("--spool", "spool_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="The client's on-disk spool (events survive a restart while the collector is away).")
+@click.option("--verify", is_flag=True, help="Afterwards, check in Trino that every accepted event landed "
+              "exactly once (a bad one in dead_letters); exit 1 if not.")
+@click.option("--verify-timeout", default=300.0, show_default=True, metavar="SECONDS",
+              help="How long --verify waits for the events to land.")
+@click.option("--ab", "use_ab", is_flag=True, help="Instead: the seed's demo with Apache Bench (`ab`), "
+              "sword purchases and guild joins on the GET routes.")
+@click.option("-n", "requests", default=150, show_default=True, help="With --ab: sword purchases to send.")
+@click.option("--guild-joins", default=10, show_default=True, help="With --ab: guild joins to send.")
+@click.option("--host", default="user1.comcast.com", show_default=True, help="With --ab: Host header, as in "
+              "the seed.")
+@click.option("-c", "concurrency", default=1, show_default=True, help="With --ab: concurrent requests.")
 @click.pass_obj
-def load(settings: Settings, requests: int, guild_joins: int, host: str, concurrency: int) -> None:
-    """Send the seed's demo traffic with Apache Bench (`ab`)."""
+def load(settings: Settings, players: int, rate: float, duration_s: float | None, count: int | None,
+         bad_share: float, seed: int | None, write_key: str | None, spool_dir: str | None, verify: bool,
+         verify_timeout: float, use_ab: bool, requests: int, guild_joins: int, host: str,
+         concurrency: int) -> None:
+    """Send game-like traffic with the Python client (questlog.client): PLAYERS in sessions buying
+    swords, joining and leaving guilds, levelling up, and every other catalog type; then a summary
+    by type, and with --verify a check against Trino. With --ab, the seed's demo with `ab`."""
+    if use_ab:
+        _load_ab(settings, requests, guild_joins, host, concurrency)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from questlog.catalog import CatalogError, load_catalog
+    from questlog.load import run_load, settle_marker
+    from questlog.load import verify as check
+
+    try:
+        cat = load_catalog(settings.catalog)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if duration_s is None and count is None:
+        duration_s = 10.0
+    console = Console(stderr=True)
+    total = count if count is not None else None
+    with Progress(TextColumn("[bold]load"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task("", total=total or duration_s)
+
+        def show(result, elapsed: float) -> None:
+            done = result.total_sent if total else min(elapsed, duration_s or elapsed)
+            progress.update(task, completed=done, description=(
+                f"{result.total_sent:,} sent, {sum(result.accepted.values()):,} accepted, "
+                f"{sum(result.refused.values()):,} refused, {result.total_sent / max(elapsed, 1e-9):,.0f}/s"))
+
+        result = run_load(settings.collector_url, cat, write_key=write_key, players=players, rate=rate,
+                          duration_s=duration_s, count=count, bad_share=bad_share, seed=seed,
+                          spool_dir=spool_dir, on_progress=show)
+    click.echo(result.summary())
+    if not verify:
+        return
+    verdict = check(settings, cat, result, verify_timeout, settle_marker(settings, cat, write_key),
+                    say=lambda m: console.print(m, style="dim"))
+    click.echo(verdict.report())
+    if not verdict.ok:
+        sys.exit(1)
+
+
+def _load_ab(settings: Settings, requests: int, guild_joins: int, host: str, concurrency: int) -> None:
+    """The seed's demo traffic with Apache Bench (`ab`)."""
     ab = shutil.which("ab")
     if ab is None:
         raise click.ClickException("Apache Bench (`ab`) is not installed: apt-get install apache2-utils")
