@@ -158,7 +158,8 @@ class Tracker:
             self._headers["Authorization"] = f"Bearer {write_key}"
         self._prefix = id_prefix or uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)  # next() on it is atomic: two game threads never share a number
-        self._validators = _validators(catalog)
+        self._catalog = _catalog(catalog)
+        self._checks = _fast_checks(self._catalog) if self._catalog is not None else None
         self._queue: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # track() waits here when the queue is full
@@ -198,28 +199,55 @@ class Tracker:
 
         Raises :class:`InvalidEvent` if the deployed catalog refuses it (unknown type, unknown
         field, wrong type, missing required field)."""
+        if self._checks is not None:
+            self._check(event_type, fields)
         fields["event_type"] = event_type
-        return self.track_event(fields)
+        return self._enqueue(fields)
 
     def track_event(self, event: Mapping[str, Any], check: bool = True) -> str:
-        """Queue one event given as a mapping with its ``event_type``; ``check=False`` skips the
-        catalog check (to send a deliberately bad event, which becomes a dead letter)."""
+        """Queue one event given as a mapping with its ``event_type`` (and, if it has one, its own
+        ``event_id`` and ``client_ts``); ``check=False`` skips the catalog check (to send a
+        deliberately bad event, which becomes a dead letter)."""
         event = dict(event)
+        if check and self._checks is not None:
+            fields = {k: v for k, v in event.items() if k not in ("event_type", "event_id", "client_ts")}
+            self._check(event.get("event_type"), fields, event)
+        return self._enqueue(event)
+
+    def _check(self, event_type: Any, fields: dict[str, Any], event: Mapping[str, Any] | None = None) -> None:
+        """Raise InvalidEvent if the catalog refuses the event. The common case (known fields of
+        plain values, required ones present) is a few dict look-ups; anything else goes through
+        the catalog's own validate(), whose reasons are the ones the router would give."""
+        spec = self._checks.get(event_type)  # type: ignore[union-attr]
+        if spec is not None and event is None:
+            known, required = spec
+            for name, value in fields.items():
+                check = known.get(name)
+                if check is None or not check(value):
+                    break
+            else:
+                for name in required:
+                    if name not in fields:
+                        break
+                else:
+                    return
+        from questlog.catalog import validate
+
+        full = {**(event or fields), "event_type": event_type, "event_id": "x", "received_at": _SOME_TS}
+        if event is not None and "event_id" in event:
+            full["event_id"] = event["event_id"]
+        if type(full.get("client_ts")) is float:
+            full["client_ts"] = _SOME_TS
+        problems = validate(full, self._catalog)  # type: ignore[arg-type]
+        if problems:
+            raise InvalidEvent(f"{event_type}: " + "; ".join(problems))
+
+    def _enqueue(self, event: dict[str, Any]) -> str:
         event_id = event.get("event_id")
         if event_id is None:
             event_id = event["event_id"] = f"{self._prefix}-{next(self._ids)}"
-        event.setdefault("client_ts", time.time())  # formatted by the batcher, off the game's thread
-        if check and self._validators is not None:
-            validate = self._validators.get(event.get("event_type"))  # type: ignore[arg-type]
-            if validate is None:
-                raise InvalidEvent(f"unknown event_type {event.get('event_type')!r}; known types: "
-                                   f"{', '.join(sorted(self._validators))}")
-            # What the collector adds (received_at) and what the batcher formats (client_ts) pass.
-            ts = event["client_ts"]
-            problems = validate({**event, "received_at": _SOME_TS,
-                                 "client_ts": _SOME_TS if type(ts) is float else ts})
-            if problems:
-                raise InvalidEvent(f"{event.get('event_type')}: " + "; ".join(problems))
+        if "client_ts" not in event:
+            event["client_ts"] = time.time()  # formatted by the batcher, off the game's thread
         with self._lock:
             if self._closing:
                 raise RuntimeError("this Tracker is closed")
@@ -491,23 +519,44 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _validators(catalog: Any) -> dict[str, Callable[[dict], list[str]]] | None:
+def _catalog(catalog: Any):
     if catalog is None:
         return None
     from questlog.catalog import Catalog, CatalogError, load_catalog
 
     if isinstance(catalog, Catalog):
-        loaded = catalog
-    else:
-        path = os.environ.get("QUESTLOG_CATALOG") if catalog == "auto" else catalog
-        try:
-            loaded = load_catalog(path or None)
-        except CatalogError as exc:
-            if catalog != "auto":
-                raise
-            log.info("questlog tracker: no catalog to check events against (%s)", exc)
-            return None
-    return {et.name: loaded.validator(et.name) for et in loaded}
+        return catalog
+    path = os.environ.get("QUESTLOG_CATALOG") if catalog == "auto" else catalog
+    try:
+        return load_catalog(path or None)
+    except CatalogError as exc:
+        if catalog != "auto":
+            raise
+        log.info("questlog tracker: no catalog to check events against (%s)", exc)
+        return None
+
+
+_FAST: Mapping[str, Callable[[Any], bool]] = {
+    "string": lambda v: type(v) is str,
+    "boolean": lambda v: type(v) is bool,
+    "long": lambda v: type(v) is int and -(2**63) <= v < 2**63,
+    "double": lambda v: (type(v) is float and v - v == 0) or type(v) is int,  # finite: inf - inf is nan
+}
+
+
+def _fast_checks(catalog) -> dict[str, tuple[dict[str, Callable[[Any], bool]], tuple[str, ...]]]:
+    """Per type: (field -> a quick check of a value, the required fields) for the fields a client
+    sets. Timestamps and None are left to the catalog's validate() (the slow path)."""
+    from questlog.catalog import ENVELOPE_NAMES
+
+    client_set = {"event_id", "event_type", "client_ts", "received_at"}
+    checks = {}
+    for et in catalog:
+        known = {f.name: _FAST[f.type] for f in et.columns
+                 if f.type in _FAST and (f.name not in ENVELOPE_NAMES or f.name == "user_id")}
+        required = tuple(f.name for f in et.columns if f.required and f.name not in client_set)
+        checks[et.name] = (known, required)
+    return checks
 
 
 # The spool ---------------------------------------------------------------------------------------
