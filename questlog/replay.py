@@ -27,6 +27,56 @@ class ReplayPlan:
     already_landed: int = 0
 
 
+class Progress:
+    """Counts of a replay's steps on stderr: a rich bar on a terminal, else a line every ``every_s``
+    seconds and one when a step ends."""
+
+    def __init__(self, every_s: float = 10.0, stream=None) -> None:
+        import sys
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.every_s = every_s
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self._bar = self._task = None
+        self.what, self.total, self.done, self.last = "", None, 0, 0.0
+
+    def step(self, what: str, total: int | None = None) -> None:
+        import time
+
+        self.end()
+        self.what, self.total, self.done, self.last = what, total, 0, time.monotonic()
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn(f"questlog: replay: {what}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
+            self._task = self._bar.add_task(what, total=total)
+            self._bar.start()
+
+    def advance(self, n: int = 1) -> None:
+        import time
+
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+        elif time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            self._line()
+
+    def _line(self) -> None:
+        of = f" of {self.total:,}" if self.total is not None else ""
+        print(f"questlog: replay: {self.what}: {self.done:,}{of}", file=self.stream, flush=True)
+
+    def end(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self.what:
+            self._line()
+            self.what = ""
+
+
 def plan_replay(raws: list[str], catalog: Catalog) -> ReplayPlan:
     """Which dead letters (their raw payloads) the catalog now accepts, by (source, event_id)."""
     plan = ReplayPlan()
@@ -48,7 +98,7 @@ def plan_replay(raws: list[str], catalog: Catalog) -> ReplayPlan:
     return plan
 
 
-def _landed(cursor, catalog: Catalog, plan: ReplayPlan) -> set[Identity]:
+def _landed(cursor, catalog: Catalog, plan: ReplayPlan, progress: Progress | None = None) -> set[Identity]:
     """The planned events already in their table, matched on (source, event_id)."""
     landed: set[Identity] = set()
     by_type: dict[str, list[str]] = {}
@@ -62,14 +112,18 @@ def _landed(cursor, catalog: Catalog, plan: ReplayPlan) -> set[Identity]:
             cursor.execute(f'SELECT source, event_id FROM "{table}" WHERE event_id IN ({", ".join("?" * len(chunk))})',
                            chunk)
             landed.update((row[0], row[1]) for row in cursor.fetchall())
+            if progress is not None:
+                progress.advance(len(chunk))
     return landed & plan.send.keys()
 
 
-def replay(settings: Settings, catalog: Catalog, event_type: str | None = None, dry_run: bool = False) -> ReplayPlan:
+def replay(settings: Settings, catalog: Catalog, event_type: str | None = None, dry_run: bool = False,
+           progress: Progress | None = None) -> ReplayPlan:
     from confluent_kafka import Producer
 
     from questlog.sql import connect
 
+    progress = progress or Progress()
     conn = connect(settings)
     try:
         cur = conn.cursor()
@@ -79,8 +133,18 @@ def replay(settings: Settings, catalog: Catalog, event_type: str | None = None, 
             sql += " WHERE event_type = ?"
             params.append(event_type)
         cur.execute(sql, params)
-        plan = plan_replay([row[0] for row in cur.fetchall()], catalog)
-        landed = _landed(cur, catalog, plan)
+        progress.step("reading dead letters")
+        raws = []
+        while True:
+            rows = cur.fetchmany(1000)
+            if not rows:
+                break
+            raws += [row[0] for row in rows]
+            progress.advance(len(rows))
+        plan = plan_replay(raws, catalog)
+        progress.step("looking for replayable events already in their tables", len(plan.send))
+        landed = _landed(cur, catalog, plan, progress)
+        progress.end()
     finally:
         conn.close()
     plan.already_landed = len(landed)
@@ -89,9 +153,13 @@ def replay(settings: Settings, catalog: Catalog, event_type: str | None = None, 
     if dry_run or not plan.send:
         return plan
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
+    progress.step("sending", len(plan.send))
     for (source, event_id), (_, raw) in plan.send.items():
         producer.produce(settings.raw_topic, raw, key=event_key(source, event_id), headers={"questlog-replay": b"1"})
+        progress.advance()
+        producer.poll(0)
     remaining = producer.flush(60)
+    progress.end()
     if remaining:
         raise RuntimeError(f"Kafka did not confirm {remaining} replayed events; run the replay again")
     return plan

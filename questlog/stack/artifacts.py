@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 from xml.sax.saxutils import escape
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ KAFKA_VERSION = "4.1.1"
 HADOOP_VERSION = "3.5.0"
 TRINO_VERSION = "476"
 LOG4J_VERSION = "2.24.3"
+MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
 
 KAFKA_DEPS = [
     f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
@@ -109,16 +113,123 @@ def _say(message: str) -> None:
     print(f"questlog: {message}", file=sys.stderr, flush=True)
 
 
-def _mvn(cache: Path, args: list[str], cwd: Path) -> None:
+def _size(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+class Meter:
+    """Progress of one long step on stderr: a rich bar (bytes, rate, ETA) on a terminal, a line
+    every ``every_s`` seconds otherwise (a log file, CI). ``update(done, total)`` in bytes; a
+    total of None shows bytes and rate only."""
+
+    EVERY_S = 10.0
+
+    def __init__(self, what: str, total: int | None = None, every_s: float | None = None, stream=None) -> None:
+        self.what, self.total = what, total
+        self.every_s = self.EVERY_S if every_s is None else every_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.started = self.last_line = time.monotonic()
+        self.done = 0
+        self._bar = None
+        if getattr(self.stream, "isatty", lambda: False)():
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self._bar = Progress(TextColumn(f"questlog: {what}"), BarColumn(), DownloadColumn(binary_units=True),
+                                 TransferSpeedColumn(), TimeRemainingColumn(),
+                                 console=Console(file=self.stream), transient=True)
+            self._task = self._bar.add_task(what, total=total)
+            self._bar.start()
+
+    def line(self) -> str:
+        took = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / took
+        text = f"{self.what}: {_size(self.done)}"
+        if self.total:
+            text += f" of {_size(self.total)} ({100 * self.done / self.total:.0f}%)"
+        text += f", {_size(rate)}/s"
+        if self.total and rate > 0 and self.done < self.total:
+            left = (self.total - self.done) / rate
+            text += f", about {left // 60:.0f}m{left % 60:02.0f}s left"
+        return text
+
+    def update(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=self.total)
+        elif time.monotonic() - self.last_line >= self.every_s:
+            self.last_line = time.monotonic()
+            print(f"questlog: {self.line()}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except OSError:  # renamed or removed meanwhile
+                pass
+    return total
+
+
+def _growing_file_bytes(folder: Path, prefix: str) -> int:
+    """The size of the largest file named ``prefix``* in ``folder``: Maven's download in progress
+    (a temporary file beside the artifact) or the artifact itself."""
+    try:
+        return max((e.stat().st_size for e in os.scandir(folder) if e.name.startswith(prefix)
+                    and not e.name.endswith((".sha1", ".md5", ".sha256", ".sha512", ".asc"))), default=0)
+    except OSError:
+        return 0
+
+
+def _published_size(group: str, artifact: str, version: str, name: str) -> int | None:
+    """The size Maven Central gives for a file (a HEAD request), for the progress' ETA; None if
+    it does not answer within a few seconds (the download shows bytes and rate only then)."""
+    import urllib.request
+
+    url = f"{MAVEN_CENTRAL}/{group.replace('.', '/')}/{artifact}/{version}/{name}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5) as response:
+            return int(response.headers["Content-Length"])
+    except Exception:
+        return None
+
+
+def _mvn(cache: Path, args: list[str], cwd: Path, progress: Callable[[], None] | None = None) -> None:
+    """Run Maven; while it runs, call ``progress`` every half second (it watches the download)."""
     mvn = shutil.which("mvn")
     if mvn is None:
         raise FetchError("Maven (`mvn`) is needed to fetch JVM artifacts; `make run` installs it, "
                          "or: apt-get install maven")
     # --strict-checksums: a download that does not match Maven Central's checksum fails.
     cmd = [mvn, "-B", "-ntp", "-q", "--strict-checksums", f"-Dmaven.repo.local={cache / 'm2'}", *args]
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = (result.stdout + result.stderr).strip().splitlines()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None:
+                if progress is not None:
+                    progress()
+                try:
+                    proc.wait(0.5)
+                except subprocess.TimeoutExpired:
+                    pass
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    if proc.returncode != 0:
+        lines = output.strip().splitlines()
         mismatches = [line for line in lines if "Checksum validation failed" in line]
         if mismatches:  # --strict-checksums refused a download: say that first, whatever else follows
             raise ChecksumError("a download does not match the checksum Maven Central publishes; nothing "
@@ -169,7 +280,21 @@ def maven_classpath(cache: Path, name: str, deps: list[str]) -> Path:
     staging = _staging(target)
     try:
         (staging / "pom.xml").write_text(_pom(name, deps))
-        _mvn(cache, ["dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory=lib"], staging)
+        repo = cache / "m2"
+        before = _tree_bytes(repo)
+        meter = Meter(f"fetching {name}")
+        last = [0.0]
+
+        def progress() -> None:  # a walk of the local repository every 2 s: bytes downloaded so far
+            if time.monotonic() - last[0] >= 2.0:
+                last[0] = time.monotonic()
+                meter.update(max(0, _tree_bytes(repo) - before))
+
+        try:
+            _mvn(cache, ["dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory=lib"], staging,
+                 progress)
+        finally:
+            meter.close()
         verify_against_repository(sorted((staging / "lib").glob("*")), cache / "m2")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -196,7 +321,13 @@ def maven_file(cache: Path, coordinate: str, sha256: str) -> Path:
     started = time.monotonic()
     staging = _staging(target.parent / f".{name}")
     try:
-        _mvn(cache, ["dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"], staging)
+        folder = cache / "m2" / group.replace(".", "/") / artifact / version
+        meter = Meter(f"fetching {name}", _published_size(group, artifact, version, name))
+        try:
+            _mvn(cache, ["dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"], staging,
+                 lambda: meter.update(_growing_file_bytes(folder, name)))
+        finally:
+            meter.close()
         fetched = staging / name
         if not fetched.exists():
             raise FetchError(f"Maven reported success but {fetched} is missing")
@@ -241,8 +372,7 @@ def trino_server(cache: Path) -> Path:
     started = time.monotonic()
     staging = _staging(target)
     try:
-        with tarfile.open(tarball) as tar:
-            tar.extractall(staging, filter="tar")  # hard links inside point at other plugins
+        _unpack(tarball, staging, f"unpacking {tarball.name}")
         inner = staging / f"trino-server-{TRINO_VERSION}"
         for plugin in (inner / "plugin").iterdir():
             if plugin.name not in TRINO_PLUGINS:
@@ -254,6 +384,22 @@ def trino_server(cache: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _finish(target, staging, started, f"trino-server-{TRINO_VERSION}")
+
+
+def _unpack(tarball: Path, into: Path, what: str) -> None:
+    """Extract ``tarball`` into ``into``, showing progress as compressed bytes read."""
+    meter = Meter(what, tarball.stat().st_size)
+    try:
+        with open(tarball, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
+            def members():
+                for member in tar:
+                    meter.update(raw.tell())
+                    yield member
+
+            tar.extractall(into, members=members(), filter="tar")  # hard links inside point at other plugins
+            meter.update(tarball.stat().st_size)
+    finally:
+        meter.close()
 
 
 def trino_cli(cache: Path) -> Path:
