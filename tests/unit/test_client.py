@@ -75,7 +75,7 @@ def closed_port() -> str:
 
 
 def test_batches_by_size_and_by_time(collector):
-    t = Tracker(collector.url, batch_size=100, flush_interval_s=0.3, catalog=None)
+    t = Tracker(collector.url, batch_size=100, flush_interval_s=1.0, catalog=None)
     for i in range(250):
         t.track("default", n=i)
     assert t.flush(10)
@@ -90,7 +90,7 @@ def test_batches_by_size_and_by_time(collector):
     started = time.monotonic()
     t.track("default")
     assert t.flush(5)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0
     assert t.stats.accepted == 251 and t.stats.accepted_by_type["default"] == 251
     t.close()
 
@@ -123,7 +123,7 @@ def test_retries_keep_the_same_ids_and_back_off(collector):
     gaps = [b[0] - a[0] for a, b in zip(collector.requests, collector.requests[1:])]
     # equal jitter: attempt k waits between half and all of 0.2 * 2**k
     for k, gap in enumerate(gaps):
-        assert 0.2 * 2 ** k / 2 - 0.02 <= gap <= 0.2 * 2 ** k + 0.3, gaps
+        assert 0.2 * 2 ** k / 2 - 0.02 <= gap <= 0.2 * 2 ** k + 1.0, gaps
     assert t.stats.retries == 3 and t.stats.errors == Counter({"503": 1, "500": 1, "502": 1})
     assert t.stats.accepted == 10
     t.close()
@@ -146,8 +146,8 @@ def test_retry_after_is_honoured(collector):
     assert t.flush(20)
     times = [at for at, _ in collector.requests]
     assert len(times) == 3
-    assert 1.95 <= times[1] - times[0] <= 3.0  # not the 10 ms backoff: the server's 2 s
-    assert 0.95 <= times[2] - times[1] <= 2.0
+    assert 1.95 <= times[1] - times[0] <= 4.0  # not the 10 ms backoff: the server's 2 s
+    assert 0.95 <= times[2] - times[1] <= 3.0
     t.close()
 
 
@@ -199,7 +199,7 @@ def test_queue_full_block_waits_then_drops():
                 block_timeout_s=0.3, catalog=None, senders=1, backoff_base_s=1)
     for _ in range(10):
         t.track("default")
-    time.sleep(0.5)
+    time.sleep(1.5)
     assert t.stats.dropped == 0 and len(t._queue) == 5
     started = time.monotonic()
     t.track("default")
@@ -300,3 +300,19 @@ def test_many_batches_spooled_are_read_back_in_order(collector, tmp_path):
     assert sorted(collector.ids()) == sorted(ids)
     t.close()
     assert not list(tmp_path.glob("spool-*.log"))
+
+
+EXITING = """
+import sys
+from questlog.client import Tracker
+t = Tracker(sys.argv[1], flush_interval_s=60, catalog=None)
+print(" ".join(t.track("default", n=i) for i in range(30)), flush=True)
+"""  # exits without close() or flush(): the atexit hook sends them
+
+
+def test_close_runs_at_interpreter_exit(collector):
+    out = subprocess.run([sys.executable, "-c", EXITING, collector.url], capture_output=True, text=True,
+                         cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ids = out.stdout.split()
+    assert len(ids) == 30 and sorted(collector.ids()) == sorted(ids)

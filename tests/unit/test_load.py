@@ -60,5 +60,5 @@ def test_run_load_counts_what_was_accepted(catalog):
     ids = collector.ids()
     assert len(set(ids)) == 1500 and set(ids) == result.accepted_ids
     assert all(i.startswith(result.run + "-") for i in ids)
-    assert 0.5 < result.elapsed_s < 5  # paced at about 2,000/s
+    assert 0.5 < result.elapsed_s < 10  # paced at about 2,000/s
     assert "accepted" in result.summary() and "purchase_sword" in result.summary()
