@@ -27,11 +27,12 @@ from benchmarks.lag import settle
 from benchmarks.rss import RssSampler
 from benchmarks.stack import BENCH_HOME, PORT_SHIFT, bench_settings, fresh_dir, stop_leftovers, wait_until
 
-CASES = ("start", "collector", "router", "sink", "e2e")
+CASES = ("start", "collector", "client", "router", "sink", "e2e")
 # The longest each case takes at full size on a busy 2-core machine (its caps included), and what
 # stopping the pipeline takes: a case is run only if it fits in what is left of the budget.
-WORST_S = {"collector": 80, "router": 150, "sink": 220, "e2e": 120, "stop": 40}
-NAMES = {"start": "start", "collector": "collector", "router": "router", "sink": "sink", "e2e": "end to end"}
+WORST_S = {"collector": 80, "client": 60, "router": 150, "sink": 220, "e2e": 120, "stop": 40}
+NAMES = {"start": "start", "collector": "collector", "client": "client", "router": "router", "sink": "sink",
+         "e2e": "end to end"}
 
 
 def machine() -> str:
@@ -66,10 +67,14 @@ def first_answer(ctx: Context, cap_s: float = 60.0) -> tuple[float | None, float
     return query_s, (time.monotonic() - sent if landed else None)
 
 
-def _case(name: str):
-    from benchmarks.cases import collector, e2e, router, sink
+def secs(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} s"
 
-    return {"collector": collector, "router": router, "sink": sink, "e2e": e2e}[name]
+
+def _case(name: str):
+    from benchmarks.cases import client, collector, e2e, router, sink
+
+    return {"collector": collector, "client": client, "router": router, "sink": sink, "e2e": e2e}[name]
 
 
 def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | None = None,
@@ -109,11 +114,11 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
             query_s, event_s = first_answer(ctx)
             if attached:
                 ctx.add("start", "pipeline started by the caller: first answered query, first event queryable",
-                        f"{num(query_s, 1)} s, {num(event_s, 1)} s")
+                        f"{secs(query_s)}, {secs(event_s)}")
             else:
                 ctx.add("start", "warm `questlog run` (downloads cached, fresh home), seconds from the start",
                         f"all up {up_s:.1f} s; first answered query {up_s + (query_s or 0):.1f} s; first event "
-                        f"sent then queryable {num(up_s + query_s + event_s if query_s and event_s else None, 1)} s")
+                        f"sent then queryable {secs(up_s + query_s + event_s if query_s and event_s else None)}")
                 ctx.data["start"] = {"up_s": up_s, "query_s": query_s, "event_s": event_s}
         offsets = Offsets(settings.kafka_bootstrap)
         try:
@@ -130,7 +135,7 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
                 if ctx.left_s() < needed:
                     ctx.say(f"{name}: skipped, {ctx.left_s():.0f} s left of the budget and it may take {needed:.0f} s")
                     ctx.add(NAMES[name], "SKIPPED", f"not run: {ctx.left_s():.0f} s were left of the "
-                            f"{size.budget_s / 60:.0f}-minute budget (the start took {rss.now():.0f} s)")
+                            f"{size.budget_s / 60:.0f}-minute budget, {rss.now():.0f} s into the run")
                     continue
                 phase_start = rss.now()
                 try:
