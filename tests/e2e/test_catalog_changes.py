@@ -33,9 +33,10 @@ def test_duplicates_sent_on_purpose_show_up_once(live_settings):
     for _ in range(3):  # a client retrying
         assert post(live_settings, event).status_code == 202
     assert count_when(live_settings, f"SELECT count(*) FROM level_ups WHERE event_id = '{event_id}'", 1) == 1
-    # ... and a router re-delivering it later, after it already landed
+    # ... and a router re-delivering it later, after it already landed: as the router wrote it, with
+    # the source the collector gave it (write keys are off: `default`), the identity the sink keys on
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    again = json.dumps({**event, "received_at": now}).encode()
+    again = json.dumps({**event, "source": "default", "received_at": now}).encode()
     produce(live_settings, live_settings.topic_for("level_up"), [again, again])
     settle(live_settings)
     assert query(live_settings, f"SELECT count(*) FROM level_ups WHERE event_id = '{event_id}'") == [[1]]
