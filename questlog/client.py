@@ -629,6 +629,12 @@ class _Spool:
             numbers = [int(s.path.stem.split("-")[1]) for s in self._segments]
             current = _Segment(self.directory / f"spool-{max(numbers, default=0) + 1}.log")
             current.file = open(current.path, "ab")
+            if self.fsync == "batch":  # the new file's name must survive a power loss too
+                fd = os.open(self.directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             self._segments.append(current)
             self._current = current
         return current
