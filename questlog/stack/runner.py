@@ -75,6 +75,22 @@ class Watchdog:
         self.retry_at[name] = time.monotonic() + wait
         say(f"{name} {why}; restarting it in {wait:.0f}s (log: {self.supervisor.log_path(name)})")
 
+    def _dependencies_ready(self, name: str) -> bool:
+        """Whether every service ``name`` needs is up and passes its health check now: a NameNode
+        that came back is up but in safe mode until the DataNode reports, and a sink started then
+        would only fail again and back off further."""
+        for dep in self.DEPENDS.get(name, ()):
+            if dep not in self.services:
+                continue
+            if self.state[dep] != "up":
+                return False
+            try:
+                if not self.services[dep].health():
+                    return False
+            except Exception:
+                return False
+        return True
+
     def check(self) -> None:
         """One round: notice deaths, advance restarts, reset the backoff of long-healthy services."""
         now = time.monotonic()
@@ -86,9 +102,8 @@ class Watchdog:
             if state == "up" and self.deaths[name] and now - self.since[name] >= self.HEALTHY_RESET_S:
                 self.deaths[name] = 0
             elif state == "waiting" and now >= self.retry_at[name]:
-                blocked = [d for d in self.DEPENDS.get(name, ()) if d in self.services and self.state[d] != "up"]
-                if blocked:
-                    continue  # started once what it needs is back
+                if not self._dependencies_ready(name):
+                    continue  # started once what it needs is back (no death counted meanwhile)
                 self.supervisor.stop(name)  # what is left of its process group
                 try:
                     self.supervisor.start(svc)

@@ -89,3 +89,21 @@ def test_a_service_waits_for_what_it_depends_on(supervisor, tmp_path):
     kafka_ready.touch()
     run(dog, 3.0, until=lambda: dog.state["router"] == "up")
     assert dog.state == {"kafka": "up", "router": "up"}
+
+
+def test_a_dependency_that_is_up_but_unhealthy_holds_a_restart_back(supervisor, tmp_path):
+    writable = tmp_path / "hdfs-writable"  # a NameNode back but in safe mode: running, not healthy
+    datanode = Service("datanode", SLEEPER, health=writable.exists)
+    sink = Service("sink", SLEEPER, health=lambda: True)
+    for svc in (datanode, sink):
+        supervisor.start(svc)
+    dog = fast(Watchdog(supervisor, [datanode, sink]))
+    dog.DEPENDS = {"sink": ("datanode",)}
+    supervisor.procs["sink"].kill()
+    supervisor.procs["sink"].wait()
+    run(dog, 1.5)
+    assert dog.state == {"datanode": "up", "sink": "waiting"} and dog.restarts["sink"] == 0
+    assert dog.deaths["sink"] == 1  # waiting is not dying again: the backoff does not grow
+    writable.touch()
+    run(dog, 3.0, until=lambda: dog.state["sink"] == "up")
+    assert dog.state["sink"] == "up" and dog.restarts["sink"] == 1
