@@ -180,8 +180,8 @@ def run_suite(pipeline, rate: float, faults=FAULTS, settle_s: float = 5.0, recov
             start = time.monotonic()
             pid = pid_of(pipeline, service)
             say(f"{what} (pid {pid})")
-            if how == "kill":
-                os.kill(pid, signal.SIGKILL)
+            if how == "kill":  # the whole process group: Granian's workers or Spark's JVM die with it
+                os.killpg(pid, signal.SIGKILL)
             else:
                 os.killpg(pid, signal.SIGSTOP)
                 time.sleep(pause_s)
