@@ -91,7 +91,8 @@ def _throughput(data: dict, path: Path) -> bool:
     titles = {("collector", "requests/s"): "Collector, GET /purchase_a_sword (ab)",
               ("collector", "events/s"): "Collector, POST /events",
               ("router", "events/s"): "Router, draining a backlog of raw events",
-              ("sink", "rows/s"): "Sink, Kafka to parquet (ours: until queryable in Trino)"}
+              ("sink", "rows/s"): "Sink, Kafka to parquet (ours: until queryable in Trino)",
+              ("client", "events/s"): "Python client (questlog.client) sending to the collector"}
     panels: dict[tuple[str, str], list[dict]] = {}
     for it in items:
         panels.setdefault((it["stage"], it["unit"]), []).append(it)
@@ -183,7 +184,7 @@ def _latency(data: dict, path: Path) -> bool:
 STACK = ("kafka", "namenode", "datanode", "trino")
 PIPELINE = ("collector", "router", "sink")
 DESCRIBE = {"kafka": "Kafka broker", "namenode": "HDFS NameNode", "datanode": "HDFS DataNode",
-            "trino": "Trino", "collector": "collector (gunicorn 2 workers)", "router": "router (Faust)",
+            "trino": "Trino", "collector": "collector (Flask, 2 workers)", "router": "router (Faust)",
             "sink": "sink (Spark local[2])"}
 
 

@@ -51,7 +51,7 @@ def start_minimal(ctx: Context, procs: Processes, prefix: str) -> tuple[str, flo
 def finish_minimal(ctx: Context, procs: Processes, name: str, launched: float, expected: int) -> dict:
     proc = procs.supervisor.procs[name]
     log = procs.log(name)
-    wait_until(lambda: proc.poll() is not None, ctx.size.sink_cap_s + 120, 0.5)
+    wait_until(lambda: proc.poll() is not None, min(ctx.size.sink_cap_s + 120, max(10.0, ctx.left_s() - 60)), 0.5)
     events = {e["event"]: e for e in read_json_lines(log)}
     if "done" not in events or "counted" not in events:
         raise RuntimeError(f"the minimal sink did not finish; see {log}")
@@ -74,7 +74,8 @@ def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_n
     procs.start(svc, label=SINK)
     started = float((home / "run" / "sink.ready").read_text())
     rows, landed = 0, None
-    deadline = time.monotonic() + ctx.size.sink_cap_s + 120  # the minimal job's bound too
+    # the minimal job's bound too, and never past the run's budget (less a minute to stop)
+    deadline = time.monotonic() + min(ctx.size.sink_cap_s + 120, max(10.0, ctx.left_s() - 60))
     while time.monotonic() < deadline:
         asked = time.time()
         rows = count_rows(variant, table_names)

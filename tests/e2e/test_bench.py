@@ -19,11 +19,11 @@ def test_every_case_runs_and_writes_its_row_the_results_and_the_plots(pipeline, 
     data = json.loads((out / "latest.json").read_text())
     failed = [r for r in data["rows"] if "FAILED" in r["measure"] or "SKIPPED" in r["measure"]]
     assert not failed, failed
-    assert {r["case"] for r in data["rows"]} == {"start", "collector", "router", "sink", "end to end"}
+    assert {r["case"] for r in data["rows"]} == {harness.NAMES[c] for c in harness.CASES}
 
     # Each stage was measured beside its baseline, and both moved data.
     measured = {(t["stage"], t["baseline_name"]) for t in data["throughput"]}
-    assert measured == {("collector", "seed collector"), ("collector", "do-nothing Flask (gunicorn 2x8)"),
+    assert measured >= {("collector", "seed collector"), ("collector", "do-nothing Flask (gunicorn 2x8)"),
                         ("router", "aiokafka passthrough"), ("sink", "minimal Spark job")}
     assert all(t["ours"] > 0 and t["baseline"] > 0 for t in data["throughput"]), data["throughput"]
     # Probes went HTTP in, Trino out.
