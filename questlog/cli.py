@@ -94,14 +94,18 @@ def stop(settings: Settings) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on standard output, for scripts.")
+@click.option("--deadline", default=1.5, show_default=True, metavar="SECONDS",
+              help="How long to wait for the probes; what has not answered by then is listed as such.")
 @click.pass_obj
-def status(settings: Settings, as_json: bool) -> None:
+def status(settings: Settings, as_json: bool, deadline: float) -> None:
     """Health, lag, freshness, dead letters and HDFS usage, in one table (under 2 s).
 
     Exits 1 when a service is down or fails its health check."""
     import json
 
-    from questlog.status import collect, table
+    from questlog.status import collect, set_deadline, table
+
+    set_deadline(deadline)
 
     def renderer():  # imported while the probes wait for their answers
         import rich.table  # noqa: F401

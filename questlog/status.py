@@ -39,6 +39,13 @@ PROBE_TIMEOUT_S = 1.2  # each client's own timeout, below the deadline
 WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by questlog.stack.runner.Watchdog
 FRESHNESS_DAYS = 7  # freshness looks at the last week's partitions; older is reported as such
 
+def set_deadline(seconds: float) -> None:
+    """Wait up to ``seconds`` for the probes (each client's own timeout a little less): the
+    default keeps `questlog status` under 2 s; a script on a busy machine may give Trino longer."""
+    global DEADLINE_S, PROBE_TIMEOUT_S
+    DEADLINE_S, PROBE_TIMEOUT_S = seconds, seconds * 0.8
+
+
 # Dead-letter reasons in classes (the first problem of a reason decides): a bounded set of labels
 # for Prometheus and a short list for people. Order matters: the first pattern that matches wins.
 REASON_CLASSES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern)) for name, pattern in (
@@ -308,9 +315,10 @@ def _hdfs_usage(settings: Settings, names: list[str]) -> dict[str, tuple[int, in
     return out
 
 
-def _trino(settings: Settings, statement: str, timeout: float = PROBE_TIMEOUT_S) -> list[list]:
+def _trino(settings: Settings, statement: str, timeout: float | None = None) -> list[list]:
     """Rows of ``statement``, asked over Trino's REST protocol with the standard library: the
     `trino` client pulls in `requests`, whose import alone can take a second on a loaded machine."""
+    timeout = PROBE_TIMEOUT_S if timeout is None else timeout
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(f"{settings.trino_url}/v1/statement", data=statement.encode(), method="POST",
                                      headers={"X-Trino-User": settings.trino_user,

@@ -1,0 +1,102 @@
+"""`questlog status --json` against the real pipeline: healthy, then with the router killed
+(unhealthy, its lag growing in records and seconds), then healthy again once it is restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from questlog.stack import services
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+QUESTLOG = str(Path(sys.executable).parent / "questlog")
+SERVICES = ["kafka", "namenode", "datanode", "trino", "collector", "router", "sink"]
+
+
+def status(settings, *args: str) -> tuple[int, dict, float]:
+    started = time.monotonic()
+    proc = subprocess.run([QUESTLOG, "status", "--json", *args], env={**os.environ, **settings.to_env()},
+                          capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert proc.stdout.startswith("{"), proc.stderr
+    return proc.returncode, json.loads(proc.stdout), took
+
+
+def send(settings, events: list[dict]) -> None:
+    response = requests.post(f"{settings.collector_url}/events", json=events, timeout=30)
+    assert 200 <= response.status_code < 300, response.text
+
+
+def test_status_healthy_then_router_killed_then_healthy_again(pipeline, live_settings):
+    settings = live_settings
+    run = uuid.uuid4().hex[:8]
+    send(settings, [{"event_type": "purchase_sword", "sword_type": f"s-{run}", "price": 1.0} for _ in range(5)]
+         + [{"event_type": "purchase_sword", "sword_type": "x", "price": "a lot"}])
+
+    # Every figure, Trino's included: on this shared 2-core machine (load 30 to 40) Trino takes 1.5 to
+    # 9 s for a query, so the figures are asked with a longer deadline; the default one is below.
+    def landed():  # healthy, and what was sent is counted in every figure
+        code, answer, took = status(settings, "--deadline", "60")
+        tables = {t["name"]: t for t in answer["tables"]}
+        swords = tables["sword_purchases"]
+        if not (code == 0 and swords["rows_today"] and swords["rows_today"] >= 5 and swords["files"]
+                and (answer["dead_letters_last_hour"] or {}).get("wrong type")):
+            return None
+        return code, answer, took
+
+    code, answer, took = wait_for(landed, timeout_s=300, interval_s=2, what="a healthy status with the rows landed")
+    assert answer["healthy"] is True
+    assert [s["name"] for s in answer["services"]] == SERVICES
+    assert all(s["up"] and s["healthy"] and s["pid"] and s["uptime_s"] > 0 for s in answer["services"])
+    code, quick, took = status(settings)  # the default deadline: health, lag and HDFS figures within 2 s
+    print(f"questlog status --json answered in {took:.2f}s (probes {quick['took_s']:.2f}s)")
+    assert code == 0 and quick["healthy"] is True
+    assert quick["took_s"] < 2.0
+    swords = {t["name"]: t for t in answer["tables"]}["sword_purchases"]
+    assert swords["freshness_s"] is not None and 0 <= swords["freshness_s"] < 600
+    assert swords["bytes"] > 0
+    assert set(answer["sink_lag"]) == {t["topic"] for t in answer["tables"]}
+    assert answer["router_lag"]["records"] is not None
+
+    router_pid = pipeline.supervisor.running_pid("router")
+    os.killpg(router_pid, signal.SIGKILL)
+    try:
+        send(settings, [{"event_type": "join_guild", "guild_id": f"g-{run}"} for _ in range(20)])
+
+        def behind(at_least: int):
+            def probe():
+                code, answer, _ = status(settings)
+                lag = answer["router_lag"] or {}
+                return (code, answer) if (lag.get("records") or 0) >= at_least and lag.get("seconds") else None
+            return probe
+
+        code, first = wait_for(behind(20), timeout_s=60, interval_s=1, what="the router's lag to show")
+        assert code == 1 and first["healthy"] is False
+        router = {s["name"]: s for s in first["services"]}["router"]
+        assert router["up"] is False and router["healthy"] is False
+        time.sleep(2)
+        send(settings, [{"event_type": "join_guild", "guild_id": f"g-{run}"} for _ in range(10)])
+        code, later = wait_for(behind(first["router_lag"]["records"] + 10), timeout_s=60, interval_s=1,
+                               what="the router's lag to grow")
+        assert code == 1
+        assert later["router_lag"]["seconds"] > first["router_lag"]["seconds"]
+    finally:  # leave the pipeline as it was: the router back, healthy, caught up
+        svc = services.router(settings)
+        pipeline.supervisor.start(svc)
+        pipeline.supervisor.wait_healthy(svc)
+
+    def caught_up():
+        code, answer, _ = status(settings)
+        return code == 0 and answer["router_lag"] and answer["router_lag"]["records"] == 0
+    wait_for(caught_up, timeout_s=120, interval_s=2, what="a healthy status with the router caught up")
