@@ -186,6 +186,18 @@ class Router(mode.Service):
 
     # The loop -----------------------------------------------------------------------------------
     async def _route_forever(self) -> None:
+        try:
+            await self._route_batches()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Nothing routes any more (e.g. a fetch that cannot be decoded): the worker must not
+            # stay up looking healthy. It stops with an error; the runner restarts it with backoff
+            # and the batch in hand, never committed, is routed again.
+            log.critical("routing stopped: %r; stopping the worker", exc, exc_info=True)
+            await self.crash(exc)
+
+    async def _route_batches(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
             records = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
@@ -245,8 +257,12 @@ class Router(mode.Service):
         attempt = 0
         pending = items
         while pending:
-            await self._ensure_topics({item.out.topic for item in pending})
-            failures = await self._send(pending)
+            try:
+                await self._ensure_topics({item.out.topic for item in pending})
+            except Exception as exc:  # Kafka away while a new topic is created: like a failed send
+                failures = [(item, exc) for item in pending]
+            else:
+                failures = await self._send(pending)
             if not failures:
                 break
             retry: list[Item] = []

@@ -202,3 +202,26 @@ def test_a_dead_letter_refused_for_good_is_written_without_its_payload(catalog):
     assert topic == "events.dlq" and letter["raw"] == "" and letter["source_offset"] == 100
     assert letter["reason"].startswith("payload is not valid JSON")
     assert router.consumer.commits == [({TopicPartition("events", 0): 101}, 1)]
+
+
+def test_a_routing_loop_that_fails_stops_the_worker_instead_of_idling(catalog):
+    router = make_router(catalog, lambda topic, items: None)
+    crashed = []
+
+    class Undecodable:
+        async def getmany(self, **kwargs):
+            raise RuntimeError("Libraries for lz4 compression codec not found")
+
+    async def crash(exc):
+        crashed.append(exc)
+
+    router.consumer = Undecodable()
+    router.crash = crash
+    asyncio.run(router._route_forever())
+    assert [str(e) for e in crashed] == ["Libraries for lz4 compression codec not found"]
+
+
+def test_compressed_records_can_be_read():
+    from aiokafka import codec
+
+    assert codec.has_lz4() and codec.has_snappy() and codec.has_zstd()  # cramjam: any producer's codec
