@@ -116,8 +116,9 @@ def test_an_incompatible_change_is_refused_before_anything_is_deployed(live_sett
     assert result.exit_code == 1
     assert "incompatible catalog change, nothing deployed" in result.output
     assert "level_up: field 'level' changed type from long to double" in result.output
-    assert query(live_settings, "SELECT data_type FROM information_schema.columns "
-                                "WHERE table_name = 'level_ups' AND column_name = 'level'") == [["bigint"]]
+    assert query(live_settings, "SELECT data_type FROM information_schema.columns "  # this pipeline's schema:
+                                f"WHERE table_schema = '{live_settings.trino_schema}' "  # the bench's has one too
+                                "AND table_name = 'level_ups' AND column_name = 'level'") == [["bigint"]]
 
 
 def _try(settings, sql):
