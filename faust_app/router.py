@@ -159,6 +159,8 @@ class Router(mode.Service):
         return AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap, client_id=f"{self.settings.router_id}-producer",
             acks="all", enable_idempotence=True, linger_ms=5,
+            # a batch holds at most one limit of records; a request may carry a little more (1 MiB
+            # for the default limit), as the broker's message.max.bytes (1,048,588) allows
             max_batch_size=self.limit, max_request_size=self.limit + 48_576)
 
     async def on_start(self) -> None:
