@@ -105,7 +105,9 @@ def kafka(settings: Settings) -> Service:
                                       kafka_config(settings)))
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            result = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            # `=`: a base64 id may start with "-", which the tool's parser would take for an option
+            # (1 fresh stack in 64 failed to start so)
+            result = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                                      "-c", str(conf)], capture_output=True, text=True)
             if result.returncode != 0:
                 raise ServiceError(f"formatting Kafka's log directory failed:\n{result.stdout[-2000:]}"
