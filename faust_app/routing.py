@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from questlog.catalog import Catalog, EventType, event_key, parse_timestamp, validate
+from questlog.catalog import Catalog, event_key, parse_timestamp, validate
 
 
 @dataclass(frozen=True)
@@ -68,18 +68,6 @@ def dumps(obj: Any) -> bytes:
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d")
 
 
-_TIMESTAMP_FIELDS: dict[int, tuple[EventType, tuple[str, ...]]] = {}
-
-
-def _timestamp_fields(et: EventType) -> tuple[str, ...]:
-    """The names of ``et``'s timestamp fields, computed once per event type object (hashing the
-    type itself would cost more than the look-up saves)."""
-    cached = _TIMESTAMP_FIELDS.get(id(et))
-    if cached is None or cached[0] is not et:  # the entry holds ``et``, so its id is not reused
-        cached = _TIMESTAMP_FIELDS[id(et)] = (et, tuple(f.name for f in et.columns if f.type == "timestamp"))
-    return cached[1]
-
-
 def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, dlq_topic: str,
           now: datetime | None = None, limit: int = MAX_RECORD_BYTES) -> Routed:
     """Decide where one raw record goes: its typed topic if it is valid, else a dead letter that
@@ -99,7 +87,7 @@ def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, d
         return dead_letter(raw, None, "field 'event_id': not valid Unicode (an unpaired surrogate escape)",
                            source, dlq_topic, now, limit)
     et = catalog.types[event["event_type"]]
-    for name in _timestamp_fields(et):  # one spelling of time that every reader (Spark, Trino) parses alike
+    for name in et.timestamp_fields:  # one spelling of time that every reader (Spark, Trino) parses alike
         value = event.get(name)
         if value is not None and not _CANONICAL_TIME.fullmatch(value):
             event[name] = parse_timestamp(value).isoformat(timespec="milliseconds")

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
 import tomllib
 from pathlib import Path
 from typing import Mapping
+
+from questlog.catalog.watch import file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,7 @@ class WriteKeys:
         self._checked = time.monotonic()
 
     def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+        return file_stamp(self.path)
 
     def _load(self) -> Mapping[bytes, str]:
         try:

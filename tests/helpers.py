@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 from confluent_kafka import Consumer, Producer
@@ -33,17 +33,15 @@ def produce(settings: Settings, topic: str, values: list[bytes], key: bytes | No
     assert producer.flush(30) == 0, "Kafka did not take the test records"
 
 
-def read_topic(settings: Settings, topic: str, match: Callable[[dict], bool], count: int,
-               timeout_s: float = 60.0) -> list[dict]:
-    """The first ``count`` JSON records of ``topic`` (from its start) for which ``match`` is true;
-    each gets ``_partition`` and ``_offset``."""
+def json_records(settings: Settings, topic: str, timeout_s: float) -> Iterator[tuple[Any, dict]]:
+    """(message, record) for each JSON object in ``topic`` from its start, until ``timeout_s``
+    (or until the caller stops iterating); other records are skipped."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
-    found: list[dict] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(found) < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is None or msg.error():
                 continue
@@ -51,11 +49,23 @@ def read_topic(settings: Settings, topic: str, match: Callable[[dict], bool], co
                 record = json.loads(msg.value())
             except ValueError:
                 continue
-            if isinstance(record, dict) and match(record):
-                record["_partition"], record["_offset"], record["_key"] = msg.partition(), msg.offset(), msg.key()
-                found.append(record)
+            if isinstance(record, dict):
+                yield msg, record
     finally:
         consumer.close()
+
+
+def read_topic(settings: Settings, topic: str, match: Callable[[dict], bool], count: int,
+               timeout_s: float = 60.0) -> list[dict]:
+    """The first ``count`` JSON records of ``topic`` (from its start) for which ``match`` is true;
+    each gets ``_partition`` and ``_offset``."""
+    found: list[dict] = []
+    for msg, record in json_records(settings, topic, timeout_s) if count else ():
+        if match(record):
+            record["_partition"], record["_offset"], record["_key"] = msg.partition(), msg.offset(), msg.key()
+            found.append(record)
+            if len(found) == count:
+                break
     assert len(found) == count, f"found {len(found)} of {count} matching records in {topic}: {found}"
     return found
 
@@ -93,24 +103,10 @@ def webhdfs_list(settings: Settings, path: str) -> list[dict]:
 def topic_ids_until(settings: Settings, topic: str, marker: str, timeout_s: float = 60.0) -> list[str]:
     """The event_ids of ``topic`` (from its start) up to and including the record whose event_id
     is ``marker``: what was written before it, in order (a single-partition topic)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
     ids: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            try:
-                record = json.loads(msg.value())
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("event_id"), str):
-                ids.append(record["event_id"])
-                if record["event_id"] == marker:
-                    return ids
-    finally:
-        consumer.close()
+    for _, record in json_records(settings, topic, timeout_s):
+        if isinstance(record.get("event_id"), str):
+            ids.append(record["event_id"])
+            if record["event_id"] == marker:
+                return ids
     raise AssertionError(f"the marker {marker} did not arrive in {topic} within {timeout_s:.0f}s")

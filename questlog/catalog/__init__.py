@@ -120,6 +120,11 @@ class EventType:
     def columns(self) -> tuple[Field, ...]:
         return ENVELOPE + self.fields
 
+    @cached_property
+    def timestamp_fields(self) -> tuple[str, ...]:
+        """The names of its timestamp columns (the router rewrites them in one spelling)."""
+        return tuple(f.name for f in self.columns if f.type == "timestamp")
+
     def field(self, name: str) -> Field | None:
         for f in self.columns:
             if f.name == name:

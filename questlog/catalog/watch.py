@@ -22,6 +22,15 @@ from questlog.catalog.evolution import check_evolution
 log = logging.getLogger(__name__)
 
 
+def file_stamp(path: str | Path) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file a stage reloads when it changes, or None if it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def last_good_path(home: str | Path) -> Path:
     """Where the stages of QUESTLOG_HOME ``home`` remember the last catalog they accepted."""
     return Path(home) / "catalog" / "last-good.json"
@@ -78,11 +87,7 @@ class CatalogSource:
         self._checked = time.monotonic()
 
     def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+        return file_stamp(self.path)
 
     def _first(self) -> Catalog:
         last = load_last_good(self.home)
