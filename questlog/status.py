@@ -99,6 +99,7 @@ class TableStatus:
     rows_today: int | None = None
     files: int | None = None
     bytes: int | None = None
+    note: str | None = None  # e.g. "no table yet"; why its freshness is unknown otherwise
 
 
 @dataclass
@@ -176,11 +177,22 @@ def _check_trino(settings: Settings) -> tuple[bool, str]:
 
 
 def _check_collector(settings: Settings) -> tuple[bool, str]:
-    state = _http_json(f"{settings.collector_url}/healthz").get("status")
+    try:
+        state = _http_json(f"{settings.collector_url}/healthz").get("status")
+    except urllib.error.HTTPError as exc:  # it answers, so it is up: 503 while Kafka is away
+        return False, f"/healthz answered {exc.code}"
     return state == "ok", "ok" if state == "ok" else f"healthz says {state!r}"
 
 
+def _metrics_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
+        return response.read().decode(errors="replace")
+
+
 def _check_router(settings: Settings) -> tuple[bool, str]:
+    # Up when its web server answers (a killed worker's consumer group lingers for a while),
+    # healthy when its consumer group is stable and holds the raw topic, as the runner checks.
+    _metrics_text(settings.router_metrics_url)
     admin = _admin(settings)
     group = admin.describe_consumer_groups([settings.router_id], request_timeout=PROBE_TIMEOUT_S)[
         settings.router_id].result(timeout=PROBE_TIMEOUT_S)
@@ -191,8 +203,21 @@ def _check_router(settings: Settings) -> tuple[bool, str]:
 
 
 def _check_sink(settings: Settings) -> tuple[bool, str]:
-    if not (settings.home_path / "run" / "sink.ready").exists():
-        return False, "query not running (no sink.ready)"
+    """Up when its GET /metrics answers; healthy when it says a streaming query runs
+    (questlog_sink_queries_active), which works as well for a sink on another machine. A local
+    sink whose metrics port is taken still counts by the file it writes once its query runs."""
+    ready = settings.home_path / "run" / "sink.ready"
+    try:
+        text = _metrics_text(settings.sink_metrics_url)
+    except Exception:
+        if ready.exists():
+            return True, f"ok, query running (sink.ready; no answer at {settings.sink_metrics_url})"
+        raise
+    active = re.search(r"^questlog_sink_queries_active\s+([0-9.eE+-]+)", text, re.M)
+    if active is None:
+        return False, "serves /metrics without questlog_sink_queries_active"
+    if float(active.group(1)) < 1:
+        return False, "no streaming query running"
     return True, "ok, query running"
 
 
@@ -315,6 +340,12 @@ def _hdfs_usage(settings: Settings, names: list[str]) -> dict[str, tuple[int, in
     return out
 
 
+class TrinoError(RuntimeError):
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name  # Trino's errorName, e.g. TABLE_NOT_FOUND
+
+
 def _trino(settings: Settings, statement: str, timeout: float | None = None) -> list[list]:
     """Rows of ``statement``, asked over Trino's REST protocol with the standard library: the
     `trino` client pulls in `requests`, whose import alone can take a second on a loaded machine."""
@@ -332,7 +363,7 @@ def _trino(settings: Settings, statement: str, timeout: float | None = None) -> 
         with urllib.request.urlopen(request, timeout=left) as response:
             answer = json.loads(response.read())
         if answer.get("error"):
-            raise RuntimeError(answer["error"].get("message", "query failed"))
+            raise TrinoError(answer["error"].get("message", "query failed"), answer["error"].get("errorName"))
         rows += answer.get("data") or []
         if not answer.get("nextUri"):
             return rows
@@ -346,13 +377,24 @@ def _webhdfs(settings: Settings, path: str, op: str) -> bytes:
         return response.read()
 
 
-def _freshness(settings: Settings, tables, now: dt.datetime) -> dict[str, tuple[Any, int]]:
+NO_TABLE_YET = "no table yet"
+
+
+def _freshness(settings: Settings, table, now: dt.datetime) -> tuple[str | None, int, str | None]:
+    """(newest landed timestamp, rows landed today, note) of one table: one query per table, all
+    at once, so that a table not created yet (a type just added to the catalog, its table made by
+    the sink with its first rows) costs only its own figures: no rows, noted as NO_TABLE_YET."""
     today = now.date().isoformat()
     since = (now.date() - dt.timedelta(days=FRESHNESS_DAYS)).isoformat()
-    parts = [f"SELECT '{t.name}', CAST(max({t.time_column}) AS varchar), count_if(dt = '{today}') "
-             f"FROM {t.name} WHERE dt >= '{since}'" for t in tables]
-    rows = _trino(settings, " UNION ALL ".join(parts))
-    return {name: (newest, int(count or 0)) for name, newest, count in rows}
+    try:
+        rows = _trino(settings, f"SELECT CAST(max({table.time_column}) AS varchar), count_if(dt = '{today}') "
+                                f"FROM {table.name} WHERE dt >= '{since}'")
+    except TrinoError as exc:
+        if exc.name == "TABLE_NOT_FOUND":
+            return None, 0, NO_TABLE_YET
+        raise
+    newest, count = rows[0]
+    return newest, int(count or 0), None
 
 
 def _dead_letters(settings: Settings, table: str, now: dt.datetime) -> dict[str, int]:
@@ -392,7 +434,12 @@ def _tables(settings: Settings):
 
 def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> Status:
     """Ask everything at once; return what answered by the deadline. ``meanwhile`` runs while
-    the probes wait for their answers (the CLI imports its renderer then)."""
+    the probes wait for their answers (the CLI imports its renderer then).
+
+    A service's verdict comes from probing it where the settings point, so a remote cluster gets
+    one too: up when it answers (or, for a service the local runner started, while its process
+    runs), healthy when its check passes. Pid, uptime and restarts only where a local `questlog
+    run` started it (its pid file in $QUESTLOG_HOME/run)."""
     from questlog.stack.process import Supervisor
 
     started = time.monotonic()
@@ -410,7 +457,8 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     tables = _tables(settings)
     typed_topics = [t.topic for t in tables]
     dead_table = next(t.name for t in tables if t.topic == settings.dlq_topic)
-    probes.start("freshness", lambda: _freshness(settings, tables, now))
+    for t in tables:
+        probes.start(f"freshness {t.name}", lambda t=t: _freshness(settings, t, now))
     probes.start("dead letters", lambda: _dead_letters(settings, dead_table, now))
     probes.start("hdfs usage", lambda: _hdfs_usage(settings, [t.name for t in tables]))
 
@@ -422,7 +470,8 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     probes.start("lag", lags)
     supervisor = Supervisor(settings.home_path)
     pids = {name: supervisor.running_pid(name) for name in SERVICES}
-    restarts = _restarts(settings)
+    local_run = any(pids.values())  # a `questlog run` of this QUESTLOG_HOME is running
+    restarts = _restarts(settings) if local_run else None
     if meanwhile is not None:
         meanwhile()
     probes.collect(deadline)
@@ -431,17 +480,15 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     out: list[ServiceStatus] = []
     for name in SERVICES:
         pid = pids[name]
-        svc = ServiceStatus(name, up=pid is not None, healthy=False, verdict="down", pid=pid,
+        probe = "namenode" if name in ("namenode", "datanode") else name
+        answered = probe not in errors
+        svc = ServiceStatus(name, up=pid is not None or answered, healthy=False, verdict="down", pid=pid,
                             uptime_s=round(_uptime(pid), 1) if pid else None,
                             restarts=None if restarts is None else restarts.get(name, 0))
-        if name in ("namenode", "datanode"):
-            probe = "namenode"
-        else:
-            probe = name
-        if pid is None:
-            svc.verdict = "down (not running)"
-        elif probe in errors:
-            svc.verdict = f"unhealthy: {errors[probe]}"
+        if not answered:
+            svc.verdict = (f"unhealthy: {errors[probe]}" if pid is not None
+                           else "down (not running)" if _started_here(supervisor, name)
+                           else f"down: {errors[probe]}")
         elif name == "namenode":
             state = results[probe][0]["FSState"]
             svc.healthy = state in ("Operational", "safeMode")
@@ -449,6 +496,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
         elif name == "datanode":
             state, info = results[probe]
             live, safemode = state["NumLiveDataNodes"], info["Safemode"]
+            svc.up = pid is not None or live >= 1  # the NameNode is the one that answered
             svc.healthy = live >= 1 and safemode == ""
             svc.verdict = f"ok, {live} live" if svc.healthy else f"{live} live datanodes; {safemode or 'safe mode'}"
         else:
@@ -457,12 +505,12 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
 
     router_lag, sink_lag = results.get("lag", (None, {}))
     usage = results.get("hdfs usage", {})
-    fresh = results.get("freshness", {})
     table_rows = []
     for t in tables:
         row = TableStatus(t.name, t.topic)
-        if t.name in fresh:
-            row.newest, row.rows_today = fresh[t.name]
+        fresh = results.get(f"freshness {t.name}")
+        if fresh is not None:
+            row.newest, row.rows_today, row.note = fresh
             row.freshness_s = _age(row.newest, now)
         if t.name in usage:
             row.files, row.bytes = usage[t.name]
@@ -471,6 +519,11 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
                   services=out, router_lag=router_lag, sink_lag=sink_lag, tables=table_rows,
                   dead_letters_last_hour=results.get("dead letters"),
                   errors={k: v for k, v in errors.items() if k not in SERVICES and k != "namenode"})
+
+
+def _started_here(supervisor, name: str) -> bool:
+    """Whether a local `questlog run` started ``name`` (its pid file is there, its process gone)."""
+    return supervisor.pidfile(name).exists()
 
 
 # Rendering ----------------------------------------------------------------------------------
@@ -516,7 +569,7 @@ def table(status: Status):
     for svc in status.services:
         state = "[green]up[/]" if svc.healthy else ("[yellow]up, unhealthy[/]" if svc.up else "[red]down[/]")
         detail = svc.verdict
-        if svc.up:
+        if svc.up and svc.uptime_s is not None:  # known only for what a local `questlog run` started
             detail += f"; up {duration(svc.uptime_s)}"
         if svc.restarts is not None:
             detail += f"; {svc.restarts} restarts"
@@ -527,8 +580,8 @@ def table(status: Status):
         out.add_row("sink lag", "", f"{_lag_text(lag)} on {topic}")
     out.add_section()
     for t in status.tables:
-        fresh = ("unknown" if t.rows_today is None else "no rows in the last week" if t.newest is None
-                 else f"newest {duration(t.freshness_s)} ago")
+        fresh = (t.note if t.note else "unknown" if t.rows_today is None
+                 else "no rows in the last week" if t.newest is None else f"newest {duration(t.freshness_s)} ago")
         today = "?" if t.rows_today is None else f"{t.rows_today:,}"
         files = "?" if t.files is None else f"{t.files:,}"
         out.add_row(t.name, fresh, f"{today} rows today; {files} files, {size(t.bytes)} on HDFS")

@@ -36,6 +36,9 @@ LAG = prom.Gauge("questlog_sink_lag_records",
 LAST_LANDED = prom.Gauge("questlog_sink_last_landed_timestamp_seconds",
                          "When the table last got rows (Unix time).", ["table"])
 FRESHNESS = prom.Gauge("questlog_sink_freshness_seconds", "Seconds since the table last got rows.", ["table"])
+QUERIES_ACTIVE = prom.Gauge("questlog_sink_queries_active",
+                            "Streaming queries running in the sink (1 once its query started; `questlog status` "
+                            "calls the sink healthy then).")
 JVM_HEAP = prom.Gauge("questlog_sink_jvm_heap_used_bytes", "Heap used by the Spark driver's JVM.")
 JVM_HEAP_MAX = prom.Gauge("questlog_sink_jvm_heap_max_bytes", "The Spark driver JVM's maximum heap.")
 
@@ -110,7 +113,7 @@ def _listener_class():
 
     class ProgressListener(StreamingQueryListener):
         def onQueryStarted(self, event) -> None:
-            pass
+            QUERIES_ACTIVE.inc()
 
         def onQueryProgress(self, event) -> None:
             try:
@@ -122,7 +125,7 @@ def _listener_class():
             pass
 
         def onQueryTerminated(self, event) -> None:
-            pass
+            QUERIES_ACTIVE.dec()
 
     return ProgressListener
 

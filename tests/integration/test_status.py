@@ -100,3 +100,29 @@ def test_status_healthy_then_router_killed_then_healthy_again(pipeline, live_set
         code, answer, _ = status(settings)
         return code == 0 and answer["router_lag"] and answer["router_lag"]["records"] == 0
     wait_for(caught_up, timeout_s=120, interval_s=2, what="a healthy status with the router caught up")
+
+
+def test_status_of_a_stack_started_elsewhere_with_a_table_not_created_yet(pipeline, live_settings, tmp_path):
+    """Settings pointing at services this QUESTLOG_HOME did not start (as at a remote cluster): a
+    verdict for each from probing it, no pid, uptime or restarts; and a catalog type whose table
+    does not exist yet costs only its own figures, the other tables' still answer."""
+    catalog = json.loads(Path(live_settings.catalog).read_text())
+    catalog["types"].append({"event_type": "open_chest", "version": 1, "table": "chest_opens",
+                             "description": "A player opened a chest (no table yet).", "fields": []})
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    settings = live_settings.replace(home=str(tmp_path / "home"), catalog=str(tmp_path / "catalog.json"))
+
+    def healthy():
+        code, answer, took = status(settings, "--deadline", "60")
+        return (code, answer) if code == 0 else None
+
+    code, answer = wait_for(healthy, timeout_s=120, interval_s=2, what="a healthy status from another home")
+    assert [s["name"] for s in answer["services"]] == SERVICES
+    for svc in answer["services"]:
+        assert svc["up"] and svc["healthy"], svc
+        assert svc["pid"] is None and svc["uptime_s"] is None and svc["restarts"] is None, svc
+    tables = {t["name"]: t for t in answer["tables"]}
+    assert tables["chest_opens"]["note"] == "no table yet" and tables["chest_opens"]["rows_today"] == 0
+    for name in ("sword_purchases", "guild_joins", "dead_letters"):
+        assert tables[name]["note"] is None and tables[name]["rows_today"] is not None, tables[name]
+    assert not [k for k in answer["errors"] if k.startswith("freshness")], answer["errors"]

@@ -85,13 +85,26 @@ def test_status_answers_within_its_deadline_when_nothing_listens(tmp_path):
     # Ports nobody listens on: every probe fails or times out; the answer still comes, unhealthy.
     settings = Settings.from_env({}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1",
                                  webhdfs_url="http://10.255.255.1:9", trino_url="http://10.255.255.1:9",
-                                 collector_bind="127.0.0.1:2", router_web_port=3)
+                                 collector_bind="127.0.0.1:2", router_web_port=3, sink_metrics_bind="127.0.0.1:4")
     started = time.monotonic()
     result = CliRunner().invoke(main, ["status", "--json"], env=settings.to_env())
     took = time.monotonic() - started
     assert result.exit_code == 1, result.output
     answer = json.loads(result.output)
     assert answer["healthy"] is False
-    assert [s["verdict"] for s in answer["services"]] == ["down (not running)"] * 7
+    # Nothing started here and nothing answers where the settings point: each verdict says why.
+    assert all(s["verdict"].startswith("down: ") and not s["up"] for s in answer["services"]), answer["services"]
+    assert all(s["pid"] is None and s["uptime_s"] is None and s["restarts"] is None for s in answer["services"])
     assert answer["took_s"] <= st.DEADLINE_S + 0.3 and took < st.DEADLINE_S + 1.5
-    assert {"freshness", "dead letters", "hdfs usage"} <= set(answer["errors"])
+    assert {"freshness sword_purchases", "dead letters", "hdfs usage"} <= set(answer["errors"])
+
+
+def test_a_remote_service_shows_its_verdict_without_pid_uptime_or_restarts():
+    status = sample()
+    status.services.append(st.ServiceStatus("trino", True, True, "ok", None, None, None))
+    status.tables.append(st.TableStatus("chest_opens", "events.open_chest", rows_today=0, note=st.NO_TABLE_YET))
+    console = Console(record=True, width=140)
+    console.print(st.table(status))
+    text = console.export_text()
+    assert [line for line in text.splitlines() if "trino" in line][0].split("│")[3].strip() == "ok"
+    assert "no table yet" in text
