@@ -64,7 +64,7 @@ def run(settings: Settings, stack_only: bool) -> None:
 
     for sig in signals:  # while starting: stop at once, and stop what has started
         signal.signal(sig, interrupt)
-    pipeline = Pipeline(settings, apps=not stack_only)
+    pipeline = Pipeline(settings, apps=not stack_only, echo_logs=True)
     try:
         pipeline.up()
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
 from questlog.stack import artifacts, services
+from questlog.stack.logecho import LogEcho
 from questlog.stack.process import Service, ServiceError, Supervisor
 
 log = logging.getLogger(__name__)
@@ -129,11 +130,13 @@ class Watchdog:
 class Pipeline:
     """The local stack (Kafka, HDFS, Trino) and, with ``apps``, the collector, router and sink."""
 
-    def __init__(self, settings: Settings, apps: bool = True) -> None:
+    def __init__(self, settings: Settings, apps: bool = True, echo_logs: bool = False) -> None:
         self.settings = settings
         self.apps = apps
         self.supervisor = Supervisor(settings.home_path)
         self.started: list[Service] = []
+        self.echo_logs = echo_logs  # the services' warnings on stderr (questlog.stack.logecho), for `questlog run`
+        self.echo: LogEcho | None = None
 
     def fetch(self) -> None:
         artifacts.fetch_all(self.settings.cache_path)
@@ -153,6 +156,9 @@ class Pipeline:
         _stop_marker(self.settings).unlink(missing_ok=True)
         self.fetch()
         self.started = []
+        if self.echo_logs:
+            self.echo = LogEcho(self.supervisor.log_dir, services.STOP_ORDER)
+            self.echo.start()
         try:
             kafka, namenode, datanode, trino = services.stack(self.settings)
             self._start([kafka, namenode, trino])
@@ -171,6 +177,9 @@ class Pipeline:
         say(f"all up in {time.monotonic() - started:.1f}s")
 
     def down(self) -> None:
+        if self.echo is not None:  # what services say while being stopped is not news
+            self.echo.stop()
+            self.echo = None
         stop_all(self.settings, self.supervisor)
 
     def watch(self, stop_requested: Callable[[], bool], interval_s: float = 0.5) -> int:
