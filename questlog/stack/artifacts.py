@@ -31,6 +31,7 @@ KAFKA_VERSION = "4.1.1"
 HADOOP_VERSION = "3.5.0"
 TRINO_VERSION = "476"
 LOG4J_VERSION = "2.24.3"
+JMX_EXPORTER_VERSION = "1.0.1"
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
 
 KAFKA_DEPS = [
@@ -47,11 +48,15 @@ HADOOP_DEPS = [
 TRINO_SERVER = f"io.trino:trino-server:{TRINO_VERSION}:tar.gz"
 TRINO_CLI = f"io.trino:trino-cli:{TRINO_VERSION}:jar:executable"
 TRINO_PLUGINS = ("hive",)
+# The Prometheus JMX exporter's javaagent: Kafka's and Trino's JVM heap for Prometheus
+# (compose/jmx/jmx-exporter.yaml).
+JMX_AGENT = f"io.prometheus.jmx:jmx_prometheus_javaagent:{JMX_EXPORTER_VERSION}:jar"
 # SHA-256 of the files fetched for direct use (their SHA-1 equals Maven Central's .sha1;
 # no .sha512 is published for them).
 PINNED_SHA256 = {
     TRINO_SERVER: "cfd5accde17e8ebd251eeeb78aed1f490e77bb3a164d95a0f454bf8a7c1cbd3f",
     TRINO_CLI: "fe4e9c7fb569cd67673afa1622945f6308e1e59bdb825419352b80887661757b",
+    JMX_AGENT: "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1",
 }
 
 
@@ -406,7 +411,12 @@ def trino_cli(cache: Path) -> Path:
     return maven_file(cache, TRINO_CLI, PINNED_SHA256[TRINO_CLI])
 
 
+def jmx_agent(cache: Path) -> Path:
+    return maven_file(cache, JMX_AGENT, PINNED_SHA256[JMX_AGENT])
+
+
 def fetch_all(cache: Path) -> None:
+    jmx_agent(cache)
     kafka(cache)
     hadoop(cache)
     trino_server(cache)

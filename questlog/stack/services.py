@@ -79,6 +79,31 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+# JVM metrics ------------------------------------------------------------------------------------
+# Kafka and Trino serve their JVM's heap for Prometheus through the JMX exporter's javaagent
+# (compose/jmx/jmx-exporter.yaml), the NameNode and DataNode through Hadoop's own /prom, the sink
+# in its /metrics. The agents listen next to their service's ports, on its host: Kafka's one above
+# its controller port, Trino's one above its HTTP port.
+
+JMX_EXPORTER_CONFIG = COMPOSE / "jmx" / "jmx-exporter.yaml"
+# What the agent serves that the Grafana dashboard reads (tests/unit/test_dashboard.py; the
+# integration test test_jvm_metrics scrapes them from the running agents).
+JMX_AGENT_SERIES = ("jvm_memory_used_bytes", "jvm_memory_max_bytes")
+
+
+def kafka_jvm_metrics_address(settings: Settings) -> tuple[str, int]:
+    return settings.kafka_host, settings.kafka_controller_port + 1
+
+
+def trino_jvm_metrics_address(settings: Settings) -> tuple[str, int]:
+    return settings.trino_host, settings.trino_port + 1
+
+
+def jmx_agent_option(settings: Settings, address: tuple[str, int]) -> str:
+    host, port = address
+    return f"-javaagent:{artifacts.jmx_agent(settings.cache_path)}={host}:{port}:{JMX_EXPORTER_CONFIG}"
+
+
 # Kafka ------------------------------------------------------------------------------------------
 
 def kafka_config(settings: Settings) -> dict[str, str]:
@@ -99,6 +124,7 @@ def kafka(settings: Settings) -> Service:
     data = settings.home_path / "kafka" / "data"
     jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC",
            f"-Dlog4j2.configurationFile={COMPOSE / 'kafka' / 'log4j2.properties'}", "-cp", f"{lib}/*"]
+    metrics = kafka_jvm_metrics_address(settings)
 
     def setup() -> None:
         _write(conf, merge_properties((COMPOSE / "kafka" / "server.properties").read_text(),
@@ -119,9 +145,11 @@ def kafka(settings: Settings) -> Service:
         admin_client(settings.kafka_bootstrap).list_topics(timeout=2)
         return True
 
-    return Service("kafka", [*jvm, "kafka.Kafka", str(conf)], health, setup=setup,
+    # The agent on the broker only: the format tool above runs without it.
+    return Service("kafka", [java, jmx_agent_option(settings, metrics), *jvm[1:], "kafka.Kafka", str(conf)], health,
+                   setup=setup,
                    ports=[(settings.kafka_host, settings.kafka_port),
-                          (settings.kafka_host, settings.kafka_controller_port)],
+                          (settings.kafka_host, settings.kafka_controller_port), metrics],
                    url=f"kafka://{settings.kafka_bootstrap}")
 
 
@@ -244,7 +272,8 @@ def trino(settings: Settings) -> Service:
                    merge_properties(text, {k: v for k, v in overrides.items() if k in has}))
         data.mkdir(parents=True, exist_ok=True)
 
-    argv = [java, *jvm_config(COMPOSE / "trino" / "jvm.config"),
+    metrics = trino_jvm_metrics_address(settings)
+    argv = [java, *jvm_config(COMPOSE / "trino" / "jvm.config"), jmx_agent_option(settings, metrics),
             f"-Dconfig={etc / 'config.properties'}",
             f"-Dlog.levels-file={COMPOSE / 'trino' / 'log.properties'}",
             "-Dnode.environment=questlog", "-Dnode.id=questlog-local",
@@ -258,7 +287,7 @@ def trino(settings: Settings) -> Service:
         return _http_json(f"{settings.trino_url}/v1/info").get("starting") is False
 
     return Service("trino", argv, health, setup=setup, env={"QUESTLOG_HDFS_URL": settings.hdfs_url}, cwd=data,
-                   ports=[(settings.trino_host, settings.trino_port)], start_timeout_s=180,
+                   ports=[(settings.trino_host, settings.trino_port), metrics], start_timeout_s=180,
                    url=settings.trino_url)
 
 

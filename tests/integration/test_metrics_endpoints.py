@@ -1,5 +1,6 @@
 """Each stage's GET /metrics on the real pipeline parses with prometheus_client's parser and
-names every series the Grafana dashboard reads from that stage."""
+names every series the Grafana dashboard reads from that stage; every JVM of the stack serves the
+heap series the dashboard reads."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from questlog.stack import services
 from tests.helpers import wait_for
-from tests.unit.test_dashboard import STAGE_PREFIXES, dashboard_series
+from tests.unit.test_dashboard import STAGE_PREFIXES, dashboard_series, heap_panel
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +45,33 @@ def test_every_stage_serves_the_series_the_dashboard_reads(live_settings):
               for s in f.samples}
     assert router[("questlog_router_dead_letters_total", (("reason_class", "wrong type"),))] >= 1
     assert router[("questlog_router_events_routed_total", (("event_type", "level_up"),))] >= 1
+
+
+def samples(url: str) -> dict[tuple[str, tuple], float]:
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, url
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def test_every_jvm_of_the_stack_serves_the_heap_series_the_dashboard_reads(live_settings):
+    """The JVM heap panel reads Kafka's and Trino's heap from the JMX exporter's javaagent the
+    local runner attaches, the NameNode's and DataNode's from Hadoop's /prom and the sink driver's
+    from its /metrics: each scraped here from the running stack, each a heap actually in use."""
+    s = live_settings
+    agents = {"kafka": services.kafka_jvm_metrics_address(s), "trino": services.trino_jvm_metrics_address(s)}
+    for name, (host, port) in agents.items():
+        got = samples(f"http://{host}:{port}/metrics")
+        assert set(services.JMX_AGENT_SERIES) <= {n for n, _ in got}, name
+        used, limit = got[("jvm_memory_used_bytes", (("area", "heap"),))], got[("jvm_memory_max_bytes", (("area", "heap"),))]
+        assert 0 < used <= limit, (name, used, limit)
+    datanode_http = f"http://{s.hdfs_rpc_address.rsplit(':', 1)[0]}:{s.hdfs_datanode_port - 2}"
+    for name, url in {"namenode": f"{s.webhdfs_url}/prom", "datanode": f"{datanode_http}/prom"}.items():
+        heap = {labels: v for (n, labels), v in samples(url).items() if n == "jvm_metrics_mem_heap_used_m"}
+        assert heap and all(v > 0 for v in heap.values()), (name, heap)
+        assert ("processname", "NameNode" if name == "namenode" else "DataNode") in next(iter(heap))
+    assert samples(s.sink_metrics_url)[("questlog_sink_jvm_heap_used_bytes", ())] > 0
+    # and these are the series the panel reads
+    panel = " ".join(t["expr"] for t in heap_panel()["targets"])
+    for name in (*services.JMX_AGENT_SERIES[:1], "jvm_metrics_mem_heap_used_m", "questlog_sink_jvm_heap_used_bytes"):
+        assert name in panel

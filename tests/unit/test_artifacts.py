@@ -137,10 +137,11 @@ def test_a_file_without_a_published_checksum_is_refused(tmp_path):
         artifacts.verify_against_repository([path], cache / "m2")
 
 
-def test_the_pinned_trino_checksums_are_sha256_of_the_pinned_version():
-    assert set(artifacts.PINNED_SHA256) == {artifacts.TRINO_SERVER, artifacts.TRINO_CLI}
+def test_the_pinned_checksums_are_sha256_of_the_pinned_versions():
+    assert set(artifacts.PINNED_SHA256) == {artifacts.TRINO_SERVER, artifacts.TRINO_CLI, artifacts.JMX_AGENT}
     for coordinate, value in artifacts.PINNED_SHA256.items():
-        assert f":{artifacts.TRINO_VERSION}:" in coordinate
+        version = artifacts.JMX_EXPORTER_VERSION if coordinate == artifacts.JMX_AGENT else artifacts.TRINO_VERSION
+        assert f":{version}:" in coordinate
         assert len(value) == 64 and int(value, 16) >= 0
 
 

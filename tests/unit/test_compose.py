@@ -33,7 +33,7 @@ COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
 
 PIPELINE = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink", "loadgen")
-ONE_SHOT = ("hdfs-init", "topics", "loadgen")  # run to completion; the rest run until stopped
+ONE_SHOT = ("hdfs-init", "jmx-agent", "topics", "loadgen")  # run to completion; the rest run until stopped
 APPS = ("topics", "collector", "router", "sink", "loadgen")  # built from compose/Dockerfile
 IMAGES = [
     ("kafka", "apache/kafka", artifacts.KAFKA_VERSION),
@@ -321,6 +321,8 @@ def test_depends_on_waits_for_health_or_completion(svc):
     ("sink", "trino", "service_healthy"),
     ("sink", "topics", "service_completed_successfully"),
     ("loadgen", "collector", "service_healthy"),
+    ("kafka", "jmx-agent", "service_completed_successfully"),
+    ("trino", "jmx-agent", "service_completed_successfully"),
 ])
 def test_each_service_waits_for_what_it_uses(svc, name, dep, condition):
     assert svc[name]["depends_on"][dep]["condition"] == condition
@@ -348,7 +350,7 @@ def test_mounted_files_exist_and_are_read_only(compose):
 
 def test_every_shared_config_file_is_mounted(compose):
     mounted = {(COMPOSE_DIR / src).resolve() for _, src, _, _ in bind_mounts(compose)}
-    shared = [p for d in ("kafka", "hadoop", "trino") for p in (COMPOSE_DIR / d).rglob("*") if p.is_file()]
+    shared = [p for d in ("kafka", "hadoop", "trino", "jmx") for p in (COMPOSE_DIR / d).rglob("*") if p.is_file()]
     assert shared
     for path in shared:
         assert any(path == m or m in path.parents for m in mounted), f"{path.relative_to(REPO_ROOT)} is not mounted"
@@ -360,6 +362,8 @@ def test_every_shared_config_file_is_mounted(compose):
       for node in ("namenode", "datanode") for f in ("core-site.xml", "hdfs-site.xml", "log4j.properties")],
     *[("trino", f"trino/{f}", f"/etc/trino/{f}")
       for f in ("config.properties", "jvm.config", "log.properties", "catalog")],
+    ("kafka", "jmx/jmx-exporter.yaml", "/etc/jmx-exporter.yaml"),
+    ("trino", "jmx/jmx-exporter.yaml", "/etc/jmx-exporter.yaml"),
 ])
 def test_configs_are_mounted_where_the_images_read_them(svc, name, src, dst):
     assert (COMPOSE_DIR / src).resolve() in {(COMPOSE_DIR / s).resolve() for s, d, _ in mounts(svc[name]) if d == dst}

@@ -1,7 +1,9 @@
 """The compose stack's monitoring profile, checked without Docker: Prometheus scrapes every stage
 where it serves /metrics, Grafana is provisioned with the dashboard, and every series a panel
-reads is one the code exports (or, for the HDFS daemons' JVM heap, one Hadoop's /prom serves
-because our config turns it on)."""
+reads is one the code exports, or, for the JVM heap of the stack, one a configured exporter serves:
+Hadoop's /prom (our config turns it on) for the NameNode and DataNode, the Prometheus JMX
+exporter's javaagent (attached by the local runner and by compose) for Kafka and Trino.
+tests/integration/test_metrics_endpoints.py scrapes each of them from the real local stack."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import faust_app.router  # noqa: F401  (registers the router's series)
 import producer.metrics  # noqa: F401  (the collector's)
 import spark_sink.metrics  # noqa: F401  (the sink's)
 from questlog.settings import REPO_ROOT, Settings
+from questlog.stack import artifacts
+from questlog.stack.services import JMX_AGENT_SERIES
 
 COMPOSE = REPO_ROOT / "compose"
 DASHBOARD = COMPOSE / "grafana" / "dashboards" / "questlog.json"
@@ -61,12 +65,47 @@ def test_every_panel_reads_a_series_the_code_exports_or_hadoop_serves():
 
 
 def unknown(series: set[str]) -> list[str]:
-    ours = exported()
+    ours = exported() | set(JMX_AGENT_SERIES)
     return sorted(s for s in series if s not in ours and not HADOOP_SERIES.match(s))
 
 
+def heap_panel() -> dict:
+    return next(p for p in json.loads(DASHBOARD.read_text())["panels"] if "JVM heap" in p["title"])
+
+
+def test_the_heap_panel_shows_every_jvm_of_the_stack():
+    exprs = " ".join(t["expr"] for t in heap_panel()["targets"])
+    assert "questlog_sink_jvm_heap_used_bytes" in exprs  # the sink's Spark driver
+    jobs = set()
+    for matcher in re.findall(r'job=~"([^"]*)"', exprs):
+        jobs |= set(matcher.split("|"))
+    assert jobs == {"kafka", "trino", "namenode", "datanode"}
+
+
+def test_the_jmx_agent_is_attached_in_compose_where_prometheus_scrapes_it(compose):
+    svc = compose["services"]
+    jobs = {j["job_name"]: j for j in yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())[
+        "scrape_configs"]}
+    options = {"kafka": svc["kafka"]["environment"]["KAFKA_OPTS"],
+               "trino": svc["trino"]["environment"]["JAVA_TOOL_OPTIONS"]}
+    for name, option in options.items():
+        jar, port, config = re.fullmatch(r"-javaagent:(\S+)=(\d+):(\S+)", option).groups()
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc[name]["volumes"]}
+        assert (COMPOSE / mounts[config]).resolve() == (COMPOSE / "jmx" / "jmx-exporter.yaml").resolve()
+        assert mounts[jar.rsplit("/", 1)[0]] == "jmx-agent"  # the one-shot's volume
+        assert jobs[name]["static_configs"][0]["targets"] == [f"{name}:{port}"]
+        assert jobs[name].get("metrics_path", "/metrics") == "/metrics"
+    # The one-shot fetches the pinned agent and checks it against the pinned SHA-256.
+    fetch = " ".join(svc["jmx-agent"]["command"])
+    assert f"-Dartifact={artifacts.JMX_AGENT}" in fetch and "--strict-checksums" in fetch
+    assert f"{artifacts.PINNED_SHA256[artifacts.JMX_AGENT]}  /opt/jmx-agent/jmx_prometheus_javaagent.jar" in fetch
+    assert "-Dmdep.stripVersion=true" in fetch and "sha256sum -c" in fetch
+    # Kafka's health check must not start a second agent on the broker's port.
+    assert "KAFKA_OPTS= " in svc["kafka"]["healthcheck"]["test"][1]
+
+
 def test_a_misspelt_or_unserved_series_would_be_caught():
-    assert unknown({"questlog_router_events_routd_total", "questlog_sink_lag_records",
+    assert unknown({"questlog_router_events_routd_total", "questlog_sink_lag_records", "jvm_memory_used_bytes",
                     "kafka_server_heap_bytes"}) == ["kafka_server_heap_bytes", "questlog_router_events_routd_total"]
 
 
