@@ -119,7 +119,11 @@ def status(settings: Settings, as_json: bool, deadline: float) -> None:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         console[0].print(table(result))
-    sys.exit(0 if result.healthy else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: the interpreter's clean-up would wait for the Kafka clients of probes that
+    # answered late (librdkafka's threads stop on their own timeouts), 0.3 s at a load of 10.
+    os._exit(0 if result.healthy else 1)
 
 
 @main.command()
