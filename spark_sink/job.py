@@ -131,7 +131,7 @@ class Lander:
 
     One job reads the batch (Kafka, dedupe state, cache) and counts its rows per topic; then
     every table of the batch is written by a job of its own, all at once, each moving its files
-    into place as soon as it is written; then the new dates are registered in Trino."""
+    into place and registering its new dates in Trino as soon as it is written."""
 
     def __init__(self, spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog,
                  registry: TrinoRegistry, checkpoint: str) -> None:
@@ -142,7 +142,8 @@ class Lander:
         self.first = True  # the first batch after a start may be one Spark runs again
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.tables)), thread_name_prefix="land")
 
-    def _land_table(self, batch: DataFrame, table: Table, rows: int, batch_id: int) -> tuple[list[str], float, float]:
+    def _land_table(self, batch: DataFrame, table: Table, rows: int,
+                    batch_id: int) -> tuple[list[str], float, float, float]:
         started = time.monotonic()
         data = to_rows(batch, table)
         if rows <= SINGLE_FILE_ROWS:
@@ -151,7 +152,11 @@ class Lander:
         staging = stage(data, root, self.run_id, batch_id)
         staged = time.monotonic()
         dates = publish(self.spark, root, staging, self.run_id, batch_id, rerun=self.first)
-        return dates, staged - started, time.monotonic() - staged
+        moved = time.monotonic()
+        # New dates are registered here, beside the other tables' writes: the batch commits (and
+        # its rows are queryable) only once every table's are.
+        self.registry.register_partitions(table.name, dates)
+        return dates, staged - started, moved - staged, time.monotonic() - moved
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -171,18 +176,14 @@ class Lander:
                     for topic, n in sorted(counts.items())}
             landed = {self.tables[topic].name: job.result() for topic, job in jobs.items()}
             sink_metrics.landed({self.tables[topic].name: n for topic, n in counts.items()})
-            written = time.monotonic()
-            for name, (dates, _, _) in landed.items():
-                self.registry.register_partitions(name, dates)
             self.first = False
         finally:
             batch.unpersist()
         if counts:
-            log.info("batch %d: %d rows of %s in %.2fs: read+dedupe %.2fs, write+move %.2fs (per table, summed: "
-                     "write %.2fs, move %.2fs), register %.2fs", batch_id, sum(counts.values()),
-                     ", ".join(sorted(landed)), time.monotonic() - started, read - started, written - read,
-                     sum(w for _, w, _ in landed.values()), sum(m for _, _, m in landed.values()),
-                     time.monotonic() - written)
+            log.info("batch %d: %d rows of %s in %.2fs: read+dedupe %.2fs, write+move+register %.2fs (per table, "
+                     "summed: write %.2fs, move %.2fs, register %.2fs)", batch_id, sum(counts.values()),
+                     ", ".join(sorted(landed)), time.monotonic() - started, read - started,
+                     time.monotonic() - read, *(sum(t[i] for t in landed.values()) for i in (1, 2, 3)))
 
 
 def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog,
@@ -205,6 +206,9 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
             .option("subscribe", ",".join(sorted(t.topic for t in tables)))
             .option("startingOffsets", "earliest")
             .option("maxOffsetsPerTrigger", settings.sink_max_batch_records)
+            # Every task slot reads: a topic partition's records of a batch are split between
+            # tasks (one task per topic partition otherwise, one core for a lone busy topic).
+            .option("minPartitions", spark.sparkContext.defaultParallelism)
             .load(), tables)
         # The watermark runs on the batch's own time, never on the records': a record is never
         # too late to be landed, only a repeat within the window is dropped.
