@@ -439,6 +439,7 @@ def test_published_ports_are_the_local_stacks(svc, defaults):
         "namenode": port_of(defaults.webhdfs_url),
         "trino": defaults.trino_port,
         "router": defaults.router_web_port,
+        "sink": int(defaults.sink_metrics_bind.rsplit(":", 1)[1]),
         **MONITORING_PORTS,
     }
     got = {name: [(host, container) for _, host, container in published(s)] for name, s in svc.items() if published(s)}
