@@ -127,6 +127,44 @@ def status(settings: Settings, as_json: bool, deadline: float) -> None:
 
 
 @main.command()
+@click.option("--table", "tables", multiple=True, metavar="T", help="Only this table (repeatable); default: every "
+              "table of the deployed catalog, dead letters included.")
+@click.option("--date", "dates", multiple=True, metavar="YYYY-MM-DD", help="Only this date partition (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Only print files and bytes per table and date, and what compaction "
+              "would do.")
+@click.option("--min-files", default=2, show_default=True, help="Compact a partition once this many small files "
+              "can be merged.")
+@click.pass_obj
+def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...], dry_run: bool,
+            min_files: int) -> None:
+    """Merge each date partition's small parquet files into files near QUESTLOG_COMPACT_TARGET_MB.
+
+    Readers never see a wrong count: merged files go to a new directory, and the partition is
+    switched to it in one metastore write (README "Compaction")."""
+    from questlog.catalog.watch import CatalogSource
+    from questlog.compact import Compactor
+
+    known = [t.name for t in CatalogSource(settings.catalog).get().tables(settings.raw_topic, settings.dlq_topic)]
+    unknown = sorted(set(tables) - set(known))
+    if unknown:
+        raise click.BadParameter(f"no such table: {', '.join(unknown)} (tables: {', '.join(known)})",
+                                 param_hint="--table")
+    compactor = Compactor(settings, progress=lambda m: click.echo(f"questlog: {m}", err=True))
+    reports = compactor.run(list(tables) or known, list(dates) or None, min_files=min_files, dry_run=dry_run)
+    click.echo(f"{'table':<22} {'date':<10} {'files':>7} {'bytes':>14}  {'compaction'}")
+    for r in reports:
+        mb = lambda n: f"{n / 2**20:.1f} MiB"  # noqa: E731
+        if r.plan.useful:
+            what = (f"merge {r.plan.merged_files} files ({mb(sum(f.size for g in r.plan.groups for f in g))}) into "
+                    f"{len(r.plan.groups)}, carry {len(r.plan.carry)}")
+            what = (f"done: {r.files} files -> {r.output_files}" if r.done
+                    else (r.note or "would " + what))
+        else:
+            what = "nothing to do"
+        click.echo(f"{r.table:<22} {r.date:<10} {r.files:>7} {r.bytes:>14,}  {what}")
+
+
+@main.command()
 @click.option("--interval", default=2.0, show_default=True, metavar="SECONDS", help="Seconds between refreshes.")
 @click.option("--window", default=5.0, show_default=True, metavar="MINUTES", help="Minutes of history shown.")
 @click.pass_obj

@@ -66,6 +66,14 @@ _SPEC: tuple[tuple[str, str, object, type], ...] = (
     ("trino_user", "QUESTLOG_TRINO_USER", "questlog", str),
     # the only Trino user that may create, alter and fill tables (compose/trino/hive-rules.json)
     ("sink_trino_user", "QUESTLOG_SINK_TRINO_USER", "questlog-sink", str),
+    # compaction (questlog/compact.py): merged files' size, how long an old generation stays
+    # readable after a switch, how long a lock of a killed holder blocks, how often the compactor
+    # service looks at today's partitions, and how many small files make that worth it
+    ("compact_target_mb", "QUESTLOG_COMPACT_TARGET_MB", 128.0, float),
+    ("compact_grace_s", "QUESTLOG_COMPACT_GRACE_S", 600.0, float),
+    ("compact_lock_s", "QUESTLOG_COMPACT_LOCK_S", 60.0, float),
+    ("compact_interval_s", "QUESTLOG_COMPACT_INTERVAL_S", 300.0, float),
+    ("compact_min_files", "QUESTLOG_COMPACT_MIN_FILES", 50, int),
 )
 
 ENV_VARS: tuple[str, ...] = tuple(env for _, env, _, _ in _SPEC)
@@ -106,6 +114,11 @@ class Settings:
     trino_schema: str
     trino_user: str
     sink_trino_user: str
+    compact_target_mb: float
+    compact_grace_s: float
+    compact_lock_s: float
+    compact_interval_s: float
+    compact_min_files: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

@@ -9,15 +9,22 @@ half-written file; a new checkpoint never touches older files. Later batches of 
 are new by construction, so they skip that look-up: a date directory gains thousands of files
 a day and is not listed again for each batch. Were one of them a repeat after all, its first file
 would meet the earlier attempt's name and the rename fails: the batch fails, never lands twice.
+
+Compaction (questlog/compact.py) may have pointed a date partition at a new directory (a new
+generation of its files): a batch's files go into the directory the partition's metastore entry
+names NOW, read under the table's publish lock, which the compactor also takes for its switch.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from pyspark.sql import DataFrame, SparkSession
 
 from questlog.catalog import PARTITION_COLUMN
+from questlog.compact import LOCK_DIR, METASTORE_DIR, PUBLISH_LOCK, SCHEMA_FILE
+from questlog.settings import Settings
 
 
 def batch_prefix(run: str, batch_id: int) -> str:
@@ -56,24 +63,70 @@ def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_
     fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     prefix = batch_prefix(run, batch_id)
     dates = []
-    for status in fs.listStatus(Path(staging)):
-        name = status.getPath().getName()
-        if not status.isDirectory() or not name.startswith(PARTITION_COLUMN + "="):
-            continue
-        target = Path(root, name)
-        fs.mkdirs(target)
-        if rerun:
-            for old in fs.listStatus(target):
-                if old.getPath().getName().startswith(prefix):
-                    fs.delete(old.getPath(), False)
-        files = sorted(s.getPath().toString() for s in fs.listStatus(status.getPath())
-                       if s.getPath().getName().endswith(".parquet"))
-        for n, src in enumerate(files):
-            if not fs.rename(Path(src), Path(target, f"{prefix}{n:04d}.parquet")):
-                raise IOError(f"could not move {src} into {target.toString()}")
-        dates.append(name.split("=", 1)[1])
+    settings = Settings.from_env()
+    lock = Path(root, f"{LOCK_DIR}/{PUBLISH_LOCK}")
+    acquire(jvm, fs, lock, settings.compact_lock_s)
+    try:
+        for status in fs.listStatus(Path(staging)):
+            name = status.getPath().getName()
+            if not status.isDirectory() or not name.startswith(PARTITION_COLUMN + "="):
+                continue
+            target = current_location(jvm, fs, Path, root, settings.trino_schema, name)
+            _move(fs, Path, status, target, prefix, rerun)
+            dates.append(name.split("=", 1)[1])
+    finally:
+        fs.delete(lock, False)
     fs.delete(Path(staging), True)
     return sorted(dates)
+
+
+def acquire(jvm, fs, lock, expiry_s: float) -> None:
+    """Take the table's publish lock (an exclusive create); break it if its holder left it longer
+    than ``expiry_s`` ago (killed). The compactor holds it for a second or two at most."""
+    while True:
+        try:
+            if fs.createNewFile(lock):
+                return
+        except Exception as exc:  # created by someone else between the check and the create
+            if "AlreadyExists" not in str(exc):
+                raise
+        try:
+            age_ms = jvm.java.lang.System.currentTimeMillis() - fs.getFileStatus(lock).getModificationTime()
+            if age_ms > expiry_s * 1000:
+                fs.delete(lock, False)
+                continue
+        except Exception as exc:  # released meanwhile
+            if "FileNotFound" not in str(exc):
+                raise
+        time.sleep(0.05)
+
+
+def current_location(jvm, fs, Path, root, schema: str, name: str):
+    """The directory the date partition ``name`` (dt=...) reads from: its metastore entry's
+    location, or ``<table>/<name>`` for a partition not registered yet."""
+    meta = Path(f"{METASTORE_DIR}/{schema}/{root.getName()}/{name}/{SCHEMA_FILE}")
+    if fs.exists(meta):
+        stream = fs.open(meta)
+        try:
+            location = json.loads(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")).get("externalLocation")
+        finally:
+            stream.close()
+        if location:
+            return Path(location)
+    return Path(root, name)
+
+
+def _move(fs, Path, status, target, prefix: str, rerun: bool) -> None:
+    fs.mkdirs(target)
+    if rerun:
+        for old in fs.listStatus(target):
+            if old.getPath().getName().startswith(prefix):
+                fs.delete(old.getPath(), False)
+    files = sorted(s.getPath().toString() for s in fs.listStatus(status.getPath())
+                   if s.getPath().getName().endswith(".parquet"))
+    for n, src in enumerate(files):
+        if not fs.rename(Path(src), Path(target, f"{prefix}{n:04d}.parquet")):
+            raise IOError(f"could not move {src} into {target.toString()}")
 
 
 def write_batch(spark: SparkSession, rows: DataFrame, table_root: str, run: str, batch_id: int,

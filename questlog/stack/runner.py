@@ -41,6 +41,7 @@ class Watchdog:
         "collector": ("kafka",),
         "router": ("kafka",),
         "sink": ("kafka", "namenode", "datanode", "trino"),
+        "compactor": ("namenode", "datanode"),
     }
 
     def __init__(self, supervisor: Supervisor, services: list[Service]) -> None:

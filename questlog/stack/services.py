@@ -29,7 +29,7 @@ COMPOSE = REPO_ROOT / "compose"
 BIN = Path(sys.executable).parent
 
 # Stop in this order: the pipeline first (it drains into the stack), then the stack.
-STOP_ORDER = ("sink", "router", "collector", "trino", "datanode", "namenode", "kafka")
+STOP_ORDER = ("compactor", "sink", "router", "collector", "trino", "datanode", "namenode", "kafka")
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -351,10 +351,22 @@ def sink(settings: Settings) -> Service:
                    setup=setup, start_timeout_s=300)
 
 
+def compactor(settings: Settings) -> Service:
+    """Compaction while the pipeline runs (questlog/compact.py `loop`): today's partitions when
+    enough small files gathered, each closed day once after midnight UTC."""
+    ready = settings.home_path / "run" / "compactor.ready"
+
+    def setup() -> None:
+        ready.unlink(missing_ok=True)
+
+    return Service("compactor", [sys.executable, "-m", "questlog.compact"], ready.exists, env=_app_env(settings),
+                   cwd=REPO_ROOT, setup=setup)
+
+
 def stack(settings: Settings) -> list[Service]:
     return [kafka(settings), namenode(settings), datanode(settings), trino(settings)]
 
 
 def pipeline(settings: Settings) -> list[Service]:
-    return [collector(settings), router(settings), sink(settings)]
+    return [collector(settings), router(settings), sink(settings), compactor(settings)]
 
