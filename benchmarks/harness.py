@@ -27,12 +27,12 @@ from benchmarks.lag import settle
 from benchmarks.rss import RssSampler
 from benchmarks.stack import BENCH_HOME, PORT_SHIFT, bench_settings, fresh_dir, stop_leftovers, wait_until
 
-CASES = ("start", "collector", "client", "router", "sink", "e2e")
+CASES = ("start", "collector", "client", "router", "sink", "e2e", "compaction")
 # The longest each case takes at full size on a busy 2-core machine (its caps included), and what
 # stopping the pipeline takes: a case is run only if it fits in what is left of the budget.
-WORST_S = {"collector": 80, "client": 60, "router": 150, "sink": 220, "e2e": 120, "stop": 40}
+WORST_S = {"collector": 80, "client": 60, "router": 150, "sink": 220, "e2e": 120, "compaction": 240, "stop": 40}
 NAMES = {"start": "start", "collector": "collector", "client": "client", "router": "router", "sink": "sink",
-         "e2e": "end to end"}
+         "e2e": "end to end", "compaction": "compaction"}
 
 
 def machine() -> str:
@@ -72,9 +72,10 @@ def secs(x: float | None) -> str:
 
 
 def _case(name: str):
-    from benchmarks.cases import client, collector, e2e, router, sink
+    from benchmarks.cases import client, collector, compaction, e2e, router, sink
 
-    return {"collector": collector, "client": client, "router": router, "sink": sink, "e2e": e2e}[name]
+    return {"collector": collector, "client": client, "router": router, "sink": sink, "e2e": e2e,
+            "compaction": compaction}[name]
 
 
 def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | None = None,

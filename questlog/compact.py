@@ -54,7 +54,8 @@ LOCK_DIR = "_compact"
 PUBLISH_LOCK = "publish.lock"
 COMPACTOR_LOCK = "compactor.lock"
 PART_RE = re.compile(r"^part-(?P<run>[0-9a-f]+)-b(?P<batch>\d{12})-\d+\.parquet$")
-# Test hook: pause (sleep) at this named step, after writing <home>/run/compact-paused-<step>.
+# Test hook: pause at this named step, after writing <home>/run/compact-paused-<step>, until
+# <home>/run/compact-continue-<step> exists (or the test kills the process there).
 PAUSE_ENV = "QUESTLOG_COMPACT_PAUSE_AT"
 STEPS = ("listed", "merged", "locked", "switched")
 
@@ -266,13 +267,15 @@ class PartitionReport:
 
 
 def pause_at(settings: Settings, step: str) -> None:
-    """The tests' hook: with QUESTLOG_COMPACT_PAUSE_AT=<step>, stop here (the test kills us)."""
+    """The tests' hook: with QUESTLOG_COMPACT_PAUSE_AT=<step>, wait here until told to go on
+    (or killed)."""
     if os.environ.get(PAUSE_ENV) == step:
         marker = settings.home_path / "run" / f"compact-paused-{step}"
+        go_on = settings.home_path / "run" / f"compact-continue-{step}"
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(os.getpid()))
-        while True:
-            time.sleep(1)
+        while not go_on.exists():
+            time.sleep(0.2)
 
 
 class Compactor:
@@ -282,6 +285,13 @@ class Compactor:
         self.fs = fs or Hdfs(settings)
         self.target_bytes = int(settings.compact_target_mb * 2**20)
         self.progress = progress or (lambda message: log.info("%s", message))
+
+    holding: Lock | None = None  # the table's compactor lock while run() holds it
+
+    def _refresh(self) -> None:
+        """Keep the compactor lock from expiring while the work goes on."""
+        if self.holding is not None and self.holding.acquired_at is not None:
+            self.holding.refresh()
 
     # Paths
     def table_dir(self, table: str) -> str:
@@ -359,8 +369,10 @@ class Compactor:
             self.progress(f"{table} dt={date}: merging {len(group)} files "
                           f"({sum(f.size for f in group):,} bytes) into {gen}/c-{k:04d}.parquet")
             self.fs.write(f"{gen}/c-{k:04d}.parquet", merge([self.fs.read(f"{old}/{f.name}") for f in group]))
+            self._refresh()
         for f in report.plan.carry:
             self.fs.write(f"{gen}/{f.name}", self.fs.read(f"{old}/{f.name}"))
+            self._refresh()
         pause_at(self.settings, "merged")
         publish = self.lock(table, PUBLISH_LOCK)
         if not publish.acquire(timeout_s=self.settings.compact_lock_s * 2):
@@ -421,8 +433,9 @@ class Compactor:
         return deleted
 
     def run(self, tables: Iterable[str], dates: Iterable[str] | None = None, min_files: int = 2,
-            dry_run: bool = False) -> list[PartitionReport]:
-        """Compact (or with ``dry_run`` only plan) every partition of ``tables`` (``dates``: only those)."""
+            dry_run: bool = False, wait_for_lock_s: float = 0.0) -> list[PartitionReport]:
+        """Compact (or with ``dry_run`` only plan) every partition of ``tables`` (``dates``: only
+        those). A table another compactor works on is skipped after ``wait_for_lock_s``."""
         reports = []
         run, last_commit = self.sink_progress()
         for table in tables:
@@ -430,8 +443,9 @@ class Compactor:
             if dry_run:
                 reports += [r for d in wanted if (r := self.inspect(table, d, run, last_commit, min_files))]
                 continue
-            lock = self.lock(table, COMPACTOR_LOCK, expiry_s=max(600.0, self.settings.compact_lock_s))
-            if not lock.try_acquire():
+            lock = self.lock(table, COMPACTOR_LOCK, expiry_s=3 * self.settings.compact_lock_s)
+            self.holding = lock
+            if not lock.acquire(wait_for_lock_s):
                 self.progress(f"{table}: another compactor is at work; skipped")
                 continue
             try:

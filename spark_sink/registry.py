@@ -84,6 +84,10 @@ class TrinoRegistry:
     def register_partitions(self, table: str, dts: Iterable[str]) -> None:
         known = self._known.setdefault(table, set())
         for dt in sorted(set(dts) - known):
-            self._execute(register_partition_sql(self.settings, table, dt))
+            try:
+                self._execute(register_partition_sql(self.settings, table, dt))
+            except Exception as exc:  # registered meanwhile by someone else (another sink, by hand)
+                if "ALREADY_EXISTS" not in str(exc) and "already registered" not in str(exc):
+                    raise
             known.add(dt)
             log.info("registered partition %s/dt=%s", table, dt)
