@@ -519,6 +519,7 @@ def main() -> int:
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hdfs").setLevel(logging.WARNING)  # a line per WebHDFS call otherwise
     settings = Settings.from_env()
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
