@@ -58,6 +58,7 @@ PART_RE = re.compile(r"^part-(?P<run>[0-9a-f]+)-b(?P<batch>\d{12})-\d+\.parquet$
 # <home>/run/compact-continue-<step> exists (or the test kills the process there).
 PAUSE_ENV = "QUESTLOG_COMPACT_PAUSE_AT"
 STEPS = ("listed", "merged", "locked", "switched")
+ROW_GROUP_BYTES = 128 * 2**20  # rows held in memory (Arrow's size) before they are written as one row group
 
 
 # Planning (pure) ---------------------------------------------------------------------------------
@@ -471,13 +472,26 @@ def merge(parts: list[bytes]) -> bytes:
     schema = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
     schema = schema.remove_metadata()
     out = io.BytesIO()
+    buffered: list = []
     with pq.ParquetWriter(out, schema, compression="snappy", coerce_timestamps="us",
                           allow_truncated_timestamps=False, use_deprecated_int96_timestamps=False) as writer:
+
+        def flush() -> None:
+            # row groups as large as Spark's (not one per small input file: Trino reads and
+            # compresses large ones far better)
+            if buffered:
+                group = pa.concat_tables(buffered)
+                writer.write_table(group, row_group_size=max(1, group.num_rows))
+                buffered.clear()
+
         for t in tables:
             for name in schema.names:
                 if name not in t.schema.names:
                     t = t.append_column(name, pa.nulls(t.num_rows, schema.field(name).type))
-            writer.write_table(t.select(schema.names).cast(schema))
+            buffered.append(t.select(schema.names).cast(schema))
+            if sum(b.nbytes for b in buffered) >= ROW_GROUP_BYTES:
+                flush()
+        flush()
     return out.getvalue()
 
 

@@ -66,3 +66,9 @@ def test_merge_keeps_rows_in_order_and_an_older_schema_reads_null_in_new_columns
     assert out.schema.field("received_at").type == pa.timestamp("us", tz="UTC")
     meta = pq.read_metadata(io.BytesIO(merge([parquet(old)])))
     assert meta.schema.column(1).physical_type == "INT64"  # not INT96: what Trino reads today
+
+
+def test_many_small_inputs_become_one_row_group():
+    parts = [parquet(pa.table({"event_id": [f"e{i}-{k}" for k in range(10)]})) for i in range(30)]
+    meta = pq.read_metadata(io.BytesIO(merge(parts)))
+    assert (meta.num_rows, meta.num_row_groups) == (300, 1)
