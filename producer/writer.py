@@ -46,21 +46,30 @@ class KafkaUnavailable(DeliveryError):
 
 
 class _Countdown:
-    """One request's delivery callback: counts its reports down, keeps the first error."""
+    """One request's delivery callback: counts its reports down, keeps the first error.
 
-    __slots__ = ("remaining", "error", "done")
+    The request thread waits on a plain lock held from the start and released by the last
+    report: a C-level acquire/release, where a threading.Event (a Condition, a lock per waiter,
+    Python code on both sides) cost about a fifth of a GET's Python time under load."""
+
+    __slots__ = ("remaining", "error", "_done")
 
     def __init__(self, n: int) -> None:
         self.remaining = n
         self.error: KafkaError | None = None
-        self.done = threading.Event()
+        self._done = threading.Lock()
+        self._done.acquire()
 
     def __call__(self, err: KafkaError | None, msg: Any) -> None:  # on the poll thread only
         if err is not None and self.error is None:
             self.error = err
         self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
+        if self.remaining == 0:
+            self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once every report came, False after ``timeout`` seconds."""
+        return self._done.acquire(timeout=timeout) if timeout > 0 else self._done.acquire(False)
 
 
 # States, as /healthz reports them.
@@ -143,7 +152,7 @@ class EventWriter:
             if produced == 0:
                 raise KafkaUnavailable(f"Kafka did not take the events: {exc!r}") from None
             raise DeliveryError(f"produced {produced} of {len(records)} events, then: {exc!r}") from None
-        if not countdown.done.wait(max(0.0, deadline - time.monotonic())):
+        if not countdown.wait(deadline - time.monotonic()):
             raise DeliveryError(f"Kafka did not confirm {countdown.remaining} of {len(records)} events in time")
         if countdown.error is not None:
             raise DeliveryError(f"Kafka did not store every event: {countdown.error.str()}")

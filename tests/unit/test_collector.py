@@ -413,6 +413,20 @@ def test_a_numbers_meaning_is_kept_for_the_router_to_judge(client, writer):
     assert (writer.sent[1]["price"], writer.sent[1]["quantity"]) == ("nan", "1e999")
 
 
+@pytest.mark.parametrize("data, long_run", [
+    (b'{"n": 1234567890123456789}', False),  # 19 digits: orjson reads it exactly
+    (b'{"n": 12345678901234567890}', True),
+    (b'{"n": -0.00000000000000000001}', True),
+    (b'{"s": "x12345678901234567890y"}', True),  # in a string: only the slower reading, same result
+    (b'{"a": [1234567890, 1234567890, 1234567890]}', False),
+    (b"", False),
+])
+def test_a_run_of_20_digits_is_found_wherever_it_is(data, long_run):
+    from producer.envelope import _has_long_digit_run
+
+    assert _has_long_digit_run(data) is long_run
+
+
 def test_a_long_unknown_event_type_gives_a_short_reason(client):
     response = client.post("/events", json={"event_type": "t" * 1500})
     assert response.status_code == 400 and len(response.get_json()["error"]) < 300
