@@ -167,7 +167,7 @@ class Router(mode.Service):
         s = self.settings
         self.producer = self._new_producer()
         await self.producer.start()
-        await self._ensure_topics([s.topic_for(et.name) for et in self.catalog()] + [s.dlq_topic])
+        await self._ensure_topics(self.catalog().topics(s.raw_topic, s.dlq_topic))
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap, group_id=s.router_id, client_id=f"{s.router_id}-consumer",
             enable_auto_commit=False, auto_offset_reset="earliest",

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from questlog.catalog import Catalog, event_key, parse_timestamp, validate
+from questlog.catalog import Catalog, event_key, parse_timestamp, typed_topic, validate
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, d
         return dead_letter(raw, event, f"the typed copy is {len(key) + len(value)} bytes, over the {limit}-byte "
                            "limit of one Kafka record (the router adds schema_version and rewrites timestamps)",
                            source, dlq_topic, now, limit)
-    return Routed(f"{raw_topic}.{et.name}", key, value)
+    return Routed(typed_topic(raw_topic, et.name), key, value)
 
 
 def dead_letter(raw: bytes, event: Any, reason: str, source: Source, dlq_topic: str,

@@ -1,12 +1,19 @@
-"""Topic creation shared by the stack runner, the router and the sink."""
+"""Topic creation shared by the stack runner, the router, the sink and compose's `topics` service.
+
+`python -m questlog.kafka_admin` creates every topic of the pipeline (`Catalog.topics`) for the
+settings in the environment: compose runs it before the stages start."""
 
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+if TYPE_CHECKING:
+    from questlog.catalog import Catalog
+    from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +50,24 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1, ti
             except KafkaException as exc:
                 if exc.args[0].name() != "INVALID_PARTITIONS":  # grown meanwhile by another caller
                     raise
+
+
+def ensure_pipeline_topics(settings: "Settings", catalog: "Catalog") -> list[str]:
+    """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return them."""
+    topics = catalog.topics(settings.raw_topic, settings.dlq_topic)
+    ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    return topics
+
+
+def main() -> None:
+    from questlog.catalog.watch import CatalogSource
+    from questlog.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    topics = ensure_pipeline_topics(settings, CatalogSource(settings.catalog, home=settings.home).get())
+    log.info("topics ready: %s", ", ".join(topics))
+
+
+if __name__ == "__main__":
+    main()

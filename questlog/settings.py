@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
+from urllib.parse import SplitResult, unquote, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,129 +25,94 @@ def _default_cache() -> str:
     return str(Path.home() / ".cache" / "questlog")
 
 
-# (attribute, environment variable, default, type). The environment variable names are part of the
-# contract with compose/docker-compose.yml: tests check that each service gets exactly these.
-_SPEC: tuple[tuple[str, str, object, type], ...] = (
-    ("home", "QUESTLOG_HOME", _default_home, str),
-    ("cache", "QUESTLOG_CACHE", _default_cache, str),
-    ("kafka_bootstrap", "QUESTLOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092", str),
-    ("kafka_controller_port", "QUESTLOG_KAFKA_CONTROLLER_PORT", 9093, int),
-    ("catalog", "QUESTLOG_CATALOG", lambda: str(REPO_ROOT / "questlog" / "catalog" / "catalog.json"), str),
-    ("raw_topic", "QUESTLOG_RAW_TOPIC", "events", str),
-    ("dlq_topic", "QUESTLOG_DLQ_TOPIC", "events.dlq", str),
-    ("topic_partitions", "QUESTLOG_TOPIC_PARTITIONS", 1, int),
-    ("collector_bind", "QUESTLOG_COLLECTOR_BIND", "127.0.0.1:5000", str),
-    ("collector_workers", "QUESTLOG_COLLECTOR_WORKERS", 2, int),
-    # below Kafka's default message size (1000000), so that one event always fits one message
-    ("max_body_bytes", "QUESTLOG_MAX_BODY_BYTES", 900_000, int),
-    ("max_batch_events", "QUESTLOG_MAX_BATCH_EVENTS", 1000, int),
-    ("produce_timeout_s", "QUESTLOG_PRODUCE_TIMEOUT_S", 10.0, float),
-    # a TOML file of `"<write key>" = "<source>"` lines; empty: no keys asked, every event's source is `default`
-    ("write_keys", "QUESTLOG_WRITE_KEYS", "", str),
-    ("router_id", "QUESTLOG_ROUTER_ID", "questlog-router", str),
-    ("router_web_host", "QUESTLOG_ROUTER_WEB_HOST", "127.0.0.1", str),
-    ("router_web_port", "QUESTLOG_ROUTER_WEB_PORT", 6066, int),
-    # the largest record (key + value) the router writes: below Kafka's message.max.bytes (1048588)
-    ("max_record_bytes", "QUESTLOG_MAX_RECORD_BYTES", 1_000_000, int),
-    ("hdfs_url", "QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020", str),
-    ("webhdfs_url", "QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870", str),
-    ("hdfs_datanode_port", "QUESTLOG_HDFS_DATANODE_PORT", 9866, int),
-    ("warehouse_dir", "QUESTLOG_WAREHOUSE_DIR", "/questlog/warehouse", str),
-    ("checkpoint_dir", "QUESTLOG_CHECKPOINT_DIR", "/questlog/checkpoints", str),
-    ("spark_master", "QUESTLOG_SPARK_MASTER", "local[2]", str),
-    ("sink_trigger_s", "QUESTLOG_SINK_TRIGGER_S", 2.0, float),
-    # the most Kafka records one sink micro-batch reads (Spark's maxOffsetsPerTrigger)
-    ("sink_max_batch_records", "QUESTLOG_SINK_MAX_BATCH_RECORDS", 200_000, int),
-    ("dedupe_window_h", "QUESTLOG_DEDUPE_WINDOW_H", 168.0, float),
-    # where the sink serves GET /metrics (Prometheus); loopback by default
-    ("sink_metrics_bind", "QUESTLOG_SINK_METRICS_BIND", "127.0.0.1:6070", str),
-    ("trino_url", "QUESTLOG_TRINO_URL", "http://127.0.0.1:8080", str),
-    ("trino_catalog", "QUESTLOG_TRINO_CATALOG", "hive", str),
-    ("trino_schema", "QUESTLOG_TRINO_SCHEMA", "events", str),
-    ("trino_user", "QUESTLOG_TRINO_USER", "questlog", str),
-    # the only Trino user that may create, alter and fill tables (compose/trino/hive-rules.json)
-    ("sink_trino_user", "QUESTLOG_SINK_TRINO_USER", "questlog-sink", str),
-    # compaction (questlog/compact.py): merged files' size, how long an old generation stays
-    # readable after a switch, how long a lock of a killed holder blocks, how often the compactor
-    # service looks at today's partitions, and how many small files make that worth it
-    ("compact_target_mb", "QUESTLOG_COMPACT_TARGET_MB", 128.0, float),
-    ("compact_grace_s", "QUESTLOG_COMPACT_GRACE_S", 600.0, float),
-    ("compact_lock_s", "QUESTLOG_COMPACT_LOCK_S", 60.0, float),
-    ("compact_interval_s", "QUESTLOG_COMPACT_INTERVAL_S", 300.0, float),
-    ("compact_min_files", "QUESTLOG_COMPACT_MIN_FILES", 50, int),
-)
+# Each field names its environment variable; the variable names are part of the contract with
+# compose/docker-compose.yml: tests check that each service gets exactly these.
 
-ENV_VARS: tuple[str, ...] = tuple(env for _, env, _, _ in _SPEC)
+
+def setting(env: str, default: object) -> Any:
+    """A field of Settings read from ``env``; ``default`` is a value or a function giving one."""
+    if callable(default):
+        return field(default_factory=default, metadata={"env": env})
+    return field(default=default, metadata={"env": env})
 
 
 @dataclass(frozen=True)
 class Settings:
-    home: str
-    cache: str
-    kafka_bootstrap: str
-    kafka_controller_port: int
-    catalog: str
-    raw_topic: str
-    dlq_topic: str
-    topic_partitions: int
-    collector_bind: str
-    collector_workers: int
-    max_body_bytes: int
-    max_batch_events: int
-    produce_timeout_s: float
-    write_keys: str
-    router_id: str
-    router_web_host: str
-    router_web_port: int
-    max_record_bytes: int
-    hdfs_url: str
-    webhdfs_url: str
-    hdfs_datanode_port: int  # data transfer; its HTTP server listens on this - 2, IPC on this + 1
-    warehouse_dir: str
-    checkpoint_dir: str
-    spark_master: str
-    sink_trigger_s: float
-    sink_max_batch_records: int
-    dedupe_window_h: float
-    sink_metrics_bind: str
-    trino_url: str
-    trino_catalog: str
-    trino_schema: str
-    trino_user: str
-    sink_trino_user: str
-    compact_target_mb: float
-    compact_grace_s: float
-    compact_lock_s: float
-    compact_interval_s: float
-    compact_min_files: int
+    home: str = setting("QUESTLOG_HOME", _default_home)
+    cache: str = setting("QUESTLOG_CACHE", _default_cache)
+    kafka_bootstrap: str = setting("QUESTLOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    kafka_controller_port: int = setting("QUESTLOG_KAFKA_CONTROLLER_PORT", 9093)
+    catalog: str = setting("QUESTLOG_CATALOG", lambda: str(REPO_ROOT / "questlog" / "catalog" / "catalog.json"))
+    raw_topic: str = setting("QUESTLOG_RAW_TOPIC", "events")
+    dlq_topic: str = setting("QUESTLOG_DLQ_TOPIC", "events.dlq")
+    topic_partitions: int = setting("QUESTLOG_TOPIC_PARTITIONS", 1)
+    collector_bind: str = setting("QUESTLOG_COLLECTOR_BIND", "127.0.0.1:5000")
+    collector_workers: int = setting("QUESTLOG_COLLECTOR_WORKERS", 2)
+    # below Kafka's default message size (1000000), so that one event always fits one message
+    max_body_bytes: int = setting("QUESTLOG_MAX_BODY_BYTES", 900_000)
+    max_batch_events: int = setting("QUESTLOG_MAX_BATCH_EVENTS", 1000)
+    produce_timeout_s: float = setting("QUESTLOG_PRODUCE_TIMEOUT_S", 10.0)
+    # a TOML file of `"<write key>" = "<source>"` lines; empty: no keys asked, every event's source is `default`
+    write_keys: str = setting("QUESTLOG_WRITE_KEYS", "")
+    router_id: str = setting("QUESTLOG_ROUTER_ID", "questlog-router")
+    router_web_host: str = setting("QUESTLOG_ROUTER_WEB_HOST", "127.0.0.1")
+    router_web_port: int = setting("QUESTLOG_ROUTER_WEB_PORT", 6066)
+    # the largest record (key + value) the router writes: below Kafka's message.max.bytes (1048588)
+    max_record_bytes: int = setting("QUESTLOG_MAX_RECORD_BYTES", 1_000_000)
+    hdfs_url: str = setting("QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020")
+    webhdfs_url: str = setting("QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870")
+    # data transfer; the DataNode's HTTP server listens on this - 2, its IPC on this + 1
+    hdfs_datanode_port: int = setting("QUESTLOG_HDFS_DATANODE_PORT", 9866)
+    warehouse_dir: str = setting("QUESTLOG_WAREHOUSE_DIR", "/questlog/warehouse")
+    checkpoint_dir: str = setting("QUESTLOG_CHECKPOINT_DIR", "/questlog/checkpoints")
+    spark_master: str = setting("QUESTLOG_SPARK_MASTER", "local[2]")
+    sink_trigger_s: float = setting("QUESTLOG_SINK_TRIGGER_S", 2.0)
+    # the most Kafka records one sink micro-batch reads (Spark's maxOffsetsPerTrigger)
+    sink_max_batch_records: int = setting("QUESTLOG_SINK_MAX_BATCH_RECORDS", 200_000)
+    dedupe_window_h: float = setting("QUESTLOG_DEDUPE_WINDOW_H", 168.0)
+    # where the sink serves GET /metrics (Prometheus); loopback by default
+    sink_metrics_bind: str = setting("QUESTLOG_SINK_METRICS_BIND", "127.0.0.1:6070")
+    # http(s)://[user[:password]@]host[:port]; with a password, Trino's password authentication (https only)
+    trino_url: str = setting("QUESTLOG_TRINO_URL", "http://127.0.0.1:8080")
+    trino_catalog: str = setting("QUESTLOG_TRINO_CATALOG", "hive")
+    trino_schema: str = setting("QUESTLOG_TRINO_SCHEMA", "events")
+    trino_user: str = setting("QUESTLOG_TRINO_USER", "questlog")
+    # the only Trino user that may create, alter and fill tables (compose/trino/hive-rules.json)
+    sink_trino_user: str = setting("QUESTLOG_SINK_TRINO_USER", "questlog-sink")
+    # compaction (questlog/compact.py): merged files' size, how long an old generation stays
+    # readable after a switch, how long a lock of a killed holder blocks, how often the compactor
+    # service looks at today's partitions, and how many small files make that worth it
+    compact_target_mb: float = setting("QUESTLOG_COMPACT_TARGET_MB", 128.0)
+    compact_grace_s: float = setting("QUESTLOG_COMPACT_GRACE_S", 600.0)
+    compact_lock_s: float = setting("QUESTLOG_COMPACT_LOCK_S", 60.0)
+    compact_interval_s: float = setting("QUESTLOG_COMPACT_INTERVAL_S", 300.0)
+    compact_min_files: int = setting("QUESTLOG_COMPACT_MIN_FILES", 50)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
         """Read settings from ``environ`` (default ``os.environ``); keyword overrides win."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for attr, env, default, kind in _SPEC:
-            if attr in overrides:
-                values[attr] = overrides.pop(attr)
-                continue
-            raw = environ.get(env)
-            if raw is None or raw == "":
-                values[attr] = default() if callable(default) else default
-                continue
+        unknown = set(overrides) - {f.name for f in _FIELDS}
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        for f in _FIELDS:
+            raw = environ.get(f.metadata["env"])
+            if f.name in overrides or raw is None or raw == "":
+                continue  # an override, or the field's default
+            kind = _TYPES[f.type]
             try:
-                values[attr] = kind(raw)
+                values[f.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"{env}={raw!r} is not a valid {kind.__name__}") from None
-        if overrides:
-            raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
-        return cls(**values)
+                raise ValueError(f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values, **overrides)
 
     def replace(self, **changes: object) -> "Settings":
         return dataclasses.replace(self, **changes)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
-        return {env: str(getattr(self, attr)) for attr, env, _, _ in _SPEC}
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in _FIELDS}
 
     # Derived values -------------------------------------------------------------------------
     @property
@@ -159,47 +125,63 @@ class Settings:
 
     @property
     def collector_host(self) -> str:
-        return self.collector_bind.rsplit(":", 1)[0]
+        return split_address(self.collector_bind)[0]
 
     @property
     def collector_port(self) -> int:
-        return int(self.collector_bind.rsplit(":", 1)[1])
+        return split_address(self.collector_bind)[1]
 
     @property
     def collector_url(self) -> str:
-        return f"http://{self.collector_bind}"
+        return f"http://{join_address(self.collector_host, self.collector_port)}"
 
     @property
     def sink_metrics_url(self) -> str:
-        return f"http://{self.sink_metrics_bind}/metrics"
+        return f"http://{join_address(*split_address(self.sink_metrics_bind))}/metrics"
 
     @property
     def router_metrics_url(self) -> str:
-        return f"http://{self.router_web_host}:{self.router_web_port}/metrics"
+        return f"http://{join_address(self.router_web_host, self.router_web_port)}/metrics"
 
     @property
     def kafka_host(self) -> str:
-        return self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
+        """The first bootstrap server's host (the local stack's broker)."""
+        return split_address(self.kafka_bootstrap.split(",")[0], 9092)[0]
 
     @property
     def kafka_port(self) -> int:
-        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+        return split_address(self.kafka_bootstrap.split(",")[0], 9092)[1]
 
     @property
     def hdfs_rpc_address(self) -> str:
-        return self.hdfs_url.split("://", 1)[1].rstrip("/")
+        url = _url(self.hdfs_url, "QUESTLOG_HDFS_URL", ("hdfs",))
+        return join_address(url.hostname or "", url.port or _DEFAULT_PORTS[url.scheme])
 
     @property
     def webhdfs_address(self) -> str:
-        return self.webhdfs_url.split("://", 1)[1].rstrip("/")
+        url = _url(self.webhdfs_url, "QUESTLOG_WEBHDFS_URL")
+        return join_address(url.hostname or "", url.port or _DEFAULT_PORTS[url.scheme])
+
+    @property
+    def trino_scheme(self) -> str:
+        return _url(self.trino_url, "QUESTLOG_TRINO_URL").scheme
 
     @property
     def trino_host(self) -> str:
-        return self.trino_url.split("://", 1)[1].rsplit(":", 1)[0]
+        return _url(self.trino_url, "QUESTLOG_TRINO_URL").hostname or ""
 
     @property
     def trino_port(self) -> int:
-        return int(self.trino_url.rsplit(":", 1)[1].rstrip("/"))
+        url = _url(self.trino_url, "QUESTLOG_TRINO_URL")
+        return url.port or _DEFAULT_PORTS[url.scheme]
+
+    @property
+    def trino_credentials(self) -> tuple[str, str | None] | None:
+        """(user, password) given in QUESTLOG_TRINO_URL, percent-decoded; None without a user."""
+        url = _url(self.trino_url, "QUESTLOG_TRINO_URL")
+        if not url.username:
+            return None
+        return unquote(url.username), unquote(url.password) if url.password is not None else None
 
     @property
     def warehouse_url(self) -> str:
@@ -210,4 +192,41 @@ class Settings:
         return self.hdfs_url.rstrip("/") + self.checkpoint_dir
 
     def topic_for(self, event_type: str) -> str:
-        return f"{self.raw_topic}.{event_type}"
+        from questlog.catalog import typed_topic
+
+        return typed_topic(self.raw_topic, event_type)
+
+
+_FIELDS = dataclasses.fields(Settings)
+_TYPES = {"str": str, "int": int, "float": float}
+ENV_VARS: tuple[str, ...] = tuple(f.metadata["env"] for f in _FIELDS)
+_DEFAULT_PORTS = {"http": 80, "https": 443, "hdfs": 8020}
+
+
+def split_address(address: str, default_port: int | None = None) -> tuple[str, int]:
+    """The host and port of ``host:port`` (``[::1]:9092`` for IPv6), parsed by urllib.parse."""
+    try:
+        parts = urlsplit("//" + address.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ValueError(f"{address!r} is not a host:port address: {exc}") from None
+    port = port if port is not None else default_port
+    if not host or port is None or parts.path or parts.username:
+        raise ValueError(f"{address!r} is not a host:port address")
+    return host, port
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _url(text: str, name: str, schemes: tuple[str, ...] = ("http", "https")) -> SplitResult:
+    """``text`` split by urllib.parse, or a ValueError naming the setting."""
+    url = urlsplit(text.strip())
+    try:
+        url.port  # a port that is not a number raises here
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: the port is not a number") from None
+    if url.scheme not in schemes or not url.hostname:
+        raise ValueError(f"{name}={text!r} is not a URL like {'|'.join(schemes)}://host[:port]")
+    return url

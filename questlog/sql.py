@@ -5,14 +5,27 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import trino
+import trino.auth
 
 from questlog.settings import Settings
 
 
 def connect(settings: Settings, user: str | None = None) -> trino.dbapi.Connection:
     """A connection as ``user``, by default QUESTLOG_TRINO_USER, a reader: only the sink's user
-    (QUESTLOG_SINK_TRINO_USER) may change tables (compose/trino/hive-rules.json)."""
-    return trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, user=user or settings.trino_user,
+    (QUESTLOG_SINK_TRINO_USER) may change tables (compose/trino/hive-rules.json).
+
+    QUESTLOG_TRINO_URL gives the scheme (https: TLS, verified against the system's CAs or
+    REQUESTS_CA_BUNDLE) and may carry ``user:password@``: Trino's password authentication, as that
+    user (who then is every statement's user: Trino's rules decide what it may do)."""
+    credentials = settings.trino_credentials
+    auth = None
+    if credentials and credentials[1] is not None:
+        auth = trino.auth.BasicAuthentication(*credentials)
+        user = credentials[0]
+    elif credentials:
+        user = user or credentials[0]
+    return trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, http_scheme=settings.trino_scheme,
+                               auth=auth, user=user or settings.trino_user,
                                catalog=settings.trino_catalog, schema=settings.trino_schema)
 
 

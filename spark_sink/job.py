@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from questlog.catalog import Catalog, Table
 from questlog.catalog.watch import CatalogSource
-from questlog.kafka_admin import ensure_topics
+from questlog.kafka_admin import ensure_pipeline_topics
 from questlog.settings import Settings
 from spark_sink.registry import TrinoRegistry
 from spark_sink.transform import dedupe_timing, seen_bucket, to_rows, with_dedupe_key
@@ -249,7 +249,7 @@ def run(spark: SparkSession, settings: Settings, source: CatalogSource, registry
     while not stopping.is_set():
         catalog = source.get()
         tables = catalog.tables(settings.raw_topic, settings.dlq_topic)
-        ensure_topics(settings.kafka_bootstrap, [t.topic for t in tables], settings.topic_partitions)
+        ensure_pipeline_topics(settings, catalog)
         registry.ensure_tables(tables)
         query = build_query(spark, settings, source, catalog, registry)
         ready.write_text(str(time.time()))

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 import prometheus_client as prom
 
-from questlog.settings import Settings
+from questlog.settings import Settings, split_address
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,9 @@ def serve(spark, settings: Settings) -> None:
     runtime = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
     JVM_HEAP.set_function(lambda: runtime.totalMemory() - runtime.freeMemory())
     JVM_HEAP_MAX.set_function(lambda: runtime.maxMemory())
-    host, port = settings.sink_metrics_bind.rsplit(":", 1)
+    host, port = split_address(settings.sink_metrics_bind)
     try:
-        prom.start_http_server(int(port), addr=host)
+        prom.start_http_server(port, addr=host)
     except OSError as exc:
         log.warning("not serving metrics on %s: %s", settings.sink_metrics_bind, exc)
         return

@@ -35,6 +35,11 @@ TYPES: Mapping[str, tuple[str, str]] = {
 PARTITION_COLUMN = "dt"
 
 
+
+def typed_topic(raw_topic: str, type_name: str) -> str:
+    """The topic the router writes events of ``type_name`` to: ``<raw topic>.<type>``."""
+    return f"{raw_topic}.{type_name}"
+
 class CatalogError(ValueError):
     """A schema file is malformed; the message names the file and the problem."""
 
@@ -172,15 +177,20 @@ class Catalog:
 
     def tables(self, raw_topic: str = "events", dlq_topic: str = "events.dlq") -> list[Table]:
         """Every table the sink lands and Trino serves: one per type, plus the dead letters."""
-        clash = [et.name for et in self if f"{raw_topic}.{et.name}" in (dlq_topic, raw_topic)]
+        clash = [et.name for et in self if typed_topic(raw_topic, et.name) in (dlq_topic, raw_topic)]
         if clash:
             raise CatalogError(f"event type {clash[0]!r} would write to the topic {dlq_topic!r} or "
                                f"{raw_topic!r}; choose another name")
-        tables = [Table(et.table, f"{raw_topic}.{et.name}", et.columns, "received_at", EVENT_KEY)
+        tables = [Table(et.table, typed_topic(raw_topic, et.name), et.columns, "received_at", EVENT_KEY)
                   for et in self]
         tables.append(Table(DEAD_LETTER_TABLE, dlq_topic, DEAD_LETTER_COLUMNS, "failed_at",
                             ("source_topic", "source_partition", "source_offset")))
         return tables
+
+    def topics(self, raw_topic: str = "events", dlq_topic: str = "events.dlq") -> list[str]:
+        """Every topic of the pipeline, for every caller that creates or lists them: the raw
+        topic, one per type (`typed_topic`), the dead letters."""
+        return [raw_topic] + [t.topic for t in self.tables(raw_topic, dlq_topic)]
 
     def validator(self, name: str) -> Callable[[dict], list[str]]:
         """The compiled validator of one (known) event type, built once per catalog."""

@@ -9,7 +9,7 @@ import time
 from typing import Callable
 
 from questlog.catalog.watch import CatalogSource
-from questlog.kafka_admin import ensure_topics
+from questlog.kafka_admin import ensure_pipeline_topics
 from questlog.settings import Settings
 from questlog.stack import artifacts, services
 from questlog.stack.logecho import LogEcho
@@ -166,10 +166,7 @@ class Pipeline:
             self._start([datanode])
             # The catalog the stages will run on: a malformed or incompatible deployed file is
             # refused for the last one accepted here, as each stage refuses it, not a reason to stop.
-            catalog = CatalogSource(self.settings.catalog, home=self.settings.home).get()
-            tables = catalog.tables(self.settings.raw_topic, self.settings.dlq_topic)
-            topics = [self.settings.raw_topic] + [t.topic for t in tables]
-            ensure_topics(self.settings.kafka_bootstrap, topics, self.settings.topic_partitions)
+            ensure_pipeline_topics(self.settings, CatalogSource(self.settings.catalog, home=self.settings.home).get())
             if self.apps:
                 self._start(services.pipeline(self.settings))
         except BaseException:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from questlog.kafka_admin import admin_client
-from questlog.settings import REPO_ROOT, Settings
+from questlog.settings import REPO_ROOT, Settings, split_address
 from questlog.stack import artifacts
 from questlog.stack.java import find_java, java_home
 from questlog.stack.process import Service, ServiceError, port_open
@@ -30,11 +30,6 @@ BIN = Path(sys.executable).parent
 
 # Stop in this order: the pipeline first (it drains into the stack), then the stack.
 STOP_ORDER = ("compactor", "sink", "router", "collector", "trino", "datanode", "namenode", "kafka")
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, port = address.rsplit(":", 1)
-    return host, int(port)
 
 
 def _http_json(url: str, timeout: float = 2.0):
@@ -156,7 +151,7 @@ def kafka(settings: Settings) -> Service:
 # HDFS -------------------------------------------------------------------------------------------
 
 def hadoop_config(settings: Settings) -> dict[str, str]:
-    host, _ = _host_port(settings.hdfs_rpc_address)
+    host, _ = split_address(settings.hdfs_rpc_address)
     dn = settings.hdfs_datanode_port
     return {
         "fs.defaultFS": settings.hdfs_url,
@@ -164,7 +159,7 @@ def hadoop_config(settings: Settings) -> dict[str, str]:
         "dfs.namenode.rpc-address": settings.hdfs_rpc_address,
         "dfs.namenode.rpc-bind-host": host,
         "dfs.namenode.http-address": settings.webhdfs_address,
-        "dfs.namenode.http-bind-host": _host_port(settings.webhdfs_address)[0],
+        "dfs.namenode.http-bind-host": split_address(settings.webhdfs_address)[0],
         "dfs.datanode.address": f"{host}:{dn}",
         "dfs.datanode.http.address": f"{host}:{dn - 2}",
         "dfs.datanode.ipc.address": f"{host}:{dn + 1}",
@@ -213,13 +208,13 @@ def namenode(settings: Settings) -> Service:
         return _namenode_state(settings)["FSState"] in ("Operational", "safeMode")
 
     return Service("namenode", argv, health, setup=setup,
-                   ports=[_host_port(settings.hdfs_rpc_address), _host_port(settings.webhdfs_address)],
+                   ports=[split_address(settings.hdfs_rpc_address), split_address(settings.webhdfs_address)],
                    url=settings.webhdfs_url)
 
 
 def datanode(settings: Settings) -> Service:
     argv, conf = _hdfs_daemon(settings, "datanode")
-    host, _ = _host_port(settings.hdfs_rpc_address)
+    host, _ = split_address(settings.hdfs_rpc_address)
     dn = settings.hdfs_datanode_port
 
     def health() -> bool:

@@ -672,3 +672,30 @@ def test_the_stages_share_the_deployed_catalog_from_the_repo(svc, name):
 
 def test_the_collectors_metrics_are_summed_over_its_workers_as_locally(svc):
     assert env_of(svc["collector"]).get("PROMETHEUS_MULTIPROC_DIR")
+
+
+
+def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_path):
+    """compose's one-shot `topics` runs questlog.kafka_admin, whose list is Catalog.topics: the
+    function the runner, the router and the sink create their topics with too."""
+    import questlog.kafka_admin as kafka_admin
+    from questlog.catalog import load_catalog
+
+    assert svc["topics"]["command"] == ["python", "-m", "questlog.kafka_admin"]
+    env = {k: v for k, v in questlog_env(svc["topics"]).items() if "${" not in v}
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("QUESTLOG_HOME", str(tmp_path))  # its last-good catalog copy
+    monkeypatch.setenv("QUESTLOG_CATALOG", str(REPO_ROOT / "questlog" / "catalog" / "catalog.json"))
+    created = []
+    monkeypatch.setattr(kafka_admin, "ensure_topics",
+                        lambda bootstrap, topics, partitions: created.append((bootstrap, list(topics), partitions)))
+    kafka_admin.main()
+    settings = Settings.from_env()
+    topics = load_catalog(str(REPO_ROOT / "questlog" / "catalog" / "catalog.json")).topics(
+        settings.raw_topic, settings.dlq_topic)
+    assert created == [(settings.kafka_bootstrap, topics, settings.topic_partitions)]
+    assert settings.raw_topic in topics and settings.dlq_topic in topics
+    assert all(settings.topic_for(name) in topics for name in load_catalog(settings.catalog).names)
