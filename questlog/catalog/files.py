@@ -1,0 +1,121 @@
+"""Schema sources: TOML files (what people edit) and the deployed JSON (what stages run)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from questlog.catalog.model import (
+    CATALOG_FORMAT, DEAD_LETTER_TABLE, ENVELOPE_NAMES, PARTITION_COLUMN, TYPES, Catalog, CatalogError, EventType, Field,
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+DEPLOYED_CATALOG = Path(__file__).resolve().parent / "catalog.json"
+
+def _parse_field(source: str, name: str, spec: Any) -> Field:
+    if not isinstance(spec, dict):
+        raise CatalogError(f"{source}: field {name!r} must be a table, got {spec!r}")
+    kind = spec.get("type")
+    if kind not in TYPES:
+        raise CatalogError(f"{source}: field {name!r} has type {kind!r}; expected one of {sorted(TYPES)}")
+    if name in ENVELOPE_NAMES or name == PARTITION_COLUMN:
+        raise CatalogError(f"{source}: field {name!r} is reserved (envelope or partition column)")
+    if not name.isidentifier() or name.lower() != name:
+        raise CatalogError(f"{source}: field name {name!r} must be a lower-case identifier")
+    return Field(name, kind, str(spec.get("description", "")), bool(spec.get("required", False)))
+
+
+def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
+    """Build an EventType from one parsed schema document; ``source`` names it in errors."""
+    name = doc.get("event_type")
+    table = doc.get("table")
+    for key, value in (("event_type", name), ("table", table)):
+        if not isinstance(value, str) or not value.isidentifier() or value.lower() != value:
+            raise CatalogError(f"{source}: {key} must be a lower-case identifier, got {value!r}")
+    if table == DEAD_LETTER_TABLE:
+        raise CatalogError(f"{source}: table name {table!r} is reserved (dead letters)")
+    if name == "dlq":
+        raise CatalogError(f"{source}: event_type 'dlq' is reserved (its topic is the dead letters')")
+    version = doc.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CatalogError(f"{source}: version must be a positive integer, got {version!r}")
+    http = doc.get("http", {})
+    fields = doc.get("fields", {})
+    if isinstance(fields, list):  # the deployed form keeps fields as an ordered list
+        fields = {f.get("name"): f for f in fields}
+    return EventType(
+        name=name,
+        table=table,
+        description=str(doc.get("description", "")),
+        fields=tuple(_parse_field(source, n, s) for n, s in fields.items()),
+        routes=tuple(http.get("routes", ())),
+        response=str(http.get("response", "OK\n")),
+        version=version,
+    )
+
+
+def build_catalog(types: Iterable[EventType]) -> Catalog:
+    by_name: dict[str, EventType] = {}
+    tables: set[str] = set()
+    routes: set[str] = set()
+    for et in types:
+        if et.name in by_name:
+            raise CatalogError(f"event type {et.name!r} is defined twice")
+        if et.table in tables:
+            raise CatalogError(f"table {et.table!r} is used by two event types")
+        for route in et.routes:
+            if route in routes:
+                raise CatalogError(f"route {route!r} is used by two event types")
+            routes.add(route)
+        by_name[et.name] = et
+        tables.add(et.table)
+    return Catalog(dict(sorted(by_name.items())))
+
+
+def load_schemas(directory: str | Path = SCHEMA_DIR) -> Catalog:
+    """Compile every ``*.toml`` schema in ``directory`` into a catalog."""
+    directory = Path(directory)
+    types = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogError(f"{path.name}: not valid TOML: {exc}") from None
+        types.append(parse_schema(path.name, doc))
+    if not types:
+        raise CatalogError(f"no event schemas (*.toml) in {directory}")
+    return build_catalog(types)
+
+
+def catalog_to_json(catalog: Catalog) -> str:
+    """The deployed form: deterministic, so that a committed catalog.json can be compared."""
+    doc = {"format": CATALOG_FORMAT, "types": [{
+        "event_type": et.name, "version": et.version, "table": et.table, "description": et.description,
+        "http": {"routes": list(et.routes), "response": et.response},
+        "fields": [{"name": f.name, "type": f.type, "required": f.required, "description": f.description}
+                   for f in et.fields],
+    } for et in catalog]}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def catalog_from_json(text: str, source: str = "catalog.json") -> Catalog:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CatalogError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != CATALOG_FORMAT:
+        raise CatalogError(f"{source}: not a Questlog catalog (format {CATALOG_FORMAT})")
+    return build_catalog(parse_schema(f"{source}: {t.get('event_type')}", t) for t in doc["types"])
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """The deployed catalog at ``path`` (default: the packaged catalog.json)."""
+    path = Path(path) if path else DEPLOYED_CATALOG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"cannot read the deployed catalog {path}: {exc.strerror}; "
+                           "create it with `questlog catalog deploy`") from None
+    return catalog_from_json(text, str(path))
