@@ -21,7 +21,6 @@ import faust
 from faust.app.base import BootStrategy
 
 from faust_app.router import Router
-from questlog.catalog import Catalog
 from questlog.catalog.watch import CatalogSource
 from questlog.settings import Settings
 
@@ -37,7 +36,7 @@ class RouterApp(faust.App):
     BootStrategy = _RouterBoot
 
 
-def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> RouterApp:
+def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
     """Build the app and its router service. Connects to nothing until a worker starts."""
     app = RouterApp(
         settings.router_id,
@@ -49,10 +48,7 @@ def build_router(settings: Settings, catalog: Catalog | CatalogSource) -> Router
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
     )
-    if isinstance(catalog, CatalogSource):
-        current, refresh = catalog.get, catalog.refresh
-    else:
-        current = refresh = lambda: catalog
+    current, refresh = catalog.get, catalog.refresh
 
     @app.service
     class RouterService(Router):

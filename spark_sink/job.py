@@ -29,6 +29,7 @@ from questlog.catalog import Catalog, Table
 from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_pipeline_topics
 from questlog.settings import Settings
+from spark_sink.connector import KAFKA_PACKAGE
 from spark_sink.registry import TrinoRegistry
 from spark_sink.transform import dedupe_timing, seen_bucket, to_rows, with_dedupe_key
 from spark_sink.writer import checkpoint_run_id, publish, stage
@@ -37,7 +38,6 @@ from spark_sink import metrics as sink_metrics
 log = logging.getLogger("spark_sink")
 stage = sink_metrics.counting_files(stage)  # GET /metrics counts the files of each table
 
-KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
 
 # Tuning: used when neither spark-defaults.conf ($SPARK_CONF_DIR, the local stack's is
 # compose/spark/) nor spark-submit's --conf sets the key. compose/spark/spark-defaults.conf holds

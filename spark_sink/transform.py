@@ -6,13 +6,13 @@ from typing import Iterable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+from pyspark.sql.types import DataType, StructField, StructType
 
 from questlog.catalog import PARTITION_COLUMN, Table
 
 
 def spark_schema(table: Table) -> StructType:
-    return StructType([StructField(c.name, _parse_datatype_string(c.spark_type), True) for c in table.columns])
+    return StructType([StructField(c.name, DataType.fromDDL(c.spark_type), True) for c in table.columns])
 
 
 def key_fields(tables: Iterable[Table]) -> list[str]:

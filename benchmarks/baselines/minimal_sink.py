@@ -19,8 +19,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from questlog.catalog import load_catalog
+from spark_sink.connector import KAFKA_PACKAGE
 
-KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
 
 
 def say(event: str, **fields) -> None:

@@ -621,10 +621,14 @@ def test_image_copies_only_files_that_exist():
 
 
 def test_image_bakes_the_connector_the_sink_loads_where_it_looks(svc, monkeypatch):
-    args, env = dockerfile_values("ARG"), dockerfile_values("ENV")
-    assert args["SPARK_KAFKA_PACKAGE"] == spark_sink.job.KAFKA_PACKAGE
+    env = dockerfile_values("ENV")
     bake = next(rest for word, rest in dockerfile_instructions() if word == "RUN" and "spark.jars.packages" in rest)
+    # the package is the one the sink asks for, computed from the installed pyspark at build time
+    assert 'SPARK_KAFKA_PACKAGE="$(python -m spark_sink.connector)"' in bake
     assert "'spark.jars.packages', '$SPARK_KAFKA_PACKAGE'" in bake
+    copied = [rest for word, rest in dockerfile_instructions() if word == "COPY"]
+    assert "spark_sink/__init__.py spark_sink/connector.py spark_sink/" in copied
+    assert copied.index("spark_sink/__init__.py spark_sink/connector.py spark_sink/") < copied.index(". .")
     assert "'spark.jars.ivy', '$QUESTLOG_CACHE/ivy'" in bake
     # ...which is where the sink's Spark session, built from the sink's environment, looks for it.
     sink_env = questlog_env(svc["sink"])
@@ -635,7 +639,9 @@ def test_image_bakes_the_connector_the_sink_loads_where_it_looks(svc, monkeypatc
     builder.config = lambda key, value: conf.update({key: value}) or builder
     monkeypatch.setattr(spark_sink.job, "SparkSession", SimpleNamespace(builder=builder))
     spark_sink.job.build_session(Settings.from_env(sink_env))
-    assert conf["spark.jars.packages"] == args["SPARK_KAFKA_PACKAGE"]
+    import pyspark
+
+    assert conf["spark.jars.packages"] == f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
     assert conf["spark.jars.ivy"] == env["QUESTLOG_CACHE"] + "/ivy"
 
 
