@@ -23,3 +23,75 @@ def test_every_setting_is_documented_with_its_default():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+# docs/architecture.md: the map of the code. What it names must exist, and it must name every module.
+
+ARCHITECTURE = (REPO_ROOT / "docs" / "architecture.md").read_text()
+CODE_PACKAGES = ("questlog", "producer", "faust_app", "spark_sink")
+ROOTS = (*CODE_PACKAGES, "benchmarks", "compose", "docs", "tests")
+# Variables that are not settings: the test stack's shift and home (tests/conftest.py reads them).
+NOT_SETTINGS = {"QUESTLOG_TEST_PORT_OFFSET": "tests/conftest.py"}
+
+
+def _quoted(text: str) -> list[str]:
+    return re.findall(r"`([^`\n]+)`", text)
+
+
+def test_the_architecture_page_is_linked_from_the_readme():
+    assert "(docs/architecture.md)" in README
+
+
+def test_every_path_the_architecture_page_names_exists():
+    paths = [q for q in _quoted(ARCHITECTURE) if q.split("/")[0] in ROOTS and "/" in q and " " not in q]
+    assert len(paths) > 40, paths  # the page names its modules by path
+    for path in paths:
+        if "<" in path:  # a placeholder, e.g. schemas/<type>.toml: its folder exists
+            path = path.rsplit("/", 1)[0]
+        if "*" in path:
+            assert list(REPO_ROOT.glob(path)), path
+        else:
+            assert (REPO_ROOT / path).exists(), path
+
+
+def test_every_module_is_on_the_architecture_page():
+    named = set(_quoted(ARCHITECTURE))
+    for package in CODE_PACKAGES:
+        for module in sorted((REPO_ROOT / package).rglob("*.py")):
+            rel = module.relative_to(REPO_ROOT).as_posix()
+            if module.name == "__init__.py":
+                assert rel in named or rel[: -len("__init__.py")] in named, rel  # the file or its package
+            else:
+                assert rel in named, f"{rel} is not in docs/architecture.md"
+
+
+def test_every_dotted_name_on_the_architecture_page_resolves():
+    import importlib
+
+    names = [q for q in _quoted(ARCHITECTURE)
+             if re.fullmatch(r"(?:%s)(?:\.\w+)+" % "|".join(CODE_PACKAGES), q)]
+    assert len(names) > 20, names
+    for name in names:
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+            module = ".".join(parts[:cut])
+            try:
+                obj = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if not (module == exc.name or module.startswith(f"{exc.name}.")):
+                    raise  # the module exists but fails to import
+                continue
+            for attr in parts[cut:]:
+                assert hasattr(obj, attr), f"{name}: no {attr!r}"
+                obj = getattr(obj, attr)
+            break
+        else:
+            raise AssertionError(f"{name}: no such module")
+
+
+def test_every_setting_the_architecture_page_names_is_a_setting():
+    named = set(re.findall(r"\bQUESTLOG_[A-Z_]+\b", ARCHITECTURE))
+    assert named, "the page names no setting"
+    for name in named - set(ENV_VARS):
+        assert name in NOT_SETTINGS, f"{name} is not in questlog.settings.ENV_VARS"
+        assert name in (REPO_ROOT / NOT_SETTINGS[name]).read_text(), name
