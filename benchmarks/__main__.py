@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from questlog.settings import REPO_ROOT
-from questlog.stack.runner import Pipeline
-
 from benchmarks.harness import CASES, run
 from benchmarks.stack import BENCH_HOME, bench_settings
+from questlog.settings import REPO_ROOT
+from questlog.stack.runner import Pipeline
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 

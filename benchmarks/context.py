@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.rss import RssSampler
 from questlog.settings import Settings
 from questlog.stack.runner import Pipeline
-
-from benchmarks.rss import RssSampler
 
 
 @dataclass

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from faust_app.routing import Source, route
 from producer.envelope import build_envelope, to_records, utc_now
@@ -60,6 +61,7 @@ def typed_records(catalog: Catalog, raw_topic: str, per_type: int,
             routed = route(json.dumps(event).encode(), Source(raw_topic, 0, i), catalog, raw_topic, raw_topic + ".dlq")
             if routed.dead:
                 raise RuntimeError(f"bench event of type {t} is not valid: {routed.reason}")
+            assert routed.key is not None  # a typed record is always keyed
             yield routed.topic, routed.key, routed.value
 
 

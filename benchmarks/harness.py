@@ -10,22 +10,22 @@ import shutil
 import time
 import traceback
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import requests
 
-from questlog.catalog import DEPLOYED_CATALOG, load_catalog
-from questlog.sql import execute
-from questlog.stack import services
-from questlog.stack.runner import Pipeline, stop_all
-
 from benchmarks import report
-from benchmarks.context import SIZES, Context, num
+from benchmarks.context import SIZES, Context
 from benchmarks.kafka_util import Offsets
 from benchmarks.lag import settle
 from benchmarks.rss import RssSampler
 from benchmarks.stack import BENCH_HOME, PORT_SHIFT, bench_settings, fresh_dir, stop_leftovers, wait_until
+from questlog.catalog import DEPLOYED_CATALOG, load_catalog
+from questlog.sql import execute
+from questlog.stack import services
+from questlog.stack.runner import Pipeline, stop_all
 
 CASES = ("start", "collector", "client", "router", "sink", "e2e", "compaction")
 # The longest each case takes at full size on a busy 2-core machine (its caps included), and what
@@ -85,7 +85,7 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
     size = SIZES[size_name]
     began = time.monotonic()
     attached = pipeline is not None
-    if attached:
+    if pipeline is not None:
         settings = pipeline.settings
         home = fresh_dir(settings.home_path / "bench")
     else:
@@ -99,8 +99,8 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
         home = fresh_dir(BENCH_HOME / "cases")
     rss = RssSampler().start()
     for name in services.STOP_ORDER:
-        rss.watch(name, lambda n=name: pipeline.supervisor.recorded_pid(n))
-    ctx = Context(settings, pipeline, size, datetime.now(timezone.utc).strftime("%H%M%S") + os.urandom(2).hex(),
+        rss.watch(name, partial(pipeline.supervisor.recorded_pid, name))
+    ctx = Context(settings, pipeline, size, datetime.now(UTC).strftime("%H%M%S") + os.urandom(2).hex(),
                   home, rss, deadline=began + size.budget_s)
     try:
         if not attached:
@@ -161,7 +161,7 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
             ctx.say("stopping the pipeline")
             pipeline.down()
     took = time.monotonic() - began
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "command": command, "size": size.name, "cases": [c for c in CASES if c in cases],
             "seconds": took}
     data = {"meta": meta, "rows": [asdict(r) for r in ctx.rows], "notes": ctx.notes, **ctx.data,

@@ -7,16 +7,14 @@ import json
 import time
 
 import requests
-from confluent_kafka import TopicPartition
-from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from benchmarks.kafka_util import Offsets
 from questlog.catalog import load_catalog
 from questlog.settings import Settings
 from questlog.stack import services
 from questlog.stack.runner import Pipeline
-
-from benchmarks.kafka_util import Offsets
 
 
 def sink_topics(settings: Settings) -> list[str]:

@@ -102,7 +102,7 @@ def _throughput(data: dict, path: Path) -> bool:
     cols = 2 if n > 1 else 1
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 4.6 * rows), squeeze=False)
-    for ax, ((stage, unit), its) in zip(axes.flat, panels.items()):
+    for ax, ((stage, unit), its) in zip(axes.flat, panels.items(), strict=False):
         measures = list(dict.fromkeys(it["measure"] for it in its))
         per = {m: [it for it in its if it["measure"] == m] for m in measures}
         width = 0.8 / (1 + max(len(v) for v in per.values()))
@@ -123,7 +123,7 @@ def _throughput(data: dict, path: Path) -> bool:
         ax.set_title(titles.get((stage, unit), f"{stage} ({unit})"), fontsize=10.5)
         ax.margins(y=0.3)
         handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
+        uniq = dict(zip(labels, handles, strict=True))
         ax.legend(uniq.values(), uniq.keys(), fontsize=8, loc="upper left")
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:

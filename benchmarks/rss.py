@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -50,7 +50,7 @@ class RssSampler:
         with self._lock:
             self.groups[name] = pgid
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         self._thread.start()
         return self
 

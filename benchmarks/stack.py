@@ -7,9 +7,9 @@ import os
 import shutil
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from questlog.settings import REPO_ROOT, Settings
 from questlog.stack.process import Service, Supervisor, port_open

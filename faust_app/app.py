@@ -34,6 +34,7 @@ class _RouterBoot(BootStrategy):
 
 class RouterApp(faust.App):
     BootStrategy = _RouterBoot
+    router_service: type[Router]  # set by build_router, for tests
 
 
 def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:

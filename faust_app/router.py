@@ -31,8 +31,9 @@ import logging
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import mode
 import prometheus_client as prom
@@ -259,6 +260,7 @@ class Router(mode.Service):
         attempt = 0
         pending = items
         while pending:
+            failures: list[tuple[Item, BaseException]]
             try:
                 await self._ensure_topics({item.out.topic for item in pending})
             except Exception as exc:  # Kafka away while a new topic is created: like a failed send
@@ -269,15 +271,15 @@ class Router(mode.Service):
                 break
             retry: list[Item] = []
             transient: BaseException | None = None
-            for item, exc in failures:
-                if is_permanent(exc) and item.solo:
+            for item, error in failures:
+                if is_permanent(error) and item.solo:
                     log.error("dead letter for %s[%d]@%d: %s", item.source.topic, item.source.partition,
-                              item.source.offset, exc)
-                    retry.append(refused(item, exc, self.settings, self.limit))
-                elif is_permanent(exc):  # the batch was refused whole: find which record by itself
+                              item.source.offset, error)
+                    retry.append(refused(item, error, self.settings, self.limit))
+                elif is_permanent(error):  # the batch was refused whole: find which record by itself
                     retry.append(Item(item.raw, item.source, item.out, solo=True))
                 else:
-                    transient = exc
+                    transient = error
                     retry.append(item)
             if transient is not None:
                 attempt += 1
@@ -308,8 +310,8 @@ class Router(mode.Service):
         """One record batch per output partition (more if one fills); every failure, per item."""
         producer = self.producer
         assert producer is not None
-        groups: list[tuple[str, int, object, list[Item]]] = []
-        open_batches: dict[tuple[str, int], tuple[object, list[Item]]] = {}
+        groups: list[tuple[str, int, Any, list[Item]]] = []  # aiokafka's BatchBuilder
+        open_batches: dict[tuple[str, int], tuple[Any, list[Item]]] = {}
         failures: list[tuple[Item, BaseException]] = []
         for item in items:
             topic, key, value = item.out.topic, item.out.key, item.out.value
@@ -333,7 +335,7 @@ class Router(mode.Service):
             except Exception as exc:
                 failures.extend((item, exc) for item in members)
         results = await asyncio.gather(*(fut for fut, _ in sent), return_exceptions=True)
-        for (_, members), result in zip(sent, results):
+        for (_, members), result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
                 failures.extend((item, result) for item in members)
         return failures

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -90,7 +90,9 @@ def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, d
     for name in et.timestamp_fields:  # one spelling of time that every reader (Spark, Trino) parses alike
         value = event.get(name)
         if value is not None and not _CANONICAL_TIME.fullmatch(value):
-            event[name] = parse_timestamp(value).isoformat(timespec="milliseconds")
+            parsed = parse_timestamp(value)
+            assert parsed is not None  # validated above
+            event[name] = parsed.isoformat(timespec="milliseconds")
     event["schema_version"] = et.version
     value = dumps(event)
     if len(key) + len(value) > limit:
@@ -104,7 +106,7 @@ def dead_letter(raw: bytes, event: Any, reason: str, source: Source, dlq_topic: 
                 now: datetime | None = None, limit: int = MAX_RECORD_BYTES) -> Routed:
     """The dead letter of ``raw``: reason, raw payload (undecodable bytes replaced), source and
     identity; cut to fit ``limit`` bytes if it would not."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     record: dict[str, Any] = {
         "reason": reason,
         "raw": raw.decode("utf-8", errors="replace"),

@@ -324,8 +324,8 @@ def _load_ab(settings: Settings, requests: int, guild_joins: int, host: str, con
         cmd = [ab, "-n", str(n), "-c", str(concurrency), "-H", f"Host: {host}", settings.collector_url + path]
         click.echo(f"$ {' '.join(cmd)}", err=True)
         result = subprocess.run(cmd, capture_output=True, text=True)
-        summary = [l for l in result.stdout.splitlines()
-                   if l.startswith(("Complete requests", "Failed requests", "Non-2xx", "Requests per second"))]
+        summary = [line for line in result.stdout.splitlines()
+                   if line.startswith(("Complete requests", "Failed requests", "Non-2xx", "Requests per second"))]
         click.echo("\n".join(summary) or result.stdout + result.stderr)
         if result.returncode != 0:
             raise click.ClickException(f"ab failed with code {result.returncode}")

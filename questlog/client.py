@@ -56,10 +56,11 @@ import time
 import uuid
 import weakref
 from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, BinaryIO, Literal
 
 import requests
 
@@ -69,7 +70,7 @@ OnFull = Literal["block", "drop_oldest"]
 Fsync = Literal["batch", "never"]
 RefusedCallback = Callable[[list[dict[str, Any]], int, str], None]
 
-_UTC = timezone.utc
+_UTC = UTC
 _SOME_TS = "2000-01-01T00:00:00+00:00"
 
 
@@ -101,13 +102,13 @@ class _Batch:
     types: Counter
     body: bytes | None  # None: only in the spool (read back when sent)
     ids: list[str] = field(default_factory=list)
-    segment: "_Segment | None" = None
+    segment: _Segment | None = None
     offset: int = 0  # of the body in the segment file
     length: int = 0
     recovered: bool = False
 
 
-_active: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
+_active: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 
 @atexit.register
@@ -238,7 +239,7 @@ class Tracker:
             full["event_id"] = event["event_id"]
         if type(full.get("client_ts")) is float:
             full["client_ts"] = _SOME_TS
-        problems = validate(full, self._catalog)  # type: ignore[arg-type]
+        problems = validate(full, self._catalog)
         if problems:
             raise InvalidEvent(f"{event_type}: " + "; ".join(problems))
 
@@ -330,7 +331,7 @@ class Tracker:
             self._spool.close()
         return done
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -568,7 +569,7 @@ class _Segment:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.open_batches = 0
-        self.file = None
+        self.file: BinaryIO | None = None
 
 
 class _Spool:
@@ -621,9 +622,9 @@ class _Spool:
 
     def _segment(self, size: int) -> _Segment:
         current = self._current
-        if current is None or current.file.tell() + size > self.segment_bytes:  # type: ignore[union-attr]
-            if current is not None:
-                current.file.close()  # type: ignore[union-attr]
+        if current is None or current.file is None or current.file.tell() + size > self.segment_bytes:
+            if current is not None and current.file is not None:
+                current.file.close()
                 current.file = None
                 self._drop_if_done(current)
             numbers = [int(s.path.stem.split("-")[1]) for s in self._segments]
@@ -645,11 +646,12 @@ class _Spool:
         with self._lock:
             segment = self._segment(len(header) + len(body) + 1)
             f = segment.file
-            offset = f.tell() + len(header)  # type: ignore[union-attr]
-            f.write(header + body + b"\n")  # type: ignore[union-attr]
-            f.flush()  # type: ignore[union-attr]
+            assert f is not None  # _segment opened it
+            offset = f.tell() + len(header)
+            f.write(header + body + b"\n")
+            f.flush()
             if self.fsync == "batch":
-                os.fsync(f.fileno())  # type: ignore[union-attr]
+                os.fsync(f.fileno())
             segment.open_batches += 1
             self.appended += 1
             batch.segment, batch.offset, batch.length = segment, offset, len(body)

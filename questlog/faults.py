@@ -12,7 +12,6 @@ Run: `make faults` (100,000 events on a stack of its own, `.questlog-faults/`, p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -20,9 +19,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -164,9 +163,10 @@ def probe(settings: Settings, timeout_s: float) -> float | None:
 
 
 def run_suite(pipeline, rate: float, faults=FAULTS, settle_s: float = 5.0, recover_timeout_s: float = 420.0,
-              pause_s: float = PAUSE_S, on_row: Callable[[Row], None] | None = None) -> list[Row]:
+              pause_s: float = PAUSE_S, on_row: Callable[[Row], None] | None = None) -> tuple[list[Row], Client]:
     """Apply ``faults`` in turn to a running, watched pipeline while a client sends; one Row per
-    fault (counting the events accepted from that fault until the next) and a last row of totals."""
+    fault (counting the events accepted from that fault until the next) and a last row of totals,
+    and the client (what it saw)."""
     settings = pipeline.settings
     run = uuid.uuid4().hex[:10]
     client = Client(settings.collector_url, run, rate)
@@ -203,7 +203,7 @@ def run_suite(pipeline, rate: float, faults=FAULTS, settle_s: float = 5.0, recov
     counts = landed(settings, run)
     rows: list[Row] = []
     bounds = [start for _, start, _ in windows] + [float("inf")]
-    for (what, start, took), end in zip(windows, bounds[1:]):
+    for (what, start, took), end in zip(windows, bounds[1:], strict=True):
         ids = [e for e, at in client.accepted.items() if start <= at < end]
         rows.append(_row(what, took, ids, counts))
     before = [e for e, at in client.accepted.items() if at < bounds[0]]
@@ -217,8 +217,7 @@ def run_suite(pipeline, rate: float, faults=FAULTS, settle_s: float = 5.0, recov
     for row in rows:
         if on_row:
             on_row(row)
-    pipeline.fault_client = client  # for the caller: what the client saw
-    return rows
+    return rows, client
 
 
 def _row(what: str, took: float | None, ids: list[str], counts: Counter) -> Row:
@@ -268,18 +267,18 @@ def main(argv: list[str] | None = None) -> int:
         watcher.start()
         # The faults take about 12 minutes in all on 2 cores; the rate spreads the events over them.
         rate = max(5.0, args.events / 720.0)
-        rows = run_suite(pipeline, rate, on_row=lambda r: say(str(r)))
+        rows, client = run_suite(pipeline, rate, on_row=lambda r: say(str(r)))
     finally:
         stopping.set()
         watcher.join(10)
         pipeline.down()
-    text = table(rows, pipeline.fault_client)
+    text = table(rows, client)
     print(text)
     header = (f"Fault suite, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: `make faults` "
               f"({args.events:,} events requested, {time.monotonic() - started:.0f} s in all)\n\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + text)
-    ok = all(r.lost == 0 and r.duplicates == 0 for r in rows) and pipeline.fault_client.stray == 0
+    ok = all(r.lost == 0 and r.duplicates == 0 for r in rows) and client.stray == 0
     return 0 if ok else 1
 
 

@@ -6,7 +6,8 @@ settings in the environment: compose runs it before the stages start."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
@@ -52,7 +53,7 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1, ti
                     raise
 
 
-def ensure_pipeline_topics(settings: "Settings", catalog: "Catalog") -> list[str]:
+def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:
     """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return them."""
     topics = catalog.topics(settings.raw_topic, settings.dlq_topic)
     ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)

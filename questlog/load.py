@@ -20,8 +20,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from questlog.catalog import DEAD_LETTER_TABLE, Catalog, EventType
 from questlog.client import Tracker

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from questlog.catalog import DEAD_LETTER_TABLE, Catalog, event_key, validate
 from questlog.settings import Settings
@@ -37,8 +38,10 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.every_s = every_s
         self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self._bar = self._task = None
-        self.what, self.total, self.done, self.last = "", None, 0, 0.0
+        self._bar: Any = None
+        self._task: Any = None
+        self.what, self.done, self.last = "", 0, 0.0
+        self.total: int | None = None
 
     def step(self, what: str, total: int | None = None) -> None:
         import time

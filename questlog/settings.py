@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -89,10 +90,10 @@ class Settings:
     compact_min_files: int = setting("QUESTLOG_COMPACT_MIN_FILES", 50)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``); keyword overrides win."""
         environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         unknown = set(overrides) - {f.name for f in _FIELDS}
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -100,14 +101,14 @@ class Settings:
             raw = environ.get(f.metadata["env"])
             if f.name in overrides or raw is None or raw == "":
                 continue  # an override, or the field's default
-            kind = _TYPES[f.type]
+            kind = _TYPES[str(f.type)]
             try:
                 values[f.name] = kind(raw)
             except ValueError:
                 raise ValueError(f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values, **overrides)
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def to_env(self) -> dict[str, str]:
@@ -224,7 +225,7 @@ def _url(text: str, name: str, schemes: tuple[str, ...] = ("http", "https")) -> 
     """``text`` split by urllib.parse, or a ValueError naming the setting."""
     url = urlsplit(text.strip())
     try:
-        url.port  # a port that is not a number raises here
+        _ = url.port  # a port that is not a number raises here
     except ValueError:
         raise ValueError(f"{name}={text!r}: the port is not a number") from None
     if url.scheme not in schemes or not url.hostname:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import trino
 import trino.auth
@@ -20,7 +21,7 @@ def connect(settings: Settings, user: str | None = None) -> trino.dbapi.Connecti
     credentials = settings.trino_credentials
     auth = None
     if credentials and credentials[1] is not None:
-        auth = trino.auth.BasicAuthentication(*credentials)
+        auth = trino.auth.BasicAuthentication(credentials[0], credentials[1])
         user = credentials[0]
     elif credentials:
         user = user or credentials[0]

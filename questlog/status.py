@@ -27,9 +27,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from questlog.settings import Settings
 
@@ -289,7 +291,7 @@ def kafka_lags(settings: Settings, sink_offsets: dict[str, dict[int, int]] | Non
         for topic in topics if sink_offsets is not None else ():
             for p in (meta[topic].partitions if topic in meta else ()):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=PROBE_TIMEOUT_S)
-                start[(topic, p)] = max(sink_offsets.get(topic, {}).get(p, low), low)
+                start[(topic, p)] = max((sink_offsets or {}).get(topic, {}).get(p, low), low)
                 ends[(topic, p)] = high
         behind = [TopicPartition(t, p, start[(t, p)]) for (t, p) in start if ends[(t, p)] > start[(t, p)]]
         oldest: dict[str, float] = {}  # topic -> timestamp (s) of its oldest unconsumed record
@@ -301,9 +303,10 @@ def kafka_lags(settings: Settings, sink_offsets: dict[str, dict[int, int]] | Non
                 msg = consumer.poll(0.1)
                 if msg is None or msg.error() or (msg.topic(), msg.partition()) not in waiting:
                     continue
-                waiting.discard((msg.topic(), msg.partition()))
+                topic = str(msg.topic())
+                waiting.discard((topic, msg.partition()))
                 ts = msg.timestamp()[1] / 1000.0
-                oldest[msg.topic()] = min(oldest.get(msg.topic(), ts), ts)
+                oldest[topic] = min(oldest.get(topic, ts), ts)
     finally:
         consumer.close()
     now = time.time()
@@ -413,7 +416,7 @@ def _dead_letters(settings: Settings, table: str, now: dt.datetime) -> dict[str,
 def _age(text: str | None, now: dt.datetime) -> float | None:
     if not text:
         return None
-    newest = dt.datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=dt.timezone.utc)
+    newest = dt.datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=dt.UTC)
     return round(max(0.0, (now - newest).total_seconds()), 1)
 
 
@@ -424,9 +427,10 @@ def _tables(settings: Settings):
     try:
         catalog = load_catalog(settings.catalog)
     except (CatalogError, OSError, ValueError):  # a malformed deployed file: the stages run on the last good one
-        catalog = load_last_good(settings.home)
-        if catalog is None:
+        last = load_last_good(settings.home)
+        if last is None:
             raise
+        catalog = last
     return catalog.tables(settings.raw_topic, settings.dlq_topic)
 
 
@@ -444,7 +448,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
 
     started = time.monotonic()
     deadline = started + DEADLINE_S
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     probes = Probes()
     # First what needs no catalog, so that the network waits begin at once.
     probes.start("kafka", lambda: _check_kafka(settings))
@@ -458,7 +462,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     typed_topics = [t.topic for t in tables]
     dead_table = next(t.name for t in tables if t.topic == settings.dlq_topic)
     for t in tables:
-        probes.start(f"freshness {t.name}", lambda t=t: _freshness(settings, t, now))
+        probes.start(f"freshness {t.name}", partial(_freshness, settings, t, now))
     probes.start("dead letters", lambda: _dead_letters(settings, dead_table, now))
     probes.start("hdfs usage", lambda: _hdfs_usage(settings, [t.name for t in tables]))
 
@@ -482,8 +486,9 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
         pid = pids[name]
         probe = "namenode" if name in ("namenode", "datanode") else name
         answered = probe not in errors
+        uptime = _uptime(pid) if pid else None
         svc = ServiceStatus(name, up=pid is not None or answered, healthy=False, verdict="down", pid=pid,
-                            uptime_s=round(_uptime(pid), 1) if pid else None,
+                            uptime_s=round(uptime, 1) if uptime is not None else None,
                             restarts=None if restarts is None else restarts.get(name, 0))
         if not answered:
             svc.verdict = (f"unhealthy: {errors[probe]}" if pid is not None
@@ -541,7 +546,7 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-def size(n: int | None) -> str:
+def size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):

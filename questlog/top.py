@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from questlog.settings import Settings
 
@@ -87,7 +87,7 @@ class Top:
     _last: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage row -> (time, counter)
 
     @classmethod
-    def for_settings(cls, settings: Settings, **kwargs) -> "Top":
+    def for_settings(cls, settings: Settings, **kwargs) -> Top:
         return cls({"collector": f"{settings.collector_url}/metrics", "router": settings.router_metrics_url,
                     "sink": settings.sink_metrics_url}, **kwargs)
 
@@ -122,8 +122,8 @@ class Top:
 
         rates = Table(title=f"Questlog top: events/s, last {self.window_s / 60:.0f} min (Ctrl-C to leave)",
                       title_justify="left")
-        for name, justify in (("stage", "left"), ("now/s", "right"), ("history", "left"), ("total", "right")):
-            rates.add_column(name, justify=justify, no_wrap=True)
+        for name, right in (("stage", False), ("now/s", True), ("history", False), ("total", True)):
+            rates.add_column(name, justify="right" if right else "left", no_wrap=True)
         for row, stage, metric in STAGES:
             history = list(self.rates.get(row, ()))
             if stage in self.errors:

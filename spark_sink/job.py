@@ -19,9 +19,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -29,11 +29,11 @@ from questlog.catalog import Catalog, Table
 from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_pipeline_topics
 from questlog.settings import Settings
+from spark_sink import metrics as sink_metrics
 from spark_sink.connector import KAFKA_PACKAGE
 from spark_sink.registry import TrinoRegistry
 from spark_sink.transform import dedupe_timing, seen_bucket, to_rows, with_dedupe_key
 from spark_sink.writer import checkpoint_run_id, publish, stage
-from spark_sink import metrics as sink_metrics
 
 log = logging.getLogger("spark_sink")
 stage = sink_metrics.counting_files(stage)  # GET /metrics counts the files of each table
@@ -149,6 +149,7 @@ class Lander:
         if rows <= SINGLE_FILE_ROWS:
             data = data.coalesce(1)  # one file per date for a small batch: fewer files a day
         root = f"{self.settings.warehouse_url}/{table.name}"
+        assert self.run_id is not None  # read before any table is landed
         staging = stage(data, root, self.run_id, batch_id)
         staged = time.monotonic()
         dates = publish(self.spark, root, staging, self.run_id, batch_id, rerun=self.first)
@@ -183,7 +184,8 @@ class Lander:
             log.info("batch %d: %d rows of %s in %.2fs: read+dedupe %.2fs, write+move+register %.2fs (per table, "
                      "summed: write %.2fs, move %.2fs, register %.2fs)", batch_id, sum(counts.values()),
                      ", ".join(sorted(landed)), time.monotonic() - started, read - started,
-                     time.monotonic() - read, *(sum(t[i] for t in landed.values()) for i in (1, 2, 3)))
+                     time.monotonic() - read, sum(t[1] for t in landed.values()),
+                     sum(t[2] for t in landed.values()), sum(t[3] for t in landed.values()))
 
 
 def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog,

@@ -14,7 +14,9 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
 
 import prometheus_client as prom
 
@@ -43,6 +45,10 @@ JVM_HEAP = prom.Gauge("questlog_sink_jvm_heap_used_bytes", "Heap used by the Spa
 JVM_HEAP_MAX = prom.Gauge("questlog_sink_jvm_heap_max_bytes", "The Spark driver JVM's maximum heap.")
 
 _last_landed: dict[str, float] = {}
+
+
+def _age(table: str) -> float:
+    return time.time() - _last_landed[table]
 _lock = threading.Lock()
 
 
@@ -81,7 +87,7 @@ def landed(rows: Mapping[str, int], now: float | None = None) -> None:
         LAST_LANDED.labels(table).set(now)
         with _lock:
             if table not in _last_landed:
-                FRESHNESS.labels(table).set_function(lambda t=table: time.time() - _last_landed[t])
+                FRESHNESS.labels(table).set_function(partial(_age, table))
             _last_landed[table] = now
 
 

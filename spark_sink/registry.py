@@ -7,7 +7,7 @@ writes is registered at once, so rows are queryable as soon as the batch commits
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 from questlog.catalog import PARTITION_COLUMN, Table
 from questlog.settings import Settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -29,7 +29,7 @@ def with_dedupe_key(records: DataFrame, tables: Iterable[Table], name: str = "de
     fields = key_fields(tables)
     parsed = [f"_k{i}" for i in range(len(fields))]
     out = records.select("*", F.json_tuple(F.col("value").cast("string"), *fields).alias(*parsed))
-    column = dict(zip(fields, parsed))
+    column = dict(zip(fields, parsed, strict=True))
     key = None
     for table in tables:
         parts = F.concat_ws("\u0001", *[F.col(column[k]) for k in table.key])

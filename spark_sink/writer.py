@@ -34,6 +34,7 @@ def batch_prefix(run: str, batch_id: int) -> str:
 def checkpoint_run_id(spark: SparkSession, checkpoint: str) -> str:
     """A short name of the query that owns ``checkpoint`` (Spark writes its id there at start)."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session
     path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/metadata")
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     stream = fs.open(path)
@@ -58,6 +59,7 @@ def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_
     staging directory; return the dates. With ``rerun``, first delete the files an earlier
     attempt of this batch moved there."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session
     Path = jvm.org.apache.hadoop.fs.Path
     root = Path(table_root)
     fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
@@ -126,7 +128,7 @@ def _move(fs, Path, status, target, prefix: str, rerun: bool) -> None:
                    if s.getPath().getName().endswith(".parquet"))
     for n, src in enumerate(files):
         if not fs.rename(Path(src), Path(target, f"{prefix}{n:04d}.parquet")):
-            raise IOError(f"could not move {src} into {target.toString()}")
+            raise OSError(f"could not move {src} into {target.toString()}")
 
 
 def write_batch(spark: SparkSession, rows: DataFrame, table_root: str, run: str, batch_id: int,

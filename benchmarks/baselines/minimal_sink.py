@@ -22,7 +22,6 @@ from questlog.catalog import load_catalog
 from spark_sink.connector import KAFKA_PACKAGE
 
 
-
 def say(event: str, **fields) -> None:
     print(json.dumps({"event": event, "t": time.time(), **fields}), flush=True)
 

@@ -14,14 +14,13 @@ import time
 
 import requests
 
-from questlog.catalog import load_catalog
-from questlog.settings import REPO_ROOT
-from questlog.stack.process import Service
-from questlog.client import Tracker
-
 from benchmarks.context import Context, num, ratio
 from benchmarks.events import BODIES, load_types
 from benchmarks.stack import Processes, free_port, http_ok
+from questlog.catalog import load_catalog
+from questlog.client import Tracker
+from questlog.settings import REPO_ROOT
+from questlog.stack.process import Service
 
 BATCH, SENDERS = 500, 2
 BASELINE = f"requests.post of ready-made batches of {BATCH}, {SENDERS} threads"
@@ -39,7 +38,7 @@ def track_overhead_us(catalog, checked: bool, n: int) -> float:
     fields = BODIES["purchase_sword"]
     track = t.track
     started = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         track("purchase_sword", user_id="player1", **fields)
     took = time.perf_counter() - started
     t._queue.clear()  # nothing is meant to be sent: no "lost" warning at close

@@ -18,13 +18,12 @@ import time
 
 import requests
 
-from questlog.catalog import load_catalog
-from questlog.sql import connect
-
 from benchmarks.context import Context, num
 from benchmarks.events import bodies, load_types, probe_id
 from benchmarks.kafka_util import Offsets
 from benchmarks.lag import lags, settle
+from questlog.catalog import load_catalog
+from questlog.sql import connect
 
 BATCH = 100
 SENDERS = 4
@@ -92,7 +91,7 @@ def measure(ctx: Context, rate: int, offsets: Offsets) -> dict:
     table = catalog.types["default"].table
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
-    probe_failures = []
+    probe_failures: list[int | str] = []
     stop_probes = threading.Event()
 
     def probes() -> None:

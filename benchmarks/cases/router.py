@@ -12,15 +12,14 @@ from __future__ import annotations
 import sys
 import time
 
-from questlog.catalog import load_catalog
-from questlog.settings import REPO_ROOT
-from questlog.stack import services
-from questlog.stack.process import Service
-
 from benchmarks.context import Context, num, ratio
 from benchmarks.events import raw_records
 from benchmarks.kafka_util import Offsets, create_topics, produce
 from benchmarks.stack import Processes, free_port, group_ready, renamed
+from questlog.catalog import load_catalog
+from questlog.settings import REPO_ROOT
+from questlog.stack import services
+from questlog.stack.process import Service
 
 PARTITIONS = 2  # so that two workers can share the raw topic; the same for every measurement
 

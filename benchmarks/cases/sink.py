@@ -14,16 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.context import Context, num, ratio
+from benchmarks.events import load_types, typed_records
+from benchmarks.kafka_util import create_topics, produce
+from benchmarks.stack import Processes, read_json_lines, wait_until
 from questlog.catalog import load_catalog
 from questlog.settings import REPO_ROOT
 from questlog.sql import execute
 from questlog.stack import services
 from questlog.stack.process import Service
-
-from benchmarks.context import Context, num, ratio
-from benchmarks.events import load_types, typed_records
-from benchmarks.kafka_util import create_topics, produce
-from benchmarks.stack import Processes, read_json_lines, wait_until
 
 SINK, MINIMAL = "sink (Questlog, sink case)", "minimal Spark sink (baseline)"
 

@@ -14,18 +14,42 @@ a deployed file), `docs` (the generated reference).
 
 from __future__ import annotations
 
-from questlog.catalog.model import (  # noqa: F401
-    CATALOG_FORMAT, DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE, ENVELOPE, ENVELOPE_NAMES, EVENT_ID_RULE,
-    EVENT_KEY, PARTITION_COLUMN, TYPES, Catalog, CatalogError, event_key, EventType, Field, Table,
-    typed_topic, valid_event_id,
-)
 from questlog.catalog.files import (  # noqa: F401
-    DEPLOYED_CATALOG, SCHEMA_DIR, build_catalog, catalog_from_json, catalog_to_json,
-    load_catalog, load_schemas, parse_schema,
+    DEPLOYED_CATALOG,
+    SCHEMA_DIR,
+    build_catalog,
+    catalog_from_json,
+    catalog_to_json,
+    load_catalog,
+    load_schemas,
+    parse_schema,
 )
-from questlog.catalog.validation import (  # noqa: F401
-    MAX_NAMED_UNKNOWN, compile_validator, parse_timestamp, short_name, validate,
+from questlog.catalog.model import (  # noqa: F401
+    CATALOG_FORMAT,
+    DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_TABLE,
+    ENVELOPE,
+    ENVELOPE_NAMES,
+    EVENT_ID_RULE,
+    EVENT_KEY,
+    PARTITION_COLUMN,
+    TYPES,
+    Catalog,
+    CatalogError,
+    EventType,
+    Field,
+    Table,
+    event_key,
+    typed_topic,
+    valid_event_id,
 )
 from questlog.catalog.querystring import (  # noqa: F401
     coerce_text,
+)
+from questlog.catalog.validation import (  # noqa: F401
+    MAX_NAMED_UNKNOWN,
+    compile_validator,
+    parse_timestamp,
+    short_name,
+    validate,
 )

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from questlog.catalog.model import (
-    CATALOG_FORMAT, DEAD_LETTER_TABLE, ENVELOPE_NAMES, PARTITION_COLUMN, TYPES, Catalog, CatalogError, EventType, Field,
+    CATALOG_FORMAT,
+    DEAD_LETTER_TABLE,
+    ENVELOPE_NAMES,
+    PARTITION_COLUMN,
+    TYPES,
+    Catalog,
+    CatalogError,
+    EventType,
+    Field,
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -17,7 +26,7 @@ DEPLOYED_CATALOG = Path(__file__).resolve().parent / "catalog.json"
 def _parse_field(source: str, name: str, spec: Any) -> Field:
     if not isinstance(spec, dict):
         raise CatalogError(f"{source}: field {name!r} must be a table, got {spec!r}")
-    kind = spec.get("type")
+    kind: Any = spec.get("type")
     if kind not in TYPES:
         raise CatalogError(f"{source}: field {name!r} has type {kind!r}; expected one of {sorted(TYPES)}")
     if name in ENVELOPE_NAMES or name == PARTITION_COLUMN:
@@ -29,8 +38,8 @@ def _parse_field(source: str, name: str, spec: Any) -> Field:
 
 def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
     """Build an EventType from one parsed schema document; ``source`` names it in errors."""
-    name = doc.get("event_type")
-    table = doc.get("table")
+    name: Any = doc.get("event_type")
+    table: Any = doc.get("table")
     for key, value in (("event_type", name), ("table", table)):
         if not isinstance(value, str) or not value.isidentifier() or value.lower() != value:
             raise CatalogError(f"{source}: {key} must be a lower-case identifier, got {value!r}")

@@ -4,9 +4,9 @@ the catalog itself (which topics and tables it makes)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterator, Mapping
 
 CATALOG_FORMAT = 1
 

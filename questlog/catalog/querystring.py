@@ -6,6 +6,7 @@ from typing import Any
 
 from questlog.catalog.model import Field
 
+
 def coerce_text(f: Field, text: str) -> Any:
     """Convert a query-string value to the field's type; leave it as text if it does not parse,
     so that validation reports it instead of the value being silently changed or dropped."""

@@ -4,10 +4,12 @@ that stay short whatever a client sends."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from questlog.catalog.model import EVENT_ID_RULE, Catalog, EventType, Field, valid_event_id
+
 
 def _describe(value: Any) -> str:
     kind = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array",

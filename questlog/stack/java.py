@@ -6,7 +6,7 @@ import glob
 import os
 import re
 import subprocess
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 
@@ -14,7 +14,7 @@ class JavaNotFound(RuntimeError):
     pass
 
 
-@lru_cache(maxsize=None)
+@cache
 def java_version(java: str) -> int | None:
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr

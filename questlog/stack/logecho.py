@@ -22,8 +22,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import TextIO
 
 LEVELS = {"TRACE": 0, "DEBUG": 1, "FINE": 1, "INFO": 2, "NOTICE": 2, "WARN": 3, "WARNING": 3, "ERROR": 4,
           "SEVERE": 4, "FATAL": 5, "CRITICAL": 5}

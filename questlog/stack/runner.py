@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_pipeline_topics

@@ -16,8 +16,8 @@ import sys
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from questlog.kafka_admin import admin_client
 from questlog.settings import REPO_ROOT, Settings, split_address
@@ -44,7 +44,7 @@ def merge_properties(text: str, overrides: Mapping[str, str]) -> str:
     out, seen = [], set()
     for line in text.splitlines():
         key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
-        if key in overrides:
+        if key is not None and key in overrides:
             out.append(f"{key}={overrides[key]}")
             seen.add(key)
         else:
@@ -57,15 +57,15 @@ def merge_hadoop_xml(text: str, overrides: Mapping[str, str]) -> str:
     root = ET.fromstring(text)
     seen = set()
     for prop in root.findall("property"):
-        name = prop.findtext("name")
-        if name in overrides:
-            prop.find("value").text = overrides[name]
+        name, value = prop.findtext("name"), prop.find("value")
+        if name is not None and value is not None and name in overrides:
+            value.text = overrides[name]
             seen.add(name)
-    for name, value in overrides.items():
-        if name not in seen:
+    for key, text in overrides.items():
+        if key not in seen:
             prop = ET.SubElement(root, "property")
-            ET.SubElement(prop, "name").text = name
-            ET.SubElement(prop, "value").text = value
+            ET.SubElement(prop, "name").text = key
+            ET.SubElement(prop, "value").text = text
     return '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 

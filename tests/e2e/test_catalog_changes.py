@@ -4,7 +4,7 @@ rows, dead letters and replay."""
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -35,7 +35,7 @@ def test_duplicates_sent_on_purpose_show_up_once(live_settings):
     assert count_when(live_settings, f"SELECT count(*) FROM level_ups WHERE event_id = '{event_id}'", 1) == 1
     # ... and a router re-delivering it later, after it already landed: as the router wrote it, with
     # the source the collector gave it (write keys are off: `default`), the identity the sink keys on
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
     again = json.dumps({**event, "source": "default", "received_at": now}).encode()
     produce(live_settings, live_settings.topic_for("level_up"), [again, again])
     settle(live_settings)

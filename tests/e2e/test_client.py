@@ -17,7 +17,6 @@ import pytest
 from questlog.catalog import DEAD_LETTER_TABLE, load_catalog
 from questlog.client import Tracker
 from questlog.stack import services
-
 from tests.helpers import count_when, query
 
 pytestmark = pytest.mark.e2e

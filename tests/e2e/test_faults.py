@@ -15,11 +15,10 @@ def test_no_event_is_lost_or_doubled_whatever_dies(pipeline):
     watcher = threading.Thread(target=pipeline.watch, args=(stopping.is_set,), kwargs={"interval_s": 0.5}, daemon=True)
     watcher.start()
     try:
-        rows = run_suite(pipeline, rate=20.0, settle_s=3.0)
+        rows, client = run_suite(pipeline, rate=20.0, settle_s=3.0)
     finally:
         stopping.set()
         watcher.join(10)
-    client = pipeline.fault_client
     print("\n" + table(rows, client))
     assert [r.fault for r in rows] == [what for what, _, _ in FAULTS] + ["all"]
     assert all(r.recover_s is not None for r in rows[:-1]), "a fault the pipeline did not recover from"

@@ -37,7 +37,7 @@ def test_every_stage_serves_the_series_the_dashboard_reads(live_settings):
         want = {name for name in wanted if name.startswith(STAGE_PREFIXES[stage])}
         assert want, stage
         # Labelled counters appear once they count something: wait for the events to get there.
-        got = wait_for(lambda: (lambda have: have if want <= have else None)(series(url)), timeout_s=120,
+        got = wait_for(lambda want=want, url=url: (lambda have: have if want <= have else None)(series(url)), timeout_s=120,
                        interval_s=2, what=f"{stage}'s /metrics to name {sorted(want)}")
         assert want <= got
     router = {(s.name, tuple(sorted(s.labels.items()))): s.value

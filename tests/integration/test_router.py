@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -74,7 +74,7 @@ def test_a_poison_corpus_ends_as_dead_letters_that_fit_and_ordinary_events_still
     settings = pipeline.settings
     router_pid = pipeline.supervisor.running_pid("router")
     run = uuid.uuid4().hex[:12]
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
     base = {"event_type": "join_guild", "received_at": now, "source": "default"}
     near = {**base, "event_id": f"{run}-near", "received_at": now.replace("+00:00", "Z"), "client_ts": "2026-11-29T10:00:00Z",
             "guild_name": ""}
@@ -101,13 +101,13 @@ def test_a_poison_corpus_ends_as_dead_letters_that_fit_and_ordinary_events_still
         "SELECT source_offset, reason, length(raw) FROM dead_letters "
         f"WHERE source_topic = '{settings.raw_topic}' AND source_offset IN ({', '.join(map(str, poison_offsets))})"))}
     assert sorted(letters) == sorted(poison_offsets), letters.keys()
-    by_name = dict(zip(poison, (letters[o] for o in poison_offsets)))
+    by_name = dict(zip(poison, (letters[o] for o in poison_offsets), strict=True))
     reason, _ = by_name["60,000 unknown fields"]
     assert reason.startswith("60000 fields not in the 'join_guild' schema: 'f0', 'f1'")
     reason, _ = by_name["a 140k-character non-ASCII field name"]
     assert "(140000 characters): not in the 'join_guild' schema" in reason
     reason, raw_length = by_name["a valid event a few bytes under the limit"]
-    assert reason.startswith(f"the typed copy is ") and f"over the {LIMIT}-byte limit" in reason
+    assert reason.startswith("the typed copy is ") and f"over the {LIMIT}-byte limit" in reason
     assert "[dead letter cut to fit" in reason and "sha256 " in reason and 0 < raw_length < LIMIT
     reason, raw_length = by_name["non-JSON bytes that escaping makes 6x larger"]
     assert reason.startswith("payload is not valid JSON") and "[dead letter cut to fit" in reason
@@ -177,7 +177,7 @@ def test_two_workers_share_the_partitions_and_lose_nothing_when_one_is_killed(li
         wait_for(both_assigned, 120, 1.0, "two workers sharing four partitions")
         ids = [f"{run}-{i}" for i in range(n)]
         producer = Producer({"bootstrap.servers": live_settings.kafka_bootstrap, "linger.ms": 20})
-        received = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        received = datetime.now(UTC).isoformat(timespec="milliseconds")
         for i, event_id in enumerate(ids):  # spread over the four partitions by key
             producer.produce(raw, json.dumps({"event_id": event_id, "event_type": "join_guild", "source": "default",
                                               "received_at": received, "guild_id": "g"}).encode(), key=event_id.encode())

@@ -3,7 +3,7 @@
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def test_records_on_a_typed_topic_become_rows_in_trino_and_parquet_on_hdfs(live_settings):
     run = str(uuid.uuid4())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     events = [{"event_id": f"{run}-{i}", "event_type": "purchase_sword",
                "received_at": now.isoformat(timespec="milliseconds"), "host": run, "sword_type": "katana",
                "price": 10.0 + i, "quantity": i} for i in range(3)]

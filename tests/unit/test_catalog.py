@@ -9,8 +9,8 @@ from questlog.catalog import (
     event_key,
     load_schemas,
     parse_schema,
-    validate,
     valid_event_id,
+    validate,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -120,7 +121,7 @@ def test_retries_keep_the_same_ids_and_back_off(collector):
     for _, body in collector.requests:
         assert [e["event_id"] for e in body] == ids  # every attempt: the same events, the same ids
         assert body == collector.requests[0][1]
-    gaps = [b[0] - a[0] for a, b in zip(collector.requests, collector.requests[1:])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(collector.requests)]
     # equal jitter: attempt k waits between half and all of 0.2 * 2**k
     for k, gap in enumerate(gaps):
         assert 0.2 * 2 ** k / 2 - 0.02 <= gap <= 0.2 * 2 ** k + 1.0, gaps

@@ -7,7 +7,6 @@ from collections import Counter
 
 from questlog.catalog import validate
 from questlog.load import Game, run_load, spoil
-
 from tests.unit.test_client import Collector
 
 

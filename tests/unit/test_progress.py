@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import time
 
 from questlog.stack import artifacts
 from questlog.stack.artifacts import Meter
@@ -57,7 +56,7 @@ def test_unpacking_reports_its_progress_and_extracts_everything(tmp_path, monkey
     monkeypatch.setattr(Meter, "EVERY_S", 0.0)
     artifacts._unpack(tarball, tmp_path / "out", "unpacking t.tar.gz")
     assert sorted(p.name for p in (tmp_path / "out" / "t").iterdir()) == sorted(f"f{i}.bin" for i in range(30))
-    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("questlog: unpacking t.tar.gz")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("questlog: unpacking t.tar.gz")]
     assert len(lines) >= 10
     assert lines[-1].startswith(f"questlog: unpacking t.tar.gz: {tarball.stat().st_size / 2**20:,.1f} MiB of")
     assert "(100%)" in lines[-1]
@@ -78,7 +77,7 @@ for i in 1 2 3 4 5 6; do head -c 100000 /dev/zero >> {folder}/trino-server-476.t
     meter = Meter("fetching trino-server-476.tar.gz", 600_000)
     artifacts._mvn(tmp_path, ["dependency:copy"], tmp_path,
                    lambda: meter.update(artifacts._growing_file_bytes(folder, "trino-server-476.tar.gz")))
-    sizes = [l.split(": ", 2)[2].split(" MiB")[0] for l in capsys.readouterr().err.splitlines()]
+    sizes = [line.split(": ", 2)[2].split(" MiB")[0] for line in capsys.readouterr().err.splitlines()]
     assert len(set(sizes)) >= 3  # it grew while Maven ran, and each step was shown
 
 

@@ -1,14 +1,14 @@
 """Routing decisions: pure functions from a raw record to the record to write."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from faust_app.routing import Source, route
 
 SRC = Source("events", 0, 42)
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 def raw(**fields):

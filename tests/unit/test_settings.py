@@ -62,5 +62,5 @@ def test_addresses_are_parsed_as_urls():
 def test_a_bad_address_names_the_variable_or_value(name, value):
     s = Settings.from_env({name: value})
     with pytest.raises(ValueError) as error:
-        s.trino_port, s.hdfs_rpc_address, s.collector_port
+        _ = s.trino_port, s.hdfs_rpc_address, s.collector_port
     assert value in str(error.value)

@@ -29,7 +29,7 @@ def test_the_router_counts_routed_events_by_type_and_dead_letters_by_reason_clas
     after = (value("questlog_router_events_routed_total", event_type="join_guild"),
              value("questlog_router_dead_letters_total", reason_class="not JSON"),
              value("questlog_router_dead_letters_total", reason_class="wrong type"))
-    assert [a - b for a, b in zip(after, before)] == [2, 1, 1]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
 
 
 def test_the_router_lag_is_what_its_fetch_left_behind(catalog):

@@ -49,7 +49,7 @@ def test_a_frame_has_a_row_per_stage_with_its_rate_sparkline_and_total():
     current = {}
     top = Top({"collector": "http://c/metrics", "router": "http://r/metrics", "sink": "http://s/metrics"},
               scrape=lambda url: current[url], clock=lambda: now[0])
-    for t, page in zip((0.0, 2.0, 4.0), scraped):
+    for t, page in zip((0.0, 2.0, 4.0), scraped, strict=True):
         now[0] = t
         current.update(page)
         top.sample()

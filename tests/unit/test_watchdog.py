@@ -2,6 +2,7 @@
 growing backoff and never stops the others; a long healthy period resets its backoff; a service
 waits for what it depends on."""
 
+import itertools
 import sys
 import time
 
@@ -52,7 +53,7 @@ def test_a_service_that_keeps_failing_is_restarted_with_backoff_and_never_stops_
     run(dog, 4.0)
     times = [t for name, t in starts if name == "failing"]
     assert len(times) >= 4, starts  # restarted again and again, never given up
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] < gaps[-1]  # backing off
     assert max(gaps) < 0.8 + 0.5  # up to the cap
     assert supervisor.running_pid("steady") == steady_pid  # the others untouched
