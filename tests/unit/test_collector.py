@@ -427,6 +427,12 @@ def test_a_run_of_20_digits_is_found_wherever_it_is(data, long_run):
     assert _has_long_digit_run(data) is long_run
 
 
+def test_json_answers_are_written_whatever_a_reason_holds(app):
+    with app.app_context():
+        assert json.loads(app.json.response(accepted=1, event_ids=["a"]).get_data()) == {"accepted": 1, "event_ids": ["a"]}
+        assert json.loads(app.json.response(error="\ud800 lone").get_data()) == {"error": "\ud800 lone"}
+
+
 def test_a_long_unknown_event_type_gives_a_short_reason(client):
     response = client.post("/events", json={"event_type": "t" * 1500})
     assert response.status_code == 400 and len(response.get_json()["error"]) < 300
