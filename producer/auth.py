@@ -19,8 +19,8 @@ import re
 import threading
 import time
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from questlog.catalog.watch import file_stamp
 

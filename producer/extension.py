@@ -12,7 +12,8 @@ import atexit
 import multiprocessing.util
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, current_app
 

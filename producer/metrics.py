@@ -15,8 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 ACCEPTED = Counter("questlog_events_accepted_total", "Events stored on Kafka, by type.", ["event_type"])
 REJECTED = Counter("questlog_requests_rejected_total", "Requests answered 4xx/5xx, by status.", ["status"])
-PRODUCE_SECONDS = Histogram("questlog_produce_seconds", "Time from a request's events to Kafka's confirmation.",
-                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+PRODUCE_SECONDS = Histogram(
+    "questlog_produce_seconds",
+    "Time from a request's events to Kafka's confirmation.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -18,8 +18,19 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, NotFound
 
 from producer.auth import bearer_token
-from producer.envelope import (DEFAULT_SOURCE, MAX_HEADER_CHARS, EventTooLarge, RejectedEvent, build_envelope,
-                               environ_context, new_event_ids, oversized_header, parse_body, to_records, utc_now)
+from producer.envelope import (
+    DEFAULT_SOURCE,
+    MAX_HEADER_CHARS,
+    EventTooLarge,
+    RejectedEvent,
+    build_envelope,
+    environ_context,
+    new_event_ids,
+    oversized_header,
+    parse_body,
+    to_records,
+    utc_now,
+)
 from producer.extension import get_writer
 from producer.metrics import ACCEPTED, PRODUCE_SECONDS, REJECTED, render
 from producer.writer import RETRY_AFTER_S, DeliveryError, KafkaUnavailable
@@ -60,8 +71,11 @@ def _source(query_key: bool) -> str:
         key = request.args.get("key")
     source = keys.source_for(key)
     if source is None:
-        reason = "a write key is required: send `Authorization: Bearer <key>`" + (
-            " or `?key=<key>`" if query_key else "") if key is None else "unknown write key"
+        reason = (
+            "a write key is required: send `Authorization: Bearer <key>`" + (" or `?key=<key>`" if query_key else "")
+            if key is None
+            else "unknown write key"
+        )
         raise _Refused(_error(401, reason, {"WWW-Authenticate": 'Bearer realm="questlog"'}))
     return source
 
@@ -91,8 +105,10 @@ def _deliver(writer, events: list[dict[str, Any]], records: list[tuple[bytes, by
         return _unavailable(f"nothing was sent, retry shortly: {exc}", event_ids=[e["event_id"] for e in events])
     except DeliveryError as exc:
         log.error("Kafka did not confirm %d events: %s", len(events), exc)
-        return _unavailable(f"not every event was stored; retry with the same event_ids: {exc}",
-                            event_ids=[e["event_id"] for e in events])
+        return _unavailable(
+            f"not every event was stored; retry with the same event_ids: {exc}",
+            event_ids=[e["event_id"] for e in events],
+        )
     PRODUCE_SECONDS.observe(time.perf_counter() - started)
     if len(events) == 1:
         ACCEPTED.labels(events[0]["event_type"]).inc()
@@ -107,9 +123,11 @@ def _records(events: list[dict[str, Any]], dumps=None) -> list[tuple[bytes, byte
     try:
         return to_records(events, limit, dumps) if dumps else to_records(events, limit)
     except EventTooLarge as exc:
-        raise _Refused(_error(413, f"{exc}; nothing was sent", rejected=[{"index": exc.index, "error": str(exc)}]))
+        raise _Refused(
+            _error(413, f"{exc}; nothing was sent", rejected=[{"index": exc.index, "error": str(exc)}])
+        ) from None
     except RejectedEvent as exc:
-        raise _Refused(_error(400, f"{exc}; nothing was sent"))
+        raise _Refused(_error(400, f"{exc}; nothing was sent")) from None
 
 
 @bp.errorhandler(_Refused)
@@ -200,5 +218,6 @@ def healthz():
 
 @bp.app_errorhandler(HTTPException)
 def _http_error(exc: HTTPException):
+    code = exc.code or 500
     reasons = {413: f"body larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"}
-    return _error(exc.code or 500, reasons.get(exc.code, exc.description))
+    return _error(code, reasons.get(code, exc.description or exc.name))

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -77,9 +78,17 @@ STARTING, UP, DOWN, CLOSED = "starting", "up", "down", "closed"
 
 
 class EventWriter:
-    def __init__(self, bootstrap: str, topic: str, timeout_s: float, *,
-                 producer_factory: Callable[[dict[str, Any]], Any] = Producer, probe_interval_s: float = 0.2,
-                 max_queued: int = 50_000, **config: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        timeout_s: float,
+        *,
+        producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+        probe_interval_s: float = 0.2,
+        max_queued: int = 50_000,
+        **config: Any,
+    ) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
         self.probe_interval_s = probe_interval_s

@@ -49,12 +49,15 @@ def client(app):
     return app.test_client()
 
 
-@pytest.mark.parametrize("path, event_type, text", [
-    ("/", "default", "This is the default response!\n"),
-    ("/purchase_a_sword", "purchase_sword", "Sword Purchased!\n"),
-    ("/join_guild", "join_guild", "Joined a Guild!\n"),
-    ("/join_a_guild", "join_guild", "Joined a Guild!\n"),
-])
+@pytest.mark.parametrize(
+    "path, event_type, text",
+    [
+        ("/", "default", "This is the default response!\n"),
+        ("/purchase_a_sword", "purchase_sword", "Sword Purchased!\n"),
+        ("/join_guild", "join_guild", "Joined a Guild!\n"),
+        ("/join_a_guild", "join_guild", "Joined a Guild!\n"),
+    ],
+)
 def test_seed_routes_answer_as_the_seed_did_and_record_the_event(client, writer, path, event_type, text):
     response = client.get(path, headers={"Host": "user1.comcast.com", "User-Agent": "ApacheBench/2.3"})
     assert response.status_code == 200
@@ -73,8 +76,10 @@ def test_query_parameters_become_typed_fields(client, writer):
 
 
 def test_headers_never_set_event_fields(client, writer):
-    client.get("/purchase_a_sword", headers={"Event-Type": "join_guild", "event_type": "join_guild",
-                                             "Received-At": "1999-01-01", "X-Price": "0"})
+    client.get(
+        "/purchase_a_sword",
+        headers={"Event-Type": "join_guild", "event_type": "join_guild", "Received-At": "1999-01-01", "X-Price": "0"},
+    )
     [event] = writer.sent
     assert event["event_type"] == "purchase_sword"
     assert set(event) == {"event_id", "source", "event_type", "received_at", "host", "user_agent", "accept"}
@@ -83,8 +88,13 @@ def test_headers_never_set_event_fields(client, writer):
 
 
 def test_post_one_event_keeps_the_clients_event_id_and_replaces_server_fields(client, writer):
-    body = {"event_type": "purchase_sword", "event_id": "client-1", "price": 3,
-            "received_at": "1999-01-01T00:00:00+00:00", "host": "spoofed"}
+    body = {
+        "event_type": "purchase_sword",
+        "event_id": "client-1",
+        "price": 3,
+        "received_at": "1999-01-01T00:00:00+00:00",
+        "host": "spoofed",
+    }
     response = client.post("/events", json=body, headers={"Host": "real.host"})
     assert response.status_code == 202
     assert response.get_json() == {"accepted": 1, "event_ids": ["client-1"]}
@@ -95,8 +105,7 @@ def test_post_one_event_keeps_the_clients_event_id_and_replaces_server_fields(cl
 
 
 def test_post_an_array(client, writer):
-    response = client.post("/events", json=[{"event_type": "join_guild", "guild_id": "g1"},
-                                            {"event_type": "default"}])
+    response = client.post("/events", json=[{"event_type": "join_guild", "guild_id": "g1"}, {"event_type": "default"}])
     assert response.status_code == 202
     assert [e["event_type"] for e in writer.sent] == ["join_guild", "default"]
 
@@ -107,16 +116,19 @@ def test_field_errors_are_accepted_for_the_router_to_dead_letter(client, writer)
     assert writer.sent[0]["price"] == "abc"
 
 
-@pytest.mark.parametrize("data, status, reason", [
-    (b"{not json", 400, "body is not valid JSON"),
-    (b"", 400, "body is not valid JSON"),
-    (b"[]", 400, "empty array"),
-    (b'"a string"', 400, "an event must be a JSON object, got str"),
-    (b'{"event_type": "fly_dragon"}', 400, "unknown event_type 'fly_dragon'"),
-    (b'{"price": 1}', 400, "unknown event_type None"),
-    (json.dumps([{"event_type": "default"}] * 6).encode(), 413, "6 events in one request; at most 5"),
-    (b'{"event_type": "default", "pad": "' + b"x" * 3000 + b'"}', 413, "body larger than 2048 bytes"),
-])
+@pytest.mark.parametrize(
+    "data, status, reason",
+    [
+        (b"{not json", 400, "body is not valid JSON"),
+        (b"", 400, "body is not valid JSON"),
+        (b"[]", 400, "empty array"),
+        (b'"a string"', 400, "an event must be a JSON object, got str"),
+        (b'{"event_type": "fly_dragon"}', 400, "unknown event_type 'fly_dragon'"),
+        (b'{"price": 1}', 400, "unknown event_type None"),
+        (json.dumps([{"event_type": "default"}] * 6).encode(), 413, "6 events in one request; at most 5"),
+        (b'{"event_type": "default", "pad": "' + b"x" * 3000 + b'"}', 413, "body larger than 2048 bytes"),
+    ],
+)
 def test_bad_input_gets_a_4xx_with_a_reason_and_nothing_is_sent(client, writer, data, status, reason):
     response = client.post("/events", data=data, content_type="application/json")
     assert response.status_code == status
@@ -128,8 +140,12 @@ def test_one_bad_event_in_an_array_rejects_the_request_with_its_index(client, wr
     response = client.post("/events", json=[{"event_type": "default"}, {"event_type": "nope"}])
     assert response.status_code == 400
     assert response.get_json()["rejected"] == [
-        {"index": 1, "error": "unknown event_type 'nope'; known types: default, join_guild, leave_guild, "
-                              "level_up, purchase_sword"}]
+        {
+            "index": 1,
+            "error": "unknown event_type 'nope'; known types: default, join_guild, leave_guild, "
+            "level_up, purchase_sword",
+        }
+    ]
     assert writer.sent == []
 
 
@@ -154,20 +170,37 @@ def test_build_envelope_rejects_non_objects(catalog):
         build_envelope(["x"], catalog, {}, "2026-01-01T00:00:00+00:00")
 
 
-@pytest.mark.parametrize("host, user", [
-    ("user1.comcast.com", "user1"), ("user1.comcast.com:5000", "user1"), ("127.0.0.1:5000", None),
-    ("localhost", None), ("comcast.com", None), ("[::1]:5000", None), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "host, user",
+    [
+        ("user1.comcast.com", "user1"),
+        ("user1.comcast.com:5000", "user1"),
+        ("127.0.0.1:5000", None),
+        ("localhost", None),
+        ("comcast.com", None),
+        ("[::1]:5000", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_user_id_from_the_host_header_as_in_the_seed(host, user):
     assert user_from_host(host) == user
 
 
 def test_identity_and_time_fields(client, writer):
-    client.post("/events", headers={"Host": "user7.comcast.com"}, json=[
-        {"event_type": "default"},
-        {"event_type": "default", "user_id": "player-42", "client_ts": "2026-11-29T09:00:00+01:00",
-         "schema_version": 99},
-    ])
+    client.post(
+        "/events",
+        headers={"Host": "user7.comcast.com"},
+        json=[
+            {"event_type": "default"},
+            {
+                "event_type": "default",
+                "user_id": "player-42",
+                "client_ts": "2026-11-29T09:00:00+01:00",
+                "schema_version": 99,
+            },
+        ],
+    )
     first, second = writer.sent
     assert first["user_id"] == "user7"  # from the Host header
     assert second["user_id"] == "player-42"  # the event's own wins
@@ -192,12 +225,15 @@ def test_metrics_count_accepted_events_by_type_and_rejections_by_status(client):
     assert (_metric(client, accepted), _metric(client, rejected)) == (before[0] + 3, before[1] + 1)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b'{"event_type": ["x"]}', "unknown event_type ['x']"),
-    (b'{"event_type": {}}', "unknown event_type {}"),
-    (b"[" * 100_000 + b"]" * 100_000, "body is not valid JSON"),
-    (b'{"event_type": "default", "event_id": "a\\ud800"}', "body is not valid Unicode"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b'{"event_type": ["x"]}', "unknown event_type ['x']"),
+        (b'{"event_type": {}}', "unknown event_type {}"),
+        (b"[" * 100_000 + b"]" * 100_000, "body is not valid JSON"),
+        (b'{"event_type": "default", "event_id": "a\\ud800"}', "body is not valid Unicode"),
+    ],
+)
 def test_odd_input_is_a_400_not_a_crash(settings, writer, data, reason):
     client = make_app(settings, writer).test_client()
     response = client.post("/events", data=data, content_type="application/json")
@@ -215,6 +251,7 @@ def test_a_503_names_the_event_ids_to_retry_with(settings):
 
 
 # All or nothing -----------------------------------------------------------------------------------
+
 
 def test_an_oversized_event_in_the_middle_of_a_batch_sends_nothing(client, writer):
     batch = [{"event_type": "default"}, {"event_type": "default", "pad": "x" * 1500}, {"event_type": "default"}]
@@ -241,6 +278,7 @@ def test_a_failure_after_producing_began_answers_with_every_event_id(settings):
 
 # Kafka away ---------------------------------------------------------------------------------------
 
+
 def test_kafka_known_away_is_a_503_with_retry_after_and_nothing_is_sent(settings):
     writer = RecordingWriter()
     writer.available, writer.state = False, "down"
@@ -264,6 +302,7 @@ def test_the_writer_is_made_once_per_worker_on_first_use_and_not_kept_in_config(
 
 
 # event_ids ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("event_id", ["", "a b", "x" * 129, "é", "a/b", "a\nb", 42, 4.5, True, ["a"], {"a": 1}])
 def test_an_invalid_event_id_is_a_400(client, writer, event_id):
@@ -293,17 +332,22 @@ def test_made_event_ids_are_distinct_uuid4s():
 
 
 def test_events_carry_the_envelope_in_catalog_order(client, writer):
-    client.post("/events", headers={"Host": "user7.comcast.com"}, content_type="application/json",
-                data=b'{"zz": 1, "event_type": "purchase_sword", "price": 2, "client_ts": "2026-11-29T09:00:00+00:00", '
-                     b'"event_id": "e1"}')
+    client.post(
+        "/events",
+        headers={"Host": "user7.comcast.com"},
+        content_type="application/json",
+        data=b'{"zz": 1, "event_type": "purchase_sword", "price": 2, "client_ts": "2026-11-29T09:00:00+00:00", '
+        b'"event_id": "e1"}',
+    )
     names = list(writer.sent[0])
     envelope = [f.name for f in ENVELOPE if f.name in names]
-    assert names[:len(envelope)] == envelope
-    assert names[len(envelope):] == ["zz", "price"]
+    assert names[: len(envelope)] == envelope
+    assert names[len(envelope) :] == ["zz", "price"]
     assert writer.keys == [b"default/e1"]
 
 
 # Write keys and sources ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def keyed(settings, tmp_path, writer):
@@ -312,23 +356,43 @@ def keyed(settings, tmp_path, writer):
     return make_app(settings.replace(write_keys=str(path)), writer).test_client()
 
 
-@pytest.mark.parametrize("headers, query", [
-    ({}, ""), ({"Authorization": "Bearer wrong-key-000"}, ""), ({"Authorization": "Basic key-of-game-a-123"}, ""),
-    ({}, "?key=nope"), ({"Authorization": "Bearer " + "k" * 1_000_000}, ""),
-])
+@pytest.mark.parametrize(
+    "headers, query",
+    [
+        ({}, ""),
+        ({"Authorization": "Bearer wrong-key-000"}, ""),
+        ({"Authorization": "Basic key-of-game-a-123"}, ""),
+        ({}, "?key=nope"),
+        ({"Authorization": "Bearer " + "k" * 1_000_000}, ""),
+    ],
+)
 def test_keys_on_a_request_without_a_valid_key_is_a_401_and_nothing_is_sent(keyed, writer, headers, query):
-    for response in (keyed.get("/purchase_a_sword" + query, headers=headers),
-                     keyed.post("/events" + query, json={"event_type": "default"}, headers=headers)):
+    for response in (
+        keyed.get("/purchase_a_sword" + query, headers=headers),
+        keyed.post("/events" + query, json={"event_type": "default"}, headers=headers),
+    ):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert writer.sent == []
 
 
 def test_keys_on_each_event_records_its_keys_source(keyed, writer):
-    assert keyed.post("/events", json={"event_type": "default", "event_id": "1", "source": "spoofed"},
-                      headers={"Authorization": "Bearer key-of-game-a-123"}).status_code == 202
-    assert keyed.post("/events", json={"event_type": "default", "event_id": "1"},
-                      headers={"Authorization": "bearer key-of-game-b-456"}).status_code == 202
+    assert (
+        keyed.post(
+            "/events",
+            json={"event_type": "default", "event_id": "1", "source": "spoofed"},
+            headers={"Authorization": "Bearer key-of-game-a-123"},
+        ).status_code
+        == 202
+    )
+    assert (
+        keyed.post(
+            "/events",
+            json={"event_type": "default", "event_id": "1"},
+            headers={"Authorization": "bearer key-of-game-b-456"},
+        ).status_code
+        == 202
+    )
     assert keyed.get("/join_guild?key=key-of-game-b-456&guild_id=g").status_code == 200
     assert [(e["source"], e["event_id"]) for e in writer.sent[:2]] == [("game-a", "1"), ("game-b", "1")]
     assert writer.keys[:2] == [b"game-a/1", b"game-b/1"]
@@ -340,10 +404,16 @@ def test_keys_off_every_source_is_default_and_a_key_changes_nothing(client, writ
     assert writer.sent[0]["source"] == "default" and "key" not in writer.sent[0]
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("", "no keys"), ("not toml", "not valid TOML"), ('"short" = "a"', "8 to 256 printable"),
-    ('"long-enough-key" = "bad source!"', "source of key #1"), ('"long-enough-key" = 3', "source of key #1"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "no keys"),
+        ("not toml", "not valid TOML"),
+        ('"short" = "a"', "8 to 256 printable"),
+        ('"long-enough-key" = "bad source!"', "source of key #1"),
+        ('"long-enough-key" = 3', "source of key #1"),
+    ],
+)
 def test_a_malformed_key_file_stops_the_collector_with_the_reason(tmp_path, settings, text, problem):
     path = tmp_path / "keys.toml"
     path.write_text(text)
@@ -369,6 +439,7 @@ def test_key_file_changes_are_picked_up_and_bad_ones_refused(tmp_path):
 
 # Sizes and counts ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def roomy(settings, writer):
     return make_app(settings.replace(max_body_bytes=900_000, max_batch_events=1000), writer).test_client()
@@ -380,14 +451,20 @@ def test_a_huge_header_is_a_431_not_copied_into_every_event(roomy, writer):
     assert writer.sent == []
 
 
-@pytest.mark.parametrize("data", [
-    b'{"event_type": "default", ' + b", ".join(b'"f%d": 1' % i for i in range(80_000)) + b"}",  # 80,000 fields
-    b'{"event_type": "default", "' + b"k" * 800_000 + b'": 1}',  # a 800 kB field name
-    b'{"event_type": "default", "deep": ' + b"[" * 1000 + b"]" * 1000 + b"}",  # orjson reads it, cannot write it back
-    b'{"event_type": "default", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-    b'{"event_type": "default", "big": 123456789012345678901234567890}',
-    b'{"event_type": "default", "nan": NaN}',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"event_type": "default", ' + b", ".join(b'"f%d": 1' % i for i in range(80_000)) + b"}",  # 80,000 fields
+        b'{"event_type": "default", "' + b"k" * 800_000 + b'": 1}',  # a 800 kB field name
+        b'{"event_type": "default", "deep": '
+        + b"[" * 1000
+        + b"]" * 1000
+        + b"}",  # orjson reads it, cannot write it back
+        b'{"event_type": "default", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"event_type": "default", "big": 123456789012345678901234567890}',
+        b'{"event_type": "default", "nan": NaN}',
+    ],
+)
 def test_sizes_and_counts_are_a_4xx_or_an_event_never_a_5xx(roomy, writer, data):
     response = roomy.post("/events", data=data, content_type="application/json")
     assert response.status_code in (202, 400, 413), response.get_data()[:300]
@@ -406,21 +483,27 @@ def test_an_event_pushed_over_the_limit_by_its_envelope_is_a_413(settings, write
 
 
 def test_a_numbers_meaning_is_kept_for_the_router_to_judge(client, writer):
-    client.post("/events", data=b'{"event_type": "purchase_sword", "quantity": 123456789012345678901234567890}',
-                content_type="application/json")
+    client.post(
+        "/events",
+        data=b'{"event_type": "purchase_sword", "quantity": 123456789012345678901234567890}',
+        content_type="application/json",
+    )
     client.get("/purchase_a_sword?price=nan&quantity=1e999")
     assert writer.sent[0]["quantity"] == 123456789012345678901234567890
     assert (writer.sent[1]["price"], writer.sent[1]["quantity"]) == ("nan", "1e999")
 
 
-@pytest.mark.parametrize("data, long_run", [
-    (b'{"n": 1234567890123456789}', False),  # 19 digits: orjson reads it exactly
-    (b'{"n": 12345678901234567890}', True),
-    (b'{"n": -0.00000000000000000001}', True),
-    (b'{"s": "x12345678901234567890y"}', True),  # in a string: only the slower reading, same result
-    (b'{"a": [1234567890, 1234567890, 1234567890]}', False),
-    (b"", False),
-])
+@pytest.mark.parametrize(
+    "data, long_run",
+    [
+        (b'{"n": 1234567890123456789}', False),  # 19 digits: orjson reads it exactly
+        (b'{"n": 12345678901234567890}', True),
+        (b'{"n": -0.00000000000000000001}', True),
+        (b'{"s": "x12345678901234567890y"}', True),  # in a string: only the slower reading, same result
+        (b'{"a": [1234567890, 1234567890, 1234567890]}', False),
+        (b"", False),
+    ],
+)
 def test_a_run_of_20_digits_is_found_wherever_it_is(data, long_run):
     from producer.envelope import _has_long_digit_run
 
@@ -429,7 +512,10 @@ def test_a_run_of_20_digits_is_found_wherever_it_is(data, long_run):
 
 def test_json_answers_are_written_whatever_a_reason_holds(app):
     with app.app_context():
-        assert json.loads(app.json.response(accepted=1, event_ids=["a"]).get_data()) == {"accepted": 1, "event_ids": ["a"]}
+        assert json.loads(app.json.response(accepted=1, event_ids=["a"]).get_data()) == {
+            "accepted": 1,
+            "event_ids": ["a"],
+        }
         assert json.loads(app.json.response(error="\ud800 lone").get_data()) == {"error": "\ud800 lone"}
 
 
