@@ -299,7 +299,7 @@ def collector(settings: Settings) -> Service:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
 
-    # Granian's WSGI server, not gunicorn's gthread: 1.8x the requests per second at -c 16 (the
+    # Granian's WSGI server, not gunicorn's gthread: 1.7x the requests per second at -c 16 (the
     # README's table). Each worker waits for Kafka's acks on up to 8 threads at once.
     argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", settings.collector_host,
             "--port", str(settings.collector_port), "--workers", str(settings.collector_workers),
