@@ -35,6 +35,7 @@ import re
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
@@ -58,6 +59,7 @@ PART_RE = re.compile(r"^part-(?P<run>[0-9a-f]+)-b(?P<batch>\d{12})-\d+\.parquet$
 # <home>/run/compact-continue-<step> exists (or the test kills the process there).
 PAUSE_ENV = "QUESTLOG_COMPACT_PAUSE_AT"
 STEPS = ("listed", "merged", "locked", "switched")
+READERS = 8  # files read (or copied) at once over WebHDFS
 ROW_GROUP_BYTES = 128 * 2**20  # rows held in memory (Arrow's size) before they are written as one row group
 
 
@@ -366,14 +368,16 @@ class Compactor:
         pause_at(self.settings, "listed")
         gen = f"{self.table_dir(table)}/{GEN_DIR}/{PARTITION_COLUMN}={date}/g{int(time.time() * 1000)}"
         self.fs.makedirs(gen)
-        for k, group in enumerate(report.plan.groups):
-            self.progress(f"{table} dt={date}: merging {len(group)} files "
-                          f"({sum(f.size for f in group):,} bytes) into {gen}/c-{k:04d}.parquet")
-            self.fs.write(f"{gen}/c-{k:04d}.parquet", merge([self.fs.read(f"{old}/{f.name}") for f in group]))
-            self._refresh()
-        for f in report.plan.carry:
-            self.fs.write(f"{gen}/{f.name}", self.fs.read(f"{old}/{f.name}"))
-            self._refresh()
+        with ThreadPoolExecutor(max_workers=READERS) as pool:  # WebHDFS reads are latency-bound
+            for k, group in enumerate(report.plan.groups):
+                self.progress(f"{table} dt={date}: merging {len(group)} files "
+                              f"({sum(f.size for f in group):,} bytes) into {gen}/c-{k:04d}.parquet")
+                parts = list(pool.map(lambda f: self.fs.read(f"{old}/{f.name}"), group))
+                self.fs.write(f"{gen}/c-{k:04d}.parquet", merge(parts))
+                self._refresh()
+            for _ in pool.map(lambda f: self.fs.write(f"{gen}/{f.name}", self.fs.read(f"{old}/{f.name}")),
+                              report.plan.carry):
+                self._refresh()
         pause_at(self.settings, "merged")
         publish = self.lock(table, PUBLISH_LOCK)
         if not publish.acquire(timeout_s=self.settings.compact_lock_s * 2):
