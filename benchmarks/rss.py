@@ -1,4 +1,4 @@
-"""Resident memory per service: the sum over each service's process group, sampled from /proc.
+"""Resident memory per service: the sum over each service's process group, sampled with psutil.
 
 Every service the bench or the runner starts leads its own process group (gunicorn's workers and
 Spark's JVM go with it), so a group's RSS is the service's. Pages shared between a group's
@@ -11,24 +11,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+import psutil
 
 
 def rss_by_group() -> dict[int, int]:
     """Bytes resident per process group, over every live process."""
     out: dict[int, int] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc in psutil.process_iter(["memory_info"]):
         try:
-            stat = (proc / "stat").read_text().rsplit(") ", 1)[1].split()
-            pages = int((proc / "statm").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
+            pgid = os.getpgid(proc.pid)
+        except ProcessLookupError:
             continue
-        pgid = int(stat[2])
-        out[pgid] = out.get(pgid, 0) + pages * PAGE
+        memory = proc.info["memory_info"]
+        if memory is not None:  # None: gone, or not ours to read
+            out[pgid] = out.get(pgid, 0) + memory.rss
     return out
 
 

@@ -30,7 +30,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from questlog.settings import Settings
@@ -232,15 +231,13 @@ def _restarts(settings: Settings) -> dict[str, int] | None:
 
 
 def _uptime(pid: int) -> float | None:
-    """Seconds since ``pid`` started, from /proc (its start time in clock ticks after boot)."""
-    import os
+    """Seconds since ``pid`` started."""
+    import psutil
 
     try:
-        started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
-        booted_for = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
+        return max(0.0, time.time() - psutil.Process(pid).create_time())
+    except psutil.Error:
         return None
-    return max(0.0, booted_for - started / os.sysconf("SC_CLK_TCK"))
 
 
 # Lag ----------------------------------------------------------------------------------------

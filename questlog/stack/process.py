@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 
@@ -53,22 +55,31 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None if it is gone."""
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (seconds since the epoch, to the clock tick), or None if it is gone:
+    with the pid, it names one process, whatever pid reuse happens later."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
         return None
 
 
-def _start_time(pid: int) -> str | None:
-    fields = _stat(pid)
-    return fields[19] if fields else None  # field 22 of stat: start time in clock ticks since boot
+def _same_start(now: str, recorded: str) -> bool:
+    """Whether a start time read now is the one a pid file recorded; a pid file of an earlier
+    version holds clock ticks since boot instead of seconds since the epoch."""
+    if "." in recorded:
+        return now == recorded
+    try:
+        return abs(psutil.boot_time() + int(recorded) / os.sysconf("SC_CLK_TCK") - float(now)) < 1.0
+    except ValueError:
+        return False
 
 
 def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"  # a zombie has exited but is not reaped yet
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # exited, not reaped yet
+    except psutil.Error:
+        return False
 
 
 class Supervisor:
@@ -93,9 +104,10 @@ class Supervisor:
             pid = int(pid_text)
         except (OSError, ValueError):
             return None
-        if _start_time(pid) == started:
+        now = _start_time(pid)
+        if now is not None and _same_start(now, started):
             return pid
-        return pid if _start_time(pid) is None and self._group_alive(pid) else None
+        return pid if now is None and self._group_alive(pid) else None
 
     def running_pid(self, name: str) -> int | None:
         pid = self.recorded_pid(name)
@@ -184,9 +196,18 @@ class Supervisor:
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:
-        """Whether any live (not zombie) process is in process group ``pgid``."""
-        for proc_dir in Path("/proc").glob("[0-9]*"):
-            fields = _stat(int(proc_dir.name))
-            if fields and int(fields[2]) == pgid and fields[0] != "Z":
-                return True
+        """Whether any live (not zombie) process is in process group ``pgid``. The kernel answers
+        whether the group has any process at all; only then are its members looked for."""
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # some member is not ours to signal: it exists
+        for proc in psutil.process_iter(["status"]):
+            try:
+                if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                    return True
+            except (ProcessLookupError, psutil.Error):
+                continue
         return False

@@ -94,3 +94,23 @@ def test_a_pipeline_restarts_what_dies_and_only_the_user_stops_it(settings, tmp_
     finally:
         pipe.supervisor.stop("router")
         pipe.supervisor.stop("sink")
+
+
+def test_a_pid_file_of_the_previous_format_still_names_its_process(tmp_path):
+    """Pid files written before the runner used psutil hold the start in clock ticks since boot:
+    `questlog stop` after an upgrade still finds (and stops) what they name."""
+    import os
+
+    import psutil
+
+    sup = Supervisor(tmp_path)
+    sup.start(sleeper())
+    pid = sup.running_pid("sleeper")
+    ticks = round((psutil.Process(pid).create_time() - psutil.boot_time()) * os.sysconf("SC_CLK_TCK"))
+    sup.pidfile("sleeper").write_text(f"{pid} {ticks}\n")
+    assert sup.recorded_pid("sleeper") == pid
+    sup.pidfile("sleeper").write_text(f"{pid} {ticks + 500 * os.sysconf('SC_CLK_TCK')}\n")
+    assert sup.recorded_pid("sleeper") is None  # another process that got the same pid
+    sup.pidfile("sleeper").write_text(f"{pid} {ticks}\n")
+    assert sup.stop("sleeper")
+    assert not _alive(pid)
