@@ -35,10 +35,10 @@ import re
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from datetime import UTC, datetime
 
 import requests
 
@@ -200,7 +200,7 @@ class Hdfs:
                f"&destination={urllib.parse.quote(dst)}&renameoptions=OVERWRITE&user.name={self.user}")
         response = requests.put(url, timeout=30)
         if response.status_code != 200:
-            raise IOError(f"rename {src} -> {dst}: HTTP {response.status_code} {response.text[:300]}")
+            raise OSError(f"rename {src} -> {dst}: HTTP {response.status_code} {response.text[:300]}")
 
 
 def path_of(url: str) -> str:
@@ -400,6 +400,8 @@ class Compactor:
                 raise RuntimeError(f"{table} dt={date}: the final step took too long to trust the lock")
             self.fs.touch(old)  # its grace period starts now (it is current until the next line)
             meta = self.partition_meta(table, date)
+            if meta is None:
+                raise RuntimeError(f"{table} dt={date}: the partition was unregistered while it was compacted")
             self.switch(table, date, meta, self.settings.hdfs_url.rstrip("/") + gen)
             pause_at(self.settings, "switched")
         finally:
@@ -500,7 +502,7 @@ def merge(parts: list[bytes]) -> bytes:
 
 
 def today_utc() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def loop(settings: Settings, stopping: Callable[[], bool], interval_s: float | None = None) -> None:

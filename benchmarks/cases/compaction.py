@@ -16,12 +16,11 @@ import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from benchmarks.context import Context, num
 from questlog.catalog import PARTITION_COLUMN, load_catalog
 from questlog.compact import Compactor
 from questlog.sql import execute
 from spark_sink.registry import TrinoRegistry, create_table_sql
-
-from benchmarks.context import Context, num
 
 DATE = "2001-02-03"  # a run on a pipeline that has it already (--attach) takes the next free date
 QUERIES = (("count(*)", "SELECT count(*) FROM {t} WHERE dt = '{d}'"),
@@ -119,7 +118,9 @@ def run(ctx: Context) -> None:
     t0 = time.monotonic()
     reports = compactor.run([table.name], [DATE])
     compact_s = time.monotonic() - t0
-    after_files = compactor.files(compactor.partition_meta(table.name, DATE)["externalLocation"])
+    meta = compactor.partition_meta(table.name, DATE)
+    assert meta is not None  # registered above
+    after_files = compactor.files(meta["externalLocation"])
     after = {name: best_of(s, sql.format(t=f'"{table.name}"', d=DATE)) for name, sql in QUERIES}
     single = {name: best_of(s, sql.format(t=f'"{one}"', d=DATE)) for name, sql in QUERIES}
     for name in before:

@@ -44,7 +44,7 @@ def test_healthz_sees_kafka(live_settings):
 def test_metrics_count_what_the_running_collector_accepted(live_settings):
     def accepted() -> float:
         text = requests.get(f"{live_settings.collector_url}/metrics", timeout=10).text
-        line = next((l for l in text.splitlines() if l.startswith('questlog_events_accepted_total{event_type="leave_guild"}')),
+        line = next((m for m in text.splitlines() if m.startswith('questlog_events_accepted_total{event_type="leave_guild"}')),
                     None)
         return float(line.rsplit(" ", 1)[1]) if line else 0.0
 

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ TABLE = "sword_purchases"
 
 def a_date() -> datetime:
     """A date of this test's own (no other test lands rows there)."""
-    return datetime(2001, 1, 1, 12, tzinfo=timezone.utc) + timedelta(days=random.randrange(3000))
+    return datetime(2001, 1, 1, 12, tzinfo=UTC) + timedelta(days=random.randrange(3000))
 
 
 def land_batch(settings, day: datetime, run: str, start: int, n: int) -> None:
@@ -191,7 +191,7 @@ def test_old_files_without_a_new_column_read_null_after_compaction(live_settings
         event = {"event_id": f"{run}-{i}", "event_type": "purchase_sword", "received_at": day.isoformat(),
                  "sword_type": "katana", "rarity": "epic", "price": 2.0}
         produce(live_settings, live_settings.topic_for("purchase_sword"), [json.dumps(event).encode()])
-        wait_for(lambda: count(live_settings, day) >= i + 1, 120, 0.5, what=f"row {i}")
+        wait_for(lambda i=i: count(live_settings, day) >= i + 1, 120, 0.5, what=f"row {i}")
     # beside them, a file an older checkpoint (another run) wrote before `rarity` existed
     old = pa.table({"event_id": [f"{run}-old"], "event_type": ["purchase_sword"],
                     "received_at": pa.array([day.replace(tzinfo=None)], pa.timestamp("us", tz="UTC")),

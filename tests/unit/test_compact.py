@@ -1,7 +1,7 @@
 """Compaction's planning and merging, without services (questlog/compact.py)."""
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,7 +57,7 @@ def parquet(table):
 
 
 def test_merge_keeps_rows_in_order_and_an_older_schema_reads_null_in_new_columns():
-    ts = pa.array([datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
+    ts = pa.array([datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))
     old = pa.table({"event_id": ["a"], "received_at": ts})
     new = pa.table({"event_id": ["b"], "received_at": ts, "rarity": ["epic"]})
     out = pq.read_table(io.BytesIO(merge([parquet(old), parquet(new)])))
