@@ -8,7 +8,7 @@ export QUESTLOG_CACHE
 export PIP_CACHE_DIR := $(QUESTLOG_CACHE)/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run stop test install tools fetch clean bench faults
+.PHONY: run stop test lint install tools fetch clean bench faults
 
 run: install
 	$(VENV)/bin/questlog run
@@ -16,8 +16,15 @@ run: install
 stop:
 	@if [ -x $(VENV)/bin/questlog ]; then $(VENV)/bin/questlog stop; else echo "nothing installed, nothing running"; fi
 
-test: install
+test: install lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Style and types, settled in pyproject.toml: lint (pyflakes, bugbear, ...), formatting, mypy.
+# `ruff format .` fixes the formatting.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 install: $(STAMP) tools
 

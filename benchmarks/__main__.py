@@ -18,19 +18,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Every stage of Questlog against its baseline, in one run, on a pipeline of its own "
-                    "(.questlog-bench/, ports shifted by 20000; QUESTLOG_BENCH_HOME and QUESTLOG_BENCH_PORT_OFFSET "
-                    "move them). Prints one table; writes it with plots.")
-    parser.add_argument("--case", default="all", metavar="CASE",
-                        help=f"all (default), or a comma-separated list of: {', '.join(CASES)}")
-    parser.add_argument("--size", default="full", choices=("full", "tiny"),
-                        help="full: the figures (~12 min); tiny: only checks that every case runs")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="where latest.md, latest.json and the plots go (default: benchmarks/results for a "
-                             "full run of every case, which also refreshes the README's section; the bench's "
-                             "home's results/ otherwise)")
-    parser.add_argument("--attach", action="store_true",
-                        help="use the pipeline already running in .questlog-bench/ (from --keep) instead of "
-                             "starting one; the start case then times only the first query")
+        "(.questlog-bench/, ports shifted by 20000; QUESTLOG_BENCH_HOME and QUESTLOG_BENCH_PORT_OFFSET "
+        "move them). Prints one table; writes it with plots.",
+    )
+    parser.add_argument(
+        "--case", default="all", metavar="CASE", help=f"all (default), or a comma-separated list of: {', '.join(CASES)}"
+    )
+    parser.add_argument(
+        "--size",
+        default="full",
+        choices=("full", "tiny"),
+        help="full: the figures (~12 min); tiny: only checks that every case runs",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="where latest.md, latest.json and the plots go (default: benchmarks/results for a "
+        "full run of every case, which also refreshes the README's section; the bench's "
+        "home's results/ otherwise)",
+    )
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="use the pipeline already running in .questlog-bench/ (from --keep) instead of "
+        "starting one; the start case then times only the first query",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the bench's pipeline running at the end")
     args = parser.parse_args(argv)
     cases = list(CASES) if args.case == "all" else [c.strip() for c in args.case.split(",") if c.strip()]
@@ -39,11 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case(s): {', '.join(unknown)}; known: {', '.join(CASES)}")
     complete = args.size == "full" and set(cases) == set(CASES)
     out = RESULTS if args.out is None and complete else (BENCH_HOME / "results" if args.out is None else args.out)
-    command = "make bench" if complete else f"make bench CASE={','.join(cases)}" + \
-        (f" SIZE={args.size}" if args.size != "full" else "")
+    command = (
+        "make bench"
+        if complete
+        else f"make bench CASE={','.join(cases)}" + (f" SIZE={args.size}" if args.size != "full" else "")
+    )
     pipeline = Pipeline(bench_settings()) if args.attach else None
-    run(cases, args.size, Path(out), pipeline=pipeline, command=command, keep=args.keep,
-        readme=REPO_ROOT / "README.md" if complete and args.out is None and not args.attach else None)
+    run(
+        cases,
+        args.size,
+        Path(out),
+        pipeline=pipeline,
+        command=command,
+        keep=args.keep,
+        readme=REPO_ROOT / "README.md" if complete and args.out is None and not args.attach else None,
+    )
     return 0
 
 

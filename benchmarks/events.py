@@ -30,8 +30,12 @@ def load_types(catalog: Catalog) -> list[str]:
 
 
 def body(event_type: str, i: int, invalid: bool = False) -> dict[str, Any]:
-    event = {"event_type": event_type, **BODIES[event_type], "client_ts": "2026-11-29T09:59:58+00:00",
-             "user_id": f"player{i % 5000}"}
+    event = {
+        "event_type": event_type,
+        **BODIES[event_type],
+        "client_ts": "2026-11-29T09:59:58+00:00",
+        "user_id": f"player{i % 5000}",
+    }
     if invalid:  # a field problem the collector lets through and the router turns into a dead letter
         event["level" if event_type == "level_up" else "user_id"] = {"not": "a scalar"}
     return event
@@ -41,8 +45,9 @@ def bodies(types: list[str], n: int, start: int = 0) -> list[dict[str, Any]]:
     return [body(types[(start + i) % len(types)], start + i) for i in range(n)]
 
 
-def raw_records(catalog: Catalog, topic: str, n: int, invalid_every: int = 0,
-                max_bytes: int = 900_000) -> list[tuple[str, bytes, bytes]]:
+def raw_records(
+    catalog: Catalog, topic: str, n: int, invalid_every: int = 0, max_bytes: int = 900_000
+) -> list[tuple[str, bytes, bytes]]:
     """``n`` raw records for ``topic`` exactly as the collector writes them (envelope, key and
     serialisation); with ``invalid_every=2`` every second event is invalid."""
     types, now = load_types(catalog), utc_now()
@@ -51,8 +56,9 @@ def raw_records(catalog: Catalog, topic: str, n: int, invalid_every: int = 0,
     return [(topic, key, value) for key, value in to_records(events, max_bytes)]
 
 
-def typed_records(catalog: Catalog, raw_topic: str, per_type: int,
-                  types: list[str]) -> Iterator[tuple[str, bytes, bytes]]:
+def typed_records(
+    catalog: Catalog, raw_topic: str, per_type: int, types: list[str]
+) -> Iterator[tuple[str, bytes, bytes]]:
     """``per_type`` records for each of ``types``, as the router writes them to ``<raw_topic>.<type>``."""
     now = utc_now()
     for i in range(per_type):

@@ -31,14 +31,23 @@ CASES = ("start", "collector", "client", "router", "sink", "e2e", "compaction")
 # The longest each case takes at full size on a busy 2-core machine (its caps included), and what
 # stopping the pipeline takes: a case is run only if it fits in what is left of the budget.
 WORST_S = {"collector": 80, "client": 60, "router": 150, "sink": 220, "e2e": 120, "compaction": 300, "stop": 40}
-NAMES = {"start": "start", "collector": "collector", "client": "client", "router": "router", "sink": "sink",
-         "e2e": "end to end", "compaction": "compaction"}
+NAMES = {
+    "start": "start",
+    "collector": "collector",
+    "client": "client",
+    "router": "router",
+    "sink": "sink",
+    "e2e": "end to end",
+    "compaction": "compaction",
+}
 
 
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def first_answer(ctx: Context, cap_s: float = 60.0) -> tuple[float | None, float | None]:
@@ -58,12 +67,14 @@ def first_answer(ctx: Context, cap_s: float = 60.0) -> tuple[float | None, float
     query_s = time.monotonic() - started if wait_until(answered, cap_s, 0.1) else None
     marker = f"start-{ctx.run}"
     sent = time.monotonic()
-    response = requests.post(f"{s.collector_url}/events", json={"event_type": "default", "event_id": marker},
-                             timeout=30)
+    response = requests.post(
+        f"{s.collector_url}/events", json={"event_type": "default", "event_id": marker}, timeout=30
+    )
     if response.status_code != 202:
         return query_s, None
-    landed = wait_until(lambda: execute(s, f"SELECT count(*) FROM \"{table}\" WHERE event_id = '{marker}'")[1][0][0],
-                        cap_s, 0.25)
+    landed = wait_until(
+        lambda: execute(s, f"SELECT count(*) FROM \"{table}\" WHERE event_id = '{marker}'")[1][0][0], cap_s, 0.25
+    )
     return query_s, (time.monotonic() - sent if landed else None)
 
 
@@ -74,12 +85,25 @@ def secs(x: float | None) -> str:
 def _case(name: str):
     from benchmarks.cases import client, collector, compaction, e2e, router, sink
 
-    return {"collector": collector, "client": client, "router": router, "sink": sink, "e2e": e2e,
-            "compaction": compaction}[name]
+    return {
+        "collector": collector,
+        "client": client,
+        "router": router,
+        "sink": sink,
+        "e2e": e2e,
+        "compaction": compaction,
+    }[name]
 
 
-def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | None = None,
-        command: str = "python -m benchmarks", readme: Path | None = None, keep: bool = False) -> Path:
+def run(
+    cases: list[str],
+    size_name: str,
+    out_dir: Path,
+    pipeline: Pipeline | None = None,
+    command: str = "python -m benchmarks",
+    readme: Path | None = None,
+    keep: bool = False,
+) -> Path:
     """Run ``cases`` at ``size_name``; with no ``pipeline``, start one in BENCH_HOME (ports shifted
     by PORT_SHIFT) and stop it at the end. Returns the results file."""
     size = SIZES[size_name]
@@ -100,8 +124,15 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
     rss = RssSampler().start()
     for name in services.STOP_ORDER:
         rss.watch(name, partial(pipeline.supervisor.recorded_pid, name))
-    ctx = Context(settings, pipeline, size, datetime.now(UTC).strftime("%H%M%S") + os.urandom(2).hex(),
-                  home, rss, deadline=began + size.budget_s)
+    ctx = Context(
+        settings,
+        pipeline,
+        size,
+        datetime.now(UTC).strftime("%H%M%S") + os.urandom(2).hex(),
+        home,
+        rss,
+        deadline=began + size.budget_s,
+    )
     try:
         if not attached:
             pipeline.fetch()  # downloads, if any, are outside the clock: the start measured is a warm one
@@ -114,12 +145,18 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
         if "start" in cases:
             query_s, event_s = first_answer(ctx)
             if attached:
-                ctx.add("start", "pipeline started by the caller: first answered query, first event queryable",
-                        f"{secs(query_s)}, {secs(event_s)}")
+                ctx.add(
+                    "start",
+                    "pipeline started by the caller: first answered query, first event queryable",
+                    f"{secs(query_s)}, {secs(event_s)}",
+                )
             else:
-                ctx.add("start", "warm `questlog run` (downloads cached, fresh home), seconds from the start",
-                        f"all up {up_s:.1f} s; first answered query {up_s + (query_s or 0):.1f} s; first event "
-                        f"sent then queryable {secs(up_s + query_s + event_s if query_s and event_s else None)}")
+                ctx.add(
+                    "start",
+                    "warm `questlog run` (downloads cached, fresh home), seconds from the start",
+                    f"all up {up_s:.1f} s; first answered query {up_s + (query_s or 0):.1f} s; first event "
+                    f"sent then queryable {secs(up_s + query_s + event_s if query_s and event_s else None)}",
+                )
                 ctx.data["start"] = {"up_s": up_s, "query_s": query_s, "event_s": event_s}
         offsets = Offsets(settings.kafka_bootstrap)
         try:
@@ -127,16 +164,22 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
                 if name in ("router", "sink"):  # what the collector case sent is not theirs to compete with
                     skipped = settle(pipeline, offsets, size.settle_cap_s, ctx.say)
                     if skipped:
-                        ctx.notes.append(f"{NAMES[name]}: {skipped:,} raw events left by the collector case were "
-                                         "skipped first (the router was behind)")
+                        ctx.notes.append(
+                            f"{NAMES[name]}: {skipped:,} raw events left by the collector case were "
+                            "skipped first (the router was behind)"
+                        )
                 scale = 1 if size.name == "full" else 0.25
                 later = [c for c in CASES if c in cases and CASES.index(c) > CASES.index(name)]
                 ctx.reserve_s = sum(WORST_S[c] * scale for c in later) + WORST_S["stop"]
                 needed = WORST_S[name] * scale + WORST_S["stop"]
                 if ctx.left_s() < needed:
                     ctx.say(f"{name}: skipped, {ctx.left_s():.0f} s left of the budget and it may take {needed:.0f} s")
-                    ctx.add(NAMES[name], "SKIPPED", f"not run: {ctx.left_s():.0f} s were left of the "
-                            f"{size.budget_s / 60:.0f}-minute budget, {rss.now():.0f} s into the run")
+                    ctx.add(
+                        NAMES[name],
+                        "SKIPPED",
+                        f"not run: {ctx.left_s():.0f} s were left of the "
+                        f"{size.budget_s / 60:.0f}-minute budget, {rss.now():.0f} s into the run",
+                    )
                     continue
                 phase_start = rss.now()
                 try:
@@ -150,8 +193,9 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
         rss.sample()
         if "start" in cases:
             peaks = rss.peaks()
-            stack = ", ".join(f"{n} {peaks[n] / 2**20:,.0f}" for n in ("kafka", "namenode", "datanode", "trino")
-                              if n in peaks)
+            stack = ", ".join(
+                f"{n} {peaks[n] / 2**20:,.0f}" for n in ("kafka", "namenode", "datanode", "trino") if n in peaks
+            )
             apps = ", ".join(f"{n} {peaks[n] / 2**20:,.0f}" for n in ("collector", "router", "sink") if n in peaks)
             ctx.add("start", "peak RSS during the run, pipeline (MiB)", apps)
             ctx.add("start", "peak RSS during the run, stack (MiB)", stack)
@@ -161,11 +205,21 @@ def run(cases: list[str], size_name: str, out_dir: Path, pipeline: Pipeline | No
             ctx.say("stopping the pipeline")
             pipeline.down()
     took = time.monotonic() - began
-    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-            "command": command, "size": size.name, "cases": [c for c in CASES if c in cases],
-            "seconds": took}
-    data = {"meta": meta, "rows": [asdict(r) for r in ctx.rows], "notes": ctx.notes, **ctx.data,
-            "rss": {"series": rss.series, "phases": rss.phases}}
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "command": command,
+        "size": size.name,
+        "cases": [c for c in CASES if c in cases],
+        "seconds": took,
+    }
+    data = {
+        "meta": meta,
+        "rows": [asdict(r) for r in ctx.rows],
+        "notes": ctx.notes,
+        **ctx.data,
+        "rss": {"series": rss.series, "phases": rss.phases},
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(data, indent=1))
     text = report.markdown(data, report.plot(data, out_dir))

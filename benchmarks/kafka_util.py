@@ -14,9 +14,15 @@ from questlog.kafka_admin import ensure_topics
 def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
     """Produce (topic, key, value) records, idempotent and acks=all like the collector; returns
     how many Kafka confirmed."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
-                         "batch.size": 1_000_000,
-                         "queue.buffering.max.messages": 1_000_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
     failed = []
 
     def on_delivery(err, msg):
@@ -50,8 +56,9 @@ class Offsets:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-offsets-{uuid.uuid4()}",
-                                  "enable.auto.commit": False})
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"bench-offsets-{uuid.uuid4()}", "enable.auto.commit": False}
+        )
         self._partitions: dict[str, list[int]] = {}
 
     def close(self) -> None:
@@ -66,8 +73,10 @@ class Offsets:
         return self._partitions[topic]
 
     def end(self, topic: str) -> dict[int, int]:
-        return {p: self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in self.partitions(topic)}
+        return {
+            p: self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in self.partitions(topic)
+        }
 
     def end_total(self, topics: Iterable[str]) -> int:
         return sum(sum(self.end(t).values()) for t in topics)

@@ -13,8 +13,10 @@ BASELINE_COLORS = ["#f28e2b", "#9c9c9c", "#59a14f", "#b07aa1", "#e15759"]
 
 
 def table(data: dict) -> str:
-    lines = ["| case | measurement | Questlog | baseline (same run) | Questlog / baseline |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| case | measurement | Questlog | baseline (same run) | Questlog / baseline |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in data["rows"]:
         cells = [r["case"], r["measure"], r["ours"], r["baseline"] or "-", r["ratio"] or "-"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -62,10 +64,11 @@ def update_readme(readme: Path, text: str, out_dir: Path) -> None:
 
 def readme_bench_section(readme_text: str) -> str:
     start = readme_text.index(README_BEGIN)
-    return readme_text[start:readme_text.index(README_END, start) + len(README_END)]
+    return readme_text[start : readme_text.index(README_END, start) + len(README_END)]
 
 
 # Plots ------------------------------------------------------------------------------------------
+
 
 def plot(data: dict, out_dir: Path) -> list[str]:
     import matplotlib
@@ -88,11 +91,13 @@ def _throughput(data: dict, path: Path) -> bool:
     items = data.get("throughput") or []
     if not items:
         return False
-    titles = {("collector", "requests/s"): "Collector, GET /purchase_a_sword (ab)",
-              ("collector", "events/s"): "Collector, POST /events",
-              ("router", "events/s"): "Router, draining a backlog of raw events",
-              ("sink", "rows/s"): "Sink, Kafka to parquet (ours: until queryable in Trino)",
-              ("client", "events/s"): "Python client (questlog.client) sending to the collector"}
+    titles = {
+        ("collector", "requests/s"): "Collector, GET /purchase_a_sword (ab)",
+        ("collector", "events/s"): "Collector, POST /events",
+        ("router", "events/s"): "Router, draining a backlog of raw events",
+        ("sink", "rows/s"): "Sink, Kafka to parquet (ours: until queryable in Trino)",
+        ("client", "events/s"): "Python client (questlog.client) sending to the collector",
+    }
     panels: dict[tuple[str, str], list[dict]] = {}
     for it in items:
         panels.setdefault((it["stage"], it["unit"]), []).append(it)
@@ -108,16 +113,24 @@ def _throughput(data: dict, path: Path) -> bool:
         width = 0.8 / (1 + max(len(v) for v in per.values()))
         for x, m in enumerate(measures):
             group = per[m]
-            bars = [("Questlog", group[0]["ours"] or 0, QUESTLOG_COLOR)] + \
-                   [(g["baseline_name"], g["baseline"] or 0, color[g["baseline_name"]]) for g in group]
+            bars = [("Questlog", group[0]["ours"] or 0, QUESTLOG_COLOR)] + [
+                (g["baseline_name"], g["baseline"] or 0, color[g["baseline_name"]]) for g in group
+            ]
             for k, (label, value, c) in enumerate(bars):
                 pos = x - 0.4 + width * (k + 0.5)
                 ax.bar(pos, value, width, color=c, label=label)
                 text = _fmt(value)
                 if k and group[0]["ours"] and value:
                     text += f"\nQuestlog\n= {group[0]['ours'] / value:.2f}x"
-                ax.annotate(text, (pos, value), ha="center", va="bottom", fontsize=7.5,
-                            xytext=(0, 2), textcoords="offset points")
+                ax.annotate(
+                    text,
+                    (pos, value),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7.5,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
         ax.set_xticks(range(len(measures)), measures, fontsize=8.5)
         ax.set_ylabel(f"{unit} (higher is better)")
         ax.set_title(titles.get((stage, unit), f"{stage} ({unit})"), fontsize=10.5)
@@ -128,9 +141,12 @@ def _throughput(data: dict, path: Path) -> bool:
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(f"Throughput: each stage of Questlog (blue) beside what a user would otherwise run (other colours),\n"
-                 f"measured one after the other in the same run; over a baseline's bar: Questlog's ratio to it\n"
-                 f"({data['meta']['date']}, {data['meta']['machine']})", fontsize=12)
+    fig.suptitle(
+        f"Throughput: each stage of Questlog (blue) beside what a user would otherwise run (other colours),\n"
+        f"measured one after the other in the same run; over a baseline's bar: Questlog's ratio to it\n"
+        f"({data['meta']['date']}, {data['meta']['machine']})",
+        fontsize=12,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -150,8 +166,9 @@ def _latency(data: dict, path: Path) -> bool:
     for i, r in enumerate(runs):
         lat = sorted(r["latencies"])
         c = colors[i % len(colors)]
-        label = (f"{r['rate']:,} events/s: {r['landed']} of {r['probes']} probes landed"
-                 + (f"; p50 {r['p50']:.1f} s, p90 {r['p90']:.1f} s, p99 {r['p99']:.1f} s" if lat else ""))
+        label = f"{r['rate']:,} events/s: {r['landed']} of {r['probes']} probes landed" + (
+            f"; p50 {r['p50']:.1f} s, p90 {r['p90']:.1f} s, p99 {r['p99']:.1f} s" if lat else ""
+        )
         if lat:
             ys = [(k + 1) / max(r["probes"], 1) * 100 for k in range(len(lat))]
             ax.step([0] + lat, [0] + ys, where="post", color=c, label=label, linewidth=2)
@@ -173,8 +190,11 @@ def _latency(data: dict, path: Path) -> bool:
     bx.set_title("Distribution", fontsize=10)
     bx.grid(alpha=0.3)
     bx.legend(fontsize=8.5)
-    fig.suptitle("End to end: HTTP -> Kafka -> router -> sink -> Trino, under a steady load of POST /events\n"
-                 "(one probe event a second, polled in Trino twice a second)", fontsize=12)
+    fig.suptitle(
+        "End to end: HTTP -> Kafka -> router -> sink -> Trino, under a steady load of POST /events\n"
+        "(one probe event a second, polled in Trino twice a second)",
+        fontsize=12,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -183,9 +203,15 @@ def _latency(data: dict, path: Path) -> bool:
 
 STACK = ("kafka", "namenode", "datanode", "trino")
 PIPELINE = ("collector", "router", "sink")
-DESCRIBE = {"kafka": "Kafka broker", "namenode": "HDFS NameNode", "datanode": "HDFS DataNode",
-            "trino": "Trino", "collector": "collector (Flask, 2 workers)", "router": "router (Faust)",
-            "sink": "sink (Spark local[2])"}
+DESCRIBE = {
+    "kafka": "Kafka broker",
+    "namenode": "HDFS NameNode",
+    "datanode": "HDFS DataNode",
+    "trino": "Trino",
+    "collector": "collector (Flask, 2 workers)",
+    "router": "router (Faust)",
+    "sink": "sink (Spark local[2])",
+}
 
 
 def _rss(data: dict, path: Path) -> bool:
@@ -207,14 +233,18 @@ def _rss(data: dict, path: Path) -> bool:
     labels = [DESCRIBE.get(n, n) for n in order]
     ax.barh(range(len(order)), [peaks[n] for n in order], color=[kind_color[kind(n)] for n in order])
     for y, n in enumerate(order):
-        ax.annotate(f"{peaks[n]:,.0f} MiB", (peaks[n], y), xytext=(3, 0), textcoords="offset points",
-                    va="center", fontsize=8)
+        ax.annotate(
+            f"{peaks[n]:,.0f} MiB", (peaks[n], y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8
+        )
     ax.set_yticks(range(len(order)), labels, fontsize=8.5)
     ax.invert_yaxis()
     ax.set_xlabel("peak resident memory (MiB), process group summed")
     ax.margins(x=0.25)
-    ax.set_title("Peak RSS per service. Grey: Kafka, HDFS, Trino. Blue: Questlog's pipeline;\n"
-                 "light blue: copies of its stages a case started. Orange: baselines.", fontsize=9.5)
+    ax.set_title(
+        "Peak RSS per service. Grey: Kafka, HDFS, Trino. Blue: Questlog's pipeline;\n"
+        "light blue: copies of its stages a case started. Orange: baselines.",
+        fontsize=9.5,
+    )
     ax.grid(axis="x", alpha=0.3)
     for n in [n for n in STACK + PIPELINE if n in series]:
         ts = series[n]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from questlog.settings import REPO_ROOT, Settings
+from questlog.settings import REPO_ROOT, Settings, split_address
 from questlog.stack.process import Service, Supervisor, port_open
 
 # Beside `make run` (the defaults) and the tests (+10000). Like the tests' QUESTLOG_TEST_*, these two
@@ -25,12 +25,21 @@ def bench_settings(home: Path = BENCH_HOME) -> Settings:
     d = Settings.from_env({})  # the defaults, whatever this shell exports
     s = PORT_SHIFT
     return Settings.from_env(
-        {}, home=str(home), cache=Settings.from_env().cache, catalog=str(home / "catalog.json"),
-        kafka_bootstrap=f"127.0.0.1:{d.kafka_port + s}", kafka_controller_port=d.kafka_controller_port + s,
-        collector_bind=f"127.0.0.1:{d.collector_port + s}", router_web_port=d.router_web_port + s,
-        router_id="questlog-router-bench", hdfs_url=f"hdfs://127.0.0.1:{8020 + s}",
-        webhdfs_url=f"http://127.0.0.1:{9870 + s}", hdfs_datanode_port=d.hdfs_datanode_port + s,
-        trino_url=f"http://127.0.0.1:{d.trino_port + s}")
+        {},
+        home=str(home),
+        cache=Settings.from_env().cache,
+        catalog=str(home / "catalog.json"),
+        kafka_bootstrap=f"127.0.0.1:{d.kafka_port + s}",
+        kafka_controller_port=d.kafka_controller_port + s,
+        collector_bind=f"127.0.0.1:{d.collector_port + s}",
+        router_web_port=d.router_web_port + s,
+        router_id="questlog-router-bench",
+        hdfs_url=f"hdfs://127.0.0.1:{8020 + s}",
+        webhdfs_url=f"http://127.0.0.1:{9870 + s}",
+        hdfs_datanode_port=d.hdfs_datanode_port + s,
+        trino_url=f"http://127.0.0.1:{d.trino_port + s}",
+        sink_metrics_bind=f"127.0.0.1:{split_address(d.sink_metrics_bind)[1] + s}",
+    )
 
 
 def free_port(start: int, taken: set[int]) -> int:
@@ -46,11 +55,13 @@ def http_ok(url: str) -> Callable[[], bool]:
     def probe() -> bool:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
+
     return probe
 
 
 def group_ready(bootstrap: str, group: str, topic: str, members: int = 1) -> Callable[[], bool]:
     """A health check: consumer ``group`` is stable with ``members`` members holding ``topic``."""
+
     def probe() -> bool:
         from confluent_kafka.admin import AdminClient
 
@@ -58,6 +69,7 @@ def group_ready(bootstrap: str, group: str, topic: str, members: int = 1) -> Cal
         desc = admin.describe_consumer_groups([group])[group].result(timeout=5)
         holders = [m for m in desc.members if any(tp.topic == topic for tp in m.assignment.topic_partitions)]
         return desc.state.name == "STABLE" and len(holders) >= members
+
     return probe
 
 
@@ -128,7 +140,7 @@ def read_json_lines(path: Path, marker: str = '{"event"') -> list[dict]:
     for line in path.read_text(errors="replace").splitlines():
         if marker in line:
             try:
-                out.append(json.loads(line[line.index(marker):]))
+                out.append(json.loads(line[line.index(marker) :]))
             except ValueError:
                 pass
     return out

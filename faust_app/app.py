@@ -61,8 +61,9 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
         """Prometheus: routed events by type, dead letters by reason class, batch latency, lag."""
         import prometheus_client
 
-        return web.bytes(prometheus_client.generate_latest(),
-                         headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+        return web.bytes(
+            prometheus_client.generate_latest(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
 
     app.router_service = RouterService  # for tests
     return app

@@ -50,20 +50,28 @@ log = logging.getLogger(__name__)
 
 # Served at GET /metrics on Faust's web server (faust_app.app). One worker is one process: its
 # figures are its own partitions'; Prometheus sums the workers.
-ROUTED = prom.Counter("questlog_router_events_routed_total", "Raw events written to their typed topic, by type.",
-                      ["event_type"])
-DEAD_LETTERS = prom.Counter("questlog_router_dead_letters_total",
-                            "Raw events written to the dead letters, by reason class (questlog.status.reason_class).",
-                            ["reason_class"])
-BATCH_SECONDS = prom.Histogram("questlog_router_batch_seconds",
-                               "Time to route, deliver and commit one batch of raw events.",
-                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-BATCH_EVENTS = prom.Histogram("questlog_router_batch_events", "Raw events per batch.",
-                              buckets=(1, 10, 100, 500, 1000, 2500, 5000))
-LAG_RECORDS = prom.Gauge("questlog_router_lag_records",
-                         "Raw records not routed yet on this worker's partitions (as of its last fetch).")
-LAG_SECONDS = prom.Gauge("questlog_router_lag_seconds",
-                         "Age of the oldest raw record not routed yet when it was fetched; 0 when caught up.")
+ROUTED = prom.Counter(
+    "questlog_router_events_routed_total", "Raw events written to their typed topic, by type.", ["event_type"]
+)
+DEAD_LETTERS = prom.Counter(
+    "questlog_router_dead_letters_total",
+    "Raw events written to the dead letters, by reason class (questlog.status.reason_class).",
+    ["reason_class"],
+)
+BATCH_SECONDS = prom.Histogram(
+    "questlog_router_batch_seconds",
+    "Time to route, deliver and commit one batch of raw events.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_EVENTS = prom.Histogram(
+    "questlog_router_batch_events", "Raw events per batch.", buckets=(1, 10, 100, 500, 1000, 2500, 5000)
+)
+LAG_RECORDS = prom.Gauge(
+    "questlog_router_lag_records", "Raw records not routed yet on this worker's partitions (as of its last fetch)."
+)
+LAG_SECONDS = prom.Gauge(
+    "questlog_router_lag_seconds", "Age of the oldest raw record not routed yet when it was fetched; 0 when caught up."
+)
 
 # Broker refusals of a record that no retry can change.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -108,8 +116,14 @@ def refused(item: Item, exc: BaseException, settings: Settings, limit: int) -> I
     saying why; for a refused dead letter, one without the raw payload."""
     why = f"Kafka refused the record for {item.out.topic}: {exc!r}"
     if item.out.dead:
-        out = dead_letter(b"", None, f"{item.out.reason}; {why}; the raw payload was dropped, see the source offset",
-                          item.source, settings.dlq_topic, limit=limit)
+        out = dead_letter(
+            b"",
+            None,
+            f"{item.out.reason}; {why}; the raw payload was dropped, see the source offset",
+            item.source,
+            settings.dlq_topic,
+            limit=limit,
+        )
     else:
         try:
             event = loads(item.raw)
@@ -138,8 +152,9 @@ class Router(mode.Service):
     max_records = 5000  # per batch: enough to amortise each round trip, small for rebalances
     summary_every_s = 10.0
 
-    def __init__(self, settings: Settings, catalog: Callable[[], Catalog], refresh: Callable[[], Catalog],
-                 limit: int, **kwargs) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Callable[[], Catalog], refresh: Callable[[], Catalog], limit: int, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.catalog = catalog
@@ -158,11 +173,16 @@ class Router(mode.Service):
     # Lifecycle ----------------------------------------------------------------------------------
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, client_id=f"{self.settings.router_id}-producer",
-            acks="all", enable_idempotence=True, linger_ms=5,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"{self.settings.router_id}-producer",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
             # a batch holds at most one limit of records; a request may carry a little more (1 MiB
             # for the default limit), as the broker's message.max.bytes (1,048,588) allows
-            max_batch_size=self.limit, max_request_size=self.limit + 48_576)
+            max_batch_size=self.limit,
+            max_request_size=self.limit + 48_576,
+        )
 
     async def on_start(self) -> None:
         s = self.settings
@@ -170,15 +190,25 @@ class Router(mode.Service):
         await self.producer.start()
         await self._ensure_topics(self.catalog().topics(s.raw_topic, s.dlq_topic))
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=s.router_id, client_id=f"{s.router_id}-consumer",
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.router_id,
+            client_id=f"{s.router_id}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
             # A crashed router's partitions go to another worker after this long.
-            session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
-            max_partition_fetch_bytes=4 * 1024 * 1024)
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
         await self.consumer.start()
         self.consumer.subscribe([s.raw_topic], listener=_WaitForBatch(self._lock))
-        log.info("router started: %s -> %s.<event_type> | %s (limit %d bytes a record)", s.raw_topic,
-                 s.raw_topic, s.dlq_topic, self.limit)
+        log.info(
+            "router started: %s -> %s.<event_type> | %s (limit %d bytes a record)",
+            s.raw_topic,
+            s.raw_topic,
+            s.dlq_topic,
+            self.limit,
+        )
         self.add_future(self._route_forever())
 
     async def on_stop(self) -> None:
@@ -243,9 +273,12 @@ class Router(mode.Service):
     def route_batch(self, records) -> list[Item]:
         s, limit = self.settings, self.limit
         used = self.catalog()
-        items = [Item(m.value or b"", source, route(m.value, source, used, s.raw_topic, s.dlq_topic, limit=limit))
-                 for tp, msgs in records.items() for m in msgs
-                 for source in (Source(tp.topic, tp.partition, m.offset),)]
+        items = [
+            Item(m.value or b"", source, route(m.value, source, used, s.raw_topic, s.dlq_topic, limit=limit))
+            for tp, msgs in records.items()
+            for m in msgs
+            for source in (Source(tp.topic, tp.partition, m.offset),)
+        ]
         if any(item.out.dead for item in items) and self.refresh() is not used:
             # The collector may know a just-deployed type or field before our cached catalog.
             fresh = self.catalog()
@@ -273,8 +306,13 @@ class Router(mode.Service):
             transient: BaseException | None = None
             for item, error in failures:
                 if is_permanent(error) and item.solo:
-                    log.error("dead letter for %s[%d]@%d: %s", item.source.topic, item.source.partition,
-                              item.source.offset, error)
+                    log.error(
+                        "dead letter for %s[%d]@%d: %s",
+                        item.source.topic,
+                        item.source.partition,
+                        item.source.offset,
+                        error,
+                    )
                     retry.append(refused(item, error, self.settings, self.limit))
                 elif is_permanent(error):  # the batch was refused whole: find which record by itself
                     retry.append(Item(item.raw, item.source, item.out, solo=True))
@@ -286,8 +324,14 @@ class Router(mode.Service):
                 if isinstance(transient, FATAL_PRODUCER_ERRORS):
                     await self._replace_producer()
                 wait = backoff_s(attempt)
-                log.warning("Kafka did not confirm %d records (%r); retrying in %.1fs (attempt %d); their raw "
-                            "events stay unacknowledged", len(retry), transient, wait, attempt)
+                log.warning(
+                    "Kafka did not confirm %d records (%r); retrying in %.1fs (attempt %d); their raw "
+                    "events stay unacknowledged",
+                    len(retry),
+                    transient,
+                    wait,
+                    attempt,
+                )
                 await asyncio.sleep(wait)
             pending = retry
         routed: Counter[str] = Counter()
@@ -302,7 +346,7 @@ class Router(mode.Service):
                 self._sample = f"{item.source.topic}[{item.source.partition}]@{item.source.offset}: {item.out.reason}"
         prefix = self.settings.raw_topic + "."
         for topic, n in routed.items():
-            ROUTED.labels(topic[len(prefix):] if topic.startswith(prefix) else topic).inc(n)
+            ROUTED.labels(topic[len(prefix) :] if topic.startswith(prefix) else topic).inc(n)
         for cls, n in dead.items():
             DEAD_LETTERS.labels(cls).inc(n)
 
@@ -347,16 +391,18 @@ class Router(mode.Service):
         except Exception as exc:
             # Delivered but not committed: after a rebalance or restart these records are routed
             # again, and their copies are duplicates the sink drops. Later commits cover them.
-            log.warning("could not commit offsets %s: %r", {f"{tp.topic}[{tp.partition}]": o
-                                                              for tp, o in offsets.items()}, exc)
+            log.warning(
+                "could not commit offsets %s: %r", {f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()}, exc
+            )
 
     async def _ensure_topics(self, topics) -> None:
         missing = [t for t in topics if t not in self._topics]
         if not missing:
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, ensure_topics, self.settings.kafka_bootstrap, missing,
-                                   self.settings.topic_partitions)
+        await loop.run_in_executor(
+            None, ensure_topics, self.settings.kafka_bootstrap, missing, self.settings.topic_partitions
+        )
         if self.producer is not None:
             for topic in missing:
                 self._partitions[topic] = len(await self.producer.partitions_for(topic))
@@ -378,8 +424,13 @@ class Router(mode.Service):
             return
         took = now - self._since_summary
         total = sum(self.counts.values())
-        log.info("routed %d events in %.0fs (%.0f/s): %s", total, took, total / took,
-                 ", ".join(f"{name} {n}" for name, n in sorted(self.counts.items())))
+        log.info(
+            "routed %d events in %.0fs (%.0f/s): %s",
+            total,
+            took,
+            total / took,
+            ", ".join(f"{name} {n}" for name, n in sorted(self.counts.items())),
+        )
         if self._sample:
             log.warning("a dead letter among them: %.500s", self._sample)
         self.counts.clear()

@@ -68,8 +68,15 @@ def dumps(obj: Any) -> bytes:
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d")
 
 
-def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, dlq_topic: str,
-          now: datetime | None = None, limit: int = MAX_RECORD_BYTES) -> Routed:
+def route(
+    raw: bytes | None,
+    source: Source,
+    catalog: Catalog,
+    raw_topic: str,
+    dlq_topic: str,
+    now: datetime | None = None,
+    limit: int = MAX_RECORD_BYTES,
+) -> Routed:
     """Decide where one raw record goes: its typed topic if it is valid, else a dead letter that
     carries every reason, the raw payload and where it came from. Never raises; what it returns
     always fits ``limit`` bytes."""
@@ -84,8 +91,15 @@ def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, d
     try:
         key = event_key(event.get("source"), event["event_id"])
     except UnicodeEncodeError:
-        return dead_letter(raw, None, "field 'event_id': not valid Unicode (an unpaired surrogate escape)",
-                           source, dlq_topic, now, limit)
+        return dead_letter(
+            raw,
+            None,
+            "field 'event_id': not valid Unicode (an unpaired surrogate escape)",
+            source,
+            dlq_topic,
+            now,
+            limit,
+        )
     et = catalog.types[event["event_type"]]
     for name in et.timestamp_fields:  # one spelling of time that every reader (Spark, Trino) parses alike
         value = event.get(name)
@@ -96,14 +110,28 @@ def route(raw: bytes | None, source: Source, catalog: Catalog, raw_topic: str, d
     event["schema_version"] = et.version
     value = dumps(event)
     if len(key) + len(value) > limit:
-        return dead_letter(raw, event, f"the typed copy is {len(key) + len(value)} bytes, over the {limit}-byte "
-                           "limit of one Kafka record (the router adds schema_version and rewrites timestamps)",
-                           source, dlq_topic, now, limit)
+        return dead_letter(
+            raw,
+            event,
+            f"the typed copy is {len(key) + len(value)} bytes, over the {limit}-byte "
+            "limit of one Kafka record (the router adds schema_version and rewrites timestamps)",
+            source,
+            dlq_topic,
+            now,
+            limit,
+        )
     return Routed(typed_topic(raw_topic, et.name), key, value)
 
 
-def dead_letter(raw: bytes, event: Any, reason: str, source: Source, dlq_topic: str,
-                now: datetime | None = None, limit: int = MAX_RECORD_BYTES) -> Routed:
+def dead_letter(
+    raw: bytes,
+    event: Any,
+    reason: str,
+    source: Source,
+    dlq_topic: str,
+    now: datetime | None = None,
+    limit: int = MAX_RECORD_BYTES,
+) -> Routed:
     """The dead letter of ``raw``: reason, raw payload (undecodable bytes replaced), source and
     identity; cut to fit ``limit`` bytes if it would not."""
     now = now or datetime.now(UTC)
@@ -138,12 +166,17 @@ def _cut_to_fit(record: dict[str, Any], raw: bytes, limit: int) -> dict[str, Any
     empty = dumps({**record, "reason": cut_reason, "raw": ""})
 
     def note(kept: int) -> str:
-        parts = [f"raw payload cut to its first {kept} of {len(text)} characters" if kept < len(text) else "",
-                 f"reason cut to its first {MAX_REASON_CHARS} of {len(reason)} characters"
-                 if len(reason) > MAX_REASON_CHARS else ""]
+        parts = [
+            f"raw payload cut to its first {kept} of {len(text)} characters" if kept < len(text) else "",
+            f"reason cut to its first {MAX_REASON_CHARS} of {len(reason)} characters"
+            if len(reason) > MAX_REASON_CHARS
+            else "",
+        ]
         what = "; ".join(p for p in parts if p)
-        return (f" [dead letter cut to fit the {limit}-byte limit of one Kafka record: {what}; the raw payload "
-                f"was {len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}]")
+        return (
+            f" [dead letter cut to fit the {limit}-byte limit of one Kafka record: {what}; the raw payload "
+            f"was {len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}]"
+        )
 
     # The longest prefix of the payload that fits beside the rest (its JSON escaping can make it
     # up to 6 bytes a character): a binary search over the encoded size.

@@ -22,8 +22,11 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
     Every setting comes from a QUESTLOG_* environment variable (see questlog/settings.py).
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     ctx.obj = Settings.from_env()
 
 
@@ -94,8 +97,13 @@ def stop(settings: Settings) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on standard output, for scripts.")
-@click.option("--deadline", default=1.5, show_default=True, metavar="SECONDS",
-              help="How long to wait for the probes; what has not answered by then is listed as such.")
+@click.option(
+    "--deadline",
+    default=1.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the probes; what has not answered by then is listed as such.",
+)
 @click.pass_obj
 def status(settings: Settings, as_json: bool, deadline: float) -> None:
     """Health, lag, freshness, dead letters and HDFS usage, in one table (under 2 s).
@@ -127,16 +135,22 @@ def status(settings: Settings, as_json: bool, deadline: float) -> None:
 
 
 @main.command()
-@click.option("--table", "tables", multiple=True, metavar="T", help="Only this table (repeatable); default: every "
-              "table of the deployed catalog, dead letters included.")
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    metavar="T",
+    help="Only this table (repeatable); default: every table of the deployed catalog, dead letters included.",
+)
 @click.option("--date", "dates", multiple=True, metavar="YYYY-MM-DD", help="Only this date partition (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Only print files and bytes per table and date, and what compaction "
-              "would do.")
-@click.option("--min-files", default=2, show_default=True, help="Compact a partition once this many small files "
-              "can be merged.")
+@click.option(
+    "--dry-run", is_flag=True, help="Only print files and bytes per table and date, and what compaction would do."
+)
+@click.option(
+    "--min-files", default=2, show_default=True, help="Compact a partition once this many small files can be merged."
+)
 @click.pass_obj
-def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...], dry_run: bool,
-            min_files: int) -> None:
+def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...], dry_run: bool, min_files: int) -> None:
     """Merge each date partition's small parquet files into files near QUESTLOG_COMPACT_TARGET_MB.
 
     Readers never see a wrong count: merged files go to a new directory, and the partition is
@@ -147,18 +161,20 @@ def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...],
     known = [t.name for t in CatalogSource(settings.catalog).get().tables(settings.raw_topic, settings.dlq_topic)]
     unknown = sorted(set(tables) - set(known))
     if unknown:
-        raise click.BadParameter(f"no such table: {', '.join(unknown)} (tables: {', '.join(known)})",
-                                 param_hint="--table")
+        raise click.BadParameter(
+            f"no such table: {', '.join(unknown)} (tables: {', '.join(known)})", param_hint="--table"
+        )
     compactor = Compactor(settings, progress=lambda m: click.echo(f"questlog: {m}", err=True))
     reports = compactor.run(list(tables) or known, list(dates) or None, min_files=min_files, dry_run=dry_run)
     click.echo(f"{'table':<22} {'date':<10} {'files':>7} {'bytes':>14}  {'compaction'}")
     for r in reports:
         mb = lambda n: f"{n / 2**20:.1f} MiB"  # noqa: E731
         if r.plan.useful:
-            what = (f"merge {r.plan.merged_files} files ({mb(sum(f.size for g in r.plan.groups for f in g))}) into "
-                    f"{len(r.plan.groups)}, carry {len(r.plan.carry)}")
-            what = (f"done: {r.files} files -> {r.output_files}" if r.done
-                    else (r.note or "would " + what))
+            what = (
+                f"merge {r.plan.merged_files} files ({mb(sum(f.size for g in r.plan.groups for f in g))}) into "
+                f"{len(r.plan.groups)}, carry {len(r.plan.carry)}"
+            )
+            what = f"done: {r.files} files -> {r.output_files}" if r.done else (r.note or "would " + what)
         else:
             what = "nothing to do"
         click.echo(f"{r.table:<22} {r.date:<10} {r.files:>7} {r.bytes:>14,}  {what}")
@@ -233,42 +249,113 @@ def sql(settings: Settings, cli_args: tuple[str, ...]) -> None:
 
     cli = artifacts.trino_cli(settings.cache_path)
     java = find_java(22, purpose="the Trino CLI")
-    argv = [java, "-jar", str(cli), "--server", settings.trino_url, "--catalog", settings.trino_catalog,
-            "--schema", settings.trino_schema, "--user", settings.trino_user, *cli_args]
+    argv = [
+        java,
+        "-jar",
+        str(cli),
+        "--server",
+        settings.trino_url,
+        "--catalog",
+        settings.trino_catalog,
+        "--schema",
+        settings.trino_schema,
+        "--user",
+        settings.trino_user,
+        *cli_args,
+    ]
     os.execv(java, argv)
 
 
 @main.command()
 @click.option("--players", default=100, show_default=True, metavar="N", help="Simulated players.")
-@click.option("--rate", default=200.0, show_default=True, metavar="EVENTS/S",
-              help="Target rate; 0 sends as fast as the client takes them.")
-@click.option("--duration", "duration_s", type=float, default=None, metavar="SECONDS",
-              help="Send for this long (default: 10 s unless --count is given).")
-@click.option("--count", type=int, default=None, metavar="N", help="Send this many events (with --duration: "
-              "whichever comes first).")
-@click.option("--bad-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="FRACTION",
-              help="Share of events made wrong for their schema on purpose (they become dead letters).")
+@click.option(
+    "--rate",
+    default=200.0,
+    show_default=True,
+    metavar="EVENTS/S",
+    help="Target rate; 0 sends as fast as the client takes them.",
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Send for this long (default: 10 s unless --count is given).",
+)
+@click.option(
+    "--count",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Send this many events (with --duration: whichever comes first).",
+)
+@click.option(
+    "--bad-share",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    metavar="FRACTION",
+    help="Share of events made wrong for their schema on purpose (they become dead letters).",
+)
 @click.option("--seed", type=int, default=None, help="Random seed, for a repeatable run.")
-@click.option("--write-key", envvar="QUESTLOG_WRITE_KEY", default=None, metavar="KEY",
-              help="Write key, when the collector has keys on [env QUESTLOG_WRITE_KEY].")
-@click.option("--spool", "spool_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="The client's on-disk spool (events survive a restart while the collector is away).")
-@click.option("--verify", is_flag=True, help="Afterwards, check in Trino that every accepted event landed "
-              "exactly once (a bad one in dead_letters); exit 1 if not.")
-@click.option("--verify-timeout", default=300.0, show_default=True, metavar="SECONDS",
-              help="How long --verify waits for the events to land.")
-@click.option("--ab", "use_ab", is_flag=True, help="Instead: the seed's demo with Apache Bench (`ab`), "
-              "sword purchases and guild joins on the GET routes.")
+@click.option(
+    "--write-key",
+    envvar="QUESTLOG_WRITE_KEY",
+    default=None,
+    metavar="KEY",
+    help="Write key, when the collector has keys on [env QUESTLOG_WRITE_KEY].",
+)
+@click.option(
+    "--spool",
+    "spool_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="The client's on-disk spool (events survive a restart while the collector is away).",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Afterwards, check in Trino that every accepted event landed "
+    "exactly once (a bad one in dead_letters); exit 1 if not.",
+)
+@click.option(
+    "--verify-timeout",
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long --verify waits for the events to land.",
+)
+@click.option(
+    "--ab",
+    "use_ab",
+    is_flag=True,
+    help="Instead: the seed's demo with Apache Bench (`ab`), sword purchases and guild joins on the GET routes.",
+)
 @click.option("-n", "requests", default=150, show_default=True, help="With --ab: sword purchases to send.")
 @click.option("--guild-joins", default=10, show_default=True, help="With --ab: guild joins to send.")
-@click.option("--host", default="user1.comcast.com", show_default=True, help="With --ab: Host header, as in "
-              "the seed.")
+@click.option("--host", default="user1.comcast.com", show_default=True, help="With --ab: Host header, as in the seed.")
 @click.option("-c", "concurrency", default=1, show_default=True, help="With --ab: concurrent requests.")
 @click.pass_obj
-def load(settings: Settings, players: int, rate: float, duration_s: float | None, count: int | None,
-         bad_share: float, seed: int | None, write_key: str | None, spool_dir: str | None, verify: bool,
-         verify_timeout: float, use_ab: bool, requests: int, guild_joins: int, host: str,
-         concurrency: int) -> None:
+def load(
+    settings: Settings,
+    players: int,
+    rate: float,
+    duration_s: float | None,
+    count: int | None,
+    bad_share: float,
+    seed: int | None,
+    write_key: str | None,
+    spool_dir: str | None,
+    verify: bool,
+    verify_timeout: float,
+    use_ab: bool,
+    requests: int,
+    guild_joins: int,
+    host: str,
+    concurrency: int,
+) -> None:
     """Send game-like traffic with the Python client (questlog.client): PLAYERS in sessions buying
     swords, joining and leaving guilds, levelling up, and every other catalog type; then a summary
     by type, and with --verify a check against Trino. With --ab, the seed's demo with `ab`."""
@@ -290,24 +377,51 @@ def load(settings: Settings, players: int, rate: float, duration_s: float | None
         duration_s = 10.0
     console = Console(stderr=True)
     total = count if count is not None else None
-    with Progress(TextColumn("[bold]load"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("[bold]load"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task("", total=total or duration_s)
 
         def show(result, elapsed: float) -> None:
             done = result.total_sent if total else min(elapsed, duration_s or elapsed)
-            progress.update(task, completed=done, description=(
-                f"{result.total_sent:,} sent, {sum(result.accepted.values()):,} accepted, "
-                f"{sum(result.refused.values()):,} refused, {result.total_sent / max(elapsed, 1e-9):,.0f}/s"))
+            progress.update(
+                task,
+                completed=done,
+                description=(
+                    f"{result.total_sent:,} sent, {sum(result.accepted.values()):,} accepted, "
+                    f"{sum(result.refused.values()):,} refused, {result.total_sent / max(elapsed, 1e-9):,.0f}/s"
+                ),
+            )
 
-        result = run_load(settings.collector_url, cat, write_key=write_key, players=players, rate=rate,
-                          duration_s=duration_s, count=count, bad_share=bad_share, seed=seed,
-                          spool_dir=spool_dir, on_progress=show)
+        result = run_load(
+            settings.collector_url,
+            cat,
+            write_key=write_key,
+            players=players,
+            rate=rate,
+            duration_s=duration_s,
+            count=count,
+            bad_share=bad_share,
+            seed=seed,
+            spool_dir=spool_dir,
+            on_progress=show,
+        )
     click.echo(result.summary())
     if not verify:
         return
-    verdict = check(settings, cat, result, verify_timeout, settle_marker(settings, cat, write_key),
-                    say=lambda m: console.print(m, style="dim"))
+    verdict = check(
+        settings,
+        cat,
+        result,
+        verify_timeout,
+        settle_marker(settings, cat, write_key),
+        say=lambda m: console.print(m, style="dim"),
+    )
     click.echo(verdict.report())
     if not verdict.ok:
         sys.exit(1)
@@ -324,8 +438,11 @@ def _load_ab(settings: Settings, requests: int, guild_joins: int, host: str, con
         cmd = [ab, "-n", str(n), "-c", str(concurrency), "-H", f"Host: {host}", settings.collector_url + path]
         click.echo(f"$ {' '.join(cmd)}", err=True)
         result = subprocess.run(cmd, capture_output=True, text=True)
-        summary = [line for line in result.stdout.splitlines()
-                   if line.startswith(("Complete requests", "Failed requests", "Non-2xx", "Requests per second"))]
+        summary = [
+            line
+            for line in result.stdout.splitlines()
+            if line.startswith(("Complete requests", "Failed requests", "Non-2xx", "Requests per second"))
+        ]
         click.echo("\n".join(summary) or result.stdout + result.stderr)
         if result.returncode != 0:
             raise click.ClickException(f"ab failed with code {result.returncode}")
@@ -337,8 +454,13 @@ def catalog() -> None:
 
 
 @catalog.command("deploy")
-@click.option("--schemas", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
-              help="Directory of *.toml schemas (default: questlog/catalog/schemas).")
+@click.option(
+    "--schemas",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Directory of *.toml schemas (default: questlog/catalog/schemas).",
+)
 @click.option("--dry-run", is_flag=True, help="Only check that the change is compatible.")
 @click.pass_obj
 def catalog_deploy(settings: Settings, schemas: str | None, dry_run: bool) -> None:
@@ -358,8 +480,13 @@ def catalog_deploy(settings: Settings, schemas: str | None, dry_run: bool) -> No
 
 
 @catalog.command("check")
-@click.option("--schemas", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
-              help="Directory of *.toml schemas (default: questlog/catalog/schemas).")
+@click.option(
+    "--schemas",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Directory of *.toml schemas (default: questlog/catalog/schemas).",
+)
 @click.pass_context
 def catalog_check(ctx: click.Context, schemas: str | None) -> None:
     """Check a schema change without deploying it (deploy --dry-run)."""
@@ -367,8 +494,14 @@ def catalog_check(ctx: click.Context, schemas: str | None) -> None:
 
 
 @catalog.command("docs")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write to FILE instead of standard output (the repo's page is docs/events.md).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write to FILE instead of standard output (the repo's page is docs/events.md).",
+)
 @click.pass_obj
 def catalog_docs(settings: Settings, output: str | None) -> None:
     """Print the event reference page, generated from the deployed catalog."""

@@ -129,13 +129,28 @@ class Tracker:
     ``None`` checks nothing, or a :class:`questlog.catalog.Catalog` or a path. See the module's
     docstring for batching, retries, the queue-full policy and the spool."""
 
-    def __init__(self, url: str, write_key: str | None = None, *, batch_size: int = 500,
-                 flush_interval_s: float = 0.25, max_queue: int = 100_000, on_full: OnFull = "block",
-                 block_timeout_s: float = 10.0, senders: int = 2, timeout_s: float = 30.0,
-                 backoff_base_s: float = 0.25, backoff_max_s: float = 30.0, spool_dir: str | Path | None = None,
-                 fsync: Fsync = "batch", spool_segment_bytes: int = 16 * 2**20, catalog: Any = "auto",
-                 id_prefix: str | None = None, on_refused: RefusedCallback | None = None,
-                 on_accepted: Callable[[list[str], Counter], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        write_key: str | None = None,
+        *,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.25,
+        max_queue: int = 100_000,
+        on_full: OnFull = "block",
+        block_timeout_s: float = 10.0,
+        senders: int = 2,
+        timeout_s: float = 30.0,
+        backoff_base_s: float = 0.25,
+        backoff_max_s: float = 30.0,
+        spool_dir: str | Path | None = None,
+        fsync: Fsync = "batch",
+        spool_segment_bytes: int = 16 * 2**20,
+        catalog: Any = "auto",
+        id_prefix: str | None = None,
+        on_refused: RefusedCallback | None = None,
+        on_accepted: Callable[[list[str], Counter], None] | None = None,
+    ) -> None:
         if on_full not in ("block", "drop_oldest"):
             raise ValueError(f"on_full must be 'block' or 'drop_oldest', not {on_full!r}")
         if fsync not in ("batch", "never"):
@@ -184,11 +199,11 @@ class Tracker:
                 self.stats.recovered += batch.count
             self._seq = self._spool.next_seq
             if self.stats.recovered:
-                log.info("questlog tracker: re-sending %d events left in the spool %s", self.stats.recovered,
-                         spool_dir)
+                log.info("questlog tracker: re-sending %d events left in the spool %s", self.stats.recovered, spool_dir)
         self._threads = [threading.Thread(target=self._batch_loop, name="questlog-batcher", daemon=True)]
-        self._threads += [threading.Thread(target=self._send_loop, name=f"questlog-sender-{i}", daemon=True)
-                          for i in range(senders)]
+        self._threads += [
+            threading.Thread(target=self._send_loop, name=f"questlog-sender-{i}", daemon=True) for i in range(senders)
+        ]
         for thread in self._threads:
             thread.start()
         _active.add(self)
@@ -282,8 +297,12 @@ class Tracker:
         """With the lock held: one event dropped; ``finished`` of them had been counted as tracked."""
         self.stats.dropped += 1
         if self.stats.dropped % 1000 == 1:
-            log.warning("questlog tracker: queue full (%d events), %d events dropped so far (on_full=%s)",
-                        self.max_queue, self.stats.dropped, self.on_full)
+            log.warning(
+                "questlog tracker: queue full (%d events), %d events dropped so far (on_full=%s)",
+                self.max_queue,
+                self.stats.dropped,
+                self.on_full,
+            )
         if finished:
             with self._done_cv:
                 self._out += finished
@@ -322,8 +341,11 @@ class Tracker:
         if not done:
             left = self.queued
             if self._spool is not None:
-                log.warning("questlog tracker: closed with %d events unsent; they are in the spool %s", left,
-                            self._spool.directory)
+                log.warning(
+                    "questlog tracker: closed with %d events unsent; they are in the spool %s",
+                    left,
+                    self._spool.directory,
+                )
             else:
                 self.stats.lost += left
                 log.error("questlog tracker: closed with %d events unsent and no spool: they are lost", left)
@@ -422,8 +444,7 @@ class Tracker:
             except _Stopped:
                 return
             except Exception:
-                log.exception("questlog tracker: sending batch %d failed unexpectedly; it will be retried",
-                              batch.seq)
+                log.exception("questlog tracker: sending batch %d failed unexpectedly; it will be retried", batch.seq)
                 with self._pending_cv:
                     self._pending.appendleft(batch)
                 time.sleep(1.0)
@@ -454,12 +475,17 @@ class Tracker:
             with self._done_cv:
                 self.stats.errors[error] += 1
                 self.stats.retries += 1
-            wait = retry_after if retry_after is not None else backoff(attempt, self.backoff_base_s,
-                                                                       self.backoff_max_s)
+            wait = retry_after if retry_after is not None else backoff(attempt, self.backoff_base_s, self.backoff_max_s)
             attempt += 1
             if attempt in (1, 10) or attempt % 100 == 0:
-                log.warning("questlog tracker: batch %d (%d events): %s; attempt %d, retrying in %.2fs",
-                            batch.seq, batch.count, error, attempt, wait)
+                log.warning(
+                    "questlog tracker: batch %d (%d events): %s; attempt %d, retrying in %.2fs",
+                    batch.seq,
+                    batch.count,
+                    error,
+                    attempt,
+                    wait,
+                )
             if self._stopped.wait(wait):
                 raise _Stopped
 
@@ -470,8 +496,13 @@ class Tracker:
             reason = text
         with self._done_cv:
             self.stats.errors[str(status)] += 1
-        log.error("questlog tracker: batch %d (%d events) refused with %d: %s; not retried", batch.seq,
-                  batch.count, status, str(reason)[:500])
+        log.error(
+            "questlog tracker: batch %d (%d events) refused with %d: %s; not retried",
+            batch.seq,
+            batch.count,
+            status,
+            str(reason)[:500],
+        )
         if self.on_refused is not None:
             try:
                 self.on_refused(json.loads(body), status, str(reason))
@@ -497,6 +528,7 @@ class Tracker:
                 self.on_accepted(batch.ids, batch.types)
             except Exception:
                 log.exception("questlog tracker: the on_accepted callback failed")
+
 
 class _Stopped(Exception):
     pass
@@ -553,8 +585,11 @@ def _fast_checks(catalog) -> dict[str, tuple[dict[str, Callable[[Any], bool]], t
     client_set = {"event_id", "event_type", "client_ts", "received_at"}
     checks = {}
     for et in catalog:
-        known = {f.name: _FAST[f.type] for f in et.columns
-                 if f.type in _FAST and (f.name not in ENVELOPE_NAMES or f.name == "user_id")}
+        known = {
+            f.name: _FAST[f.type]
+            for f in et.columns
+            if f.type in _FAST and (f.name not in ENVELOPE_NAMES or f.name == "user_id")
+        }
         required = tuple(f.name for f in et.columns if f.required and f.name not in client_set)
         checks[et.name] = (known, required)
     return checks
@@ -710,7 +745,7 @@ def _records(path: Path) -> Iterator[tuple[bytes, int, int, int]]:
             if parts[0] == _BATCH and len(parts) == 3:
                 seq, length = int(parts[1]), int(parts[2])
                 start = end + 1
-                if start + length + 1 > len(data) or data[start + length:start + length + 1] != b"\n":
+                if start + length + 1 > len(data) or data[start + length : start + length + 1] != b"\n":
                     return
                 yield _BATCH, seq, start, length
                 pos = start + length + 1

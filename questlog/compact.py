@@ -65,6 +65,7 @@ ROW_GROUP_BYTES = 128 * 2**20  # rows held in memory (Arrow's size) before they 
 
 # Planning (pure) ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FileInfo:
     name: str
@@ -99,8 +100,9 @@ def mergeable(name: str, run: str | None, last_commit: int | None) -> bool:
     return last_commit is not None and int(m["batch"]) <= last_commit
 
 
-def plan_partition(files: Iterable[FileInfo], target_bytes: int, run: str | None, last_commit: int | None,
-                   min_files: int = 2) -> Plan:
+def plan_partition(
+    files: Iterable[FileInfo], target_bytes: int, run: str | None, last_commit: int | None, min_files: int = 2
+) -> Plan:
     """Which files to merge into which output file. Mergeable files below half the target are
     packed, in name order (so in landing order), into groups of up to ``target_bytes``; a group of
     one file would only be a copy and is carried instead. Nothing is merged unless at least
@@ -143,6 +145,7 @@ def due_dates(dates: Iterable[str], today: str, done: dict[str, str]) -> list[st
 
 
 # HDFS over WebHDFS ----------------------------------------------------------------------------
+
 
 class Hdfs:
     """The few WebHDFS calls compaction needs (the `hdfs` package, plus RENAME with overwrite)."""
@@ -196,8 +199,10 @@ class Hdfs:
 
     def rename_over(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst``, replacing ``dst`` in one NameNode operation."""
-        url = (f"{self.settings.webhdfs_url.rstrip('/')}/webhdfs/v1{urllib.parse.quote(src)}?op=RENAME"
-               f"&destination={urllib.parse.quote(dst)}&renameoptions=OVERWRITE&user.name={self.user}")
+        url = (
+            f"{self.settings.webhdfs_url.rstrip('/')}/webhdfs/v1{urllib.parse.quote(src)}?op=RENAME"
+            f"&destination={urllib.parse.quote(dst)}&renameoptions=OVERWRITE&user.name={self.user}"
+        )
         response = requests.put(url, timeout=30)
         if response.status_code != 200:
             raise OSError(f"rename {src} -> {dst}: HTTP {response.status_code} {response.text[:300]}")
@@ -209,6 +214,7 @@ def path_of(url: str) -> str:
 
 
 # Locks -----------------------------------------------------------------------------------------
+
 
 class Lock:
     """An exclusive lock file on HDFS (the NameNode makes an exclusive create atomic) that expires
@@ -256,6 +262,7 @@ class Lock:
 
 # The compactor ---------------------------------------------------------------------------------
 
+
 @dataclass
 class PartitionReport:
     table: str
@@ -282,8 +289,9 @@ def pause_at(settings: Settings, step: str) -> None:
 
 
 class Compactor:
-    def __init__(self, settings: Settings, fs: Hdfs | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, fs: Hdfs | None = None, progress: Callable[[str], None] | None = None
+    ) -> None:
         self.settings = settings
         self.fs = fs or Hdfs(settings)
         self.target_bytes = int(settings.compact_target_mb * 2**20)
@@ -304,8 +312,12 @@ class Compactor:
         return f"{METASTORE_DIR}/{self.settings.trino_schema}/{table}/{PARTITION_COLUMN}={date}/{SCHEMA_FILE}"
 
     def lock(self, table: str, name: str, expiry_s: float | None = None) -> Lock:
-        return Lock(self.fs, f"{self.table_dir(table)}/{LOCK_DIR}/{name}",
-                    expiry_s or self.settings.compact_lock_s, f"compactor {os.getpid()} {time.time():.0f}")
+        return Lock(
+            self.fs,
+            f"{self.table_dir(table)}/{LOCK_DIR}/{name}",
+            expiry_s or self.settings.compact_lock_s,
+            f"compactor {os.getpid()} {time.time():.0f}",
+        )
 
     # Metastore
     def partition_meta(self, table: str, date: str) -> dict | None:
@@ -322,8 +334,11 @@ class Compactor:
         """The table's registered date partitions."""
         root = f"{METASTORE_DIR}/{self.settings.trino_schema}/{table}"
         prefix = PARTITION_COLUMN + "="
-        return sorted(name[len(prefix):] for name, st in self.fs.list(root)
-                      if st["type"] == "DIRECTORY" and name.startswith(prefix))
+        return sorted(
+            name[len(prefix) :]
+            for name, st in self.fs.list(root)
+            if st["type"] == "DIRECTORY" and name.startswith(prefix)
+        )
 
     def switch(self, table: str, date: str, meta: dict, new_location: str) -> None:
         """Point the partition at ``new_location``: the whole file written beside, renamed over."""
@@ -344,19 +359,29 @@ class Compactor:
         return run, (max(commits) if commits else None)
 
     def files(self, location: str) -> list[FileInfo]:
-        return [FileInfo(n, st["length"]) for n, st in self.fs.list(path_of(location))
-                if st["type"] == "FILE" and n.endswith(".parquet") and not n.startswith((".", "_"))]
+        return [
+            FileInfo(n, st["length"])
+            for n, st in self.fs.list(path_of(location))
+            if st["type"] == "FILE" and n.endswith(".parquet") and not n.startswith((".", "_"))
+        ]
 
     # One partition
-    def inspect(self, table: str, date: str, run: str | None, last_commit: int | None,
-                min_files: int = 2) -> PartitionReport | None:
+    def inspect(
+        self, table: str, date: str, run: str | None, last_commit: int | None, min_files: int = 2
+    ) -> PartitionReport | None:
         meta = self.partition_meta(table, date)
         if meta is None:
             return None
         location = meta.get("externalLocation") or f"{self.settings.warehouse_url}/{table}/{PARTITION_COLUMN}={date}"
         files = self.files(location)
-        return PartitionReport(table, date, location, len(files), sum(f.size for f in files),
-                               plan_partition(files, self.target_bytes, run, last_commit, min_files))
+        return PartitionReport(
+            table,
+            date,
+            location,
+            len(files),
+            sum(f.size for f in files),
+            plan_partition(files, self.target_bytes, run, last_commit, min_files),
+        )
 
     def compact_partition(self, table: str, date: str, min_files: int = 2) -> PartitionReport | None:
         run, last_commit = self.sink_progress()
@@ -370,13 +395,16 @@ class Compactor:
         self.fs.makedirs(gen)
         with ThreadPoolExecutor(max_workers=READERS) as pool:  # WebHDFS reads are latency-bound
             for k, group in enumerate(report.plan.groups):
-                self.progress(f"{table} dt={date}: merging {len(group)} files "
-                              f"({sum(f.size for f in group):,} bytes) into {gen}/c-{k:04d}.parquet")
+                self.progress(
+                    f"{table} dt={date}: merging {len(group)} files "
+                    f"({sum(f.size for f in group):,} bytes) into {gen}/c-{k:04d}.parquet"
+                )
                 parts = list(pool.map(lambda f: self.fs.read(f"{old}/{f.name}"), group))
                 self.fs.write(f"{gen}/c-{k:04d}.parquet", merge(parts))
                 self._refresh()
-            for _ in pool.map(lambda f: self.fs.write(f"{gen}/{f.name}", self.fs.read(f"{old}/{f.name}")),
-                              report.plan.carry):
+            for _ in pool.map(
+                lambda f: self.fs.write(f"{gen}/{f.name}", self.fs.read(f"{old}/{f.name}")), report.plan.carry
+            ):
                 self._refresh()
         pause_at(self.settings, "merged")
         publish = self.lock(table, PUBLISH_LOCK)
@@ -388,8 +416,9 @@ class Compactor:
             now = {f.name: f for f in self.files(old)}
             merged = {f.name for g in report.plan.groups for f in g}
             if merged - set(now):
-                raise RuntimeError(f"{table} dt={date}: merged files vanished from {old}: "
-                                   f"{sorted(merged - set(now))[:5]}")
+                raise RuntimeError(
+                    f"{table} dt={date}: merged files vanished from {old}: {sorted(merged - set(now))[:5]}"
+                )
             for f in report.plan.carry:
                 if f.name not in now:  # a re-run batch deleted its earlier attempt
                     self.fs.delete(f"{gen}/{f.name}")
@@ -417,16 +446,21 @@ class Compactor:
         grace_s = self.settings.compact_grace_s if grace_s is None else grace_s
         deleted = []
         gen_root = f"{self.table_dir(table)}/{GEN_DIR}"
-        gen_dates = {n.split("=", 1)[1] for n, st in self.fs.list(gen_root)
-                     if st["type"] == "DIRECTORY" and n.startswith(PARTITION_COLUMN + "=")}
+        gen_dates = {
+            n.split("=", 1)[1]
+            for n, st in self.fs.list(gen_root)
+            if st["type"] == "DIRECTORY" and n.startswith(PARTITION_COLUMN + "=")
+        }
         for date in sorted(gen_dates if dates is None else set(dates) & gen_dates):
             meta = self.partition_meta(table, date)
             if meta is None:
                 continue
             current = path_of(meta.get("externalLocation") or f"{self.table_dir(table)}/{PARTITION_COLUMN}={date}")
-            candidates = [f"{gen_root}/{PARTITION_COLUMN}={date}/{n}"
-                          for n, st in self.fs.list(f"{gen_root}/{PARTITION_COLUMN}={date}")
-                          if st["type"] == "DIRECTORY"]
+            candidates = [
+                f"{gen_root}/{PARTITION_COLUMN}={date}/{n}"
+                for n, st in self.fs.list(f"{gen_root}/{PARTITION_COLUMN}={date}")
+                if st["type"] == "DIRECTORY"
+            ]
             candidates.append(f"{self.table_dir(table)}/{PARTITION_COLUMN}={date}")
             for path in candidates:
                 if path.rstrip("/") == current.rstrip("/"):
@@ -439,8 +473,14 @@ class Compactor:
                 self.progress(f"{table}: deleted the old generation {path}")
         return deleted
 
-    def run(self, tables: Iterable[str], dates: Iterable[str] | None = None, min_files: int = 2,
-            dry_run: bool = False, wait_for_lock_s: float = 0.0) -> list[PartitionReport]:
+    def run(
+        self,
+        tables: Iterable[str],
+        dates: Iterable[str] | None = None,
+        min_files: int = 2,
+        dry_run: bool = False,
+        wait_for_lock_s: float = 0.0,
+    ) -> list[PartitionReport]:
         """Compact (or with ``dry_run`` only plan) every partition of ``tables`` (``dates``: only
         those). A table another compactor works on is skipped after ``wait_for_lock_s``."""
         reports = []
@@ -479,8 +519,14 @@ def merge(parts: list[bytes]) -> bytes:
     schema = schema.remove_metadata()
     out = io.BytesIO()
     buffered: list = []
-    with pq.ParquetWriter(out, schema, compression="snappy", coerce_timestamps="us",
-                          allow_truncated_timestamps=False, use_deprecated_int96_timestamps=False) as writer:
+    with pq.ParquetWriter(
+        out,
+        schema,
+        compression="snappy",
+        coerce_timestamps="us",
+        allow_truncated_timestamps=False,
+        use_deprecated_int96_timestamps=False,
+    ) as writer:
 
         def flush() -> None:
             # row groups as large as Spark's (not one per small input file: Trino reads and
@@ -519,8 +565,7 @@ def loop(settings: Settings, stopping: Callable[[], bool], interval_s: float | N
             tables = [t.name for t in source.get().tables(settings.raw_topic, settings.dlq_topic)]
             today = today_utc()
             for table in tables:
-                dates = due_dates(compactor.dates(table), today,
-                                  {d: day for (t, d), day in done.items() if t == table})
+                dates = due_dates(compactor.dates(table), today, {d: day for (t, d), day in done.items() if t == table})
                 # today only once enough small files gathered; a closed day once, whatever it holds
                 compactor.run([table], [d for d in dates if d >= today], min_files=settings.compact_min_files)
                 closed = [d for d in dates if d < today]

@@ -137,8 +137,9 @@ def pid_of(pipeline, name: str) -> int:
 
 def landed(settings: Settings, run: str) -> Counter:
     """event_id -> rows, for this run's events."""
-    _, rows = execute(settings, f"SELECT event_id, count(*) FROM {TABLE} WHERE event_id LIKE 'fault-{run}-%' "
-                                "GROUP BY event_id")
+    _, rows = execute(
+        settings, f"SELECT event_id, count(*) FROM {TABLE} WHERE event_id LIKE 'fault-{run}-%' GROUP BY event_id"
+    )
     return Counter({event_id: count for event_id, count in rows})
 
 
@@ -151,8 +152,9 @@ def probe(settings: Settings, timeout_s: float) -> float | None:
     while time.monotonic() < deadline:
         try:
             if not sent:
-                response = requests.post(f"{settings.collector_url}/events", timeout=10,
-                                         json={"event_type": "default", "event_id": event_id})
+                response = requests.post(
+                    f"{settings.collector_url}/events", timeout=10, json={"event_type": "default", "event_id": event_id}
+                )
                 sent = response.status_code == 202
             if sent and execute(settings, f"SELECT count(*) FROM {TABLE} WHERE event_id = '{event_id}'")[1][0][0]:
                 return time.monotonic() - started
@@ -162,8 +164,15 @@ def probe(settings: Settings, timeout_s: float) -> float | None:
     return None
 
 
-def run_suite(pipeline, rate: float, faults=FAULTS, settle_s: float = 5.0, recover_timeout_s: float = 420.0,
-              pause_s: float = PAUSE_S, on_row: Callable[[Row], None] | None = None) -> tuple[list[Row], Client]:
+def run_suite(
+    pipeline,
+    rate: float,
+    faults=FAULTS,
+    settle_s: float = 5.0,
+    recover_timeout_s: float = 420.0,
+    pause_s: float = PAUSE_S,
+    on_row: Callable[[Row], None] | None = None,
+) -> tuple[list[Row], Client]:
     """Apply ``faults`` in turn to a running, watched pipeline while a client sends; one Row per
     fault (counting the events accepted from that fault until the next) and a last row of totals,
     and the client (what it saw)."""
@@ -209,8 +218,12 @@ def run_suite(pipeline, rate: float, faults=FAULTS, settle_s: float = 5.0, recov
     before = [e for e, at in client.accepted.items() if at < bounds[0]]
     if rows and before:  # accepted before the first fault: counted with the first
         first = rows[0]
-        rows[0] = _row(first.fault, first.recover_s, before + [e for e, at in client.accepted.items()
-                                                              if bounds[0] <= at < bounds[1]], counts)
+        rows[0] = _row(
+            first.fault,
+            first.recover_s,
+            before + [e for e, at in client.accepted.items() if bounds[0] <= at < bounds[1]],
+            counts,
+        )
     rows.append(_row("all", None, list(client.accepted), counts))
     # Rows of events the client was never told were accepted (a batch it gave up on): must be none.
     client.stray = sum(counts[e] for e in counts if e not in client.accepted)
@@ -221,22 +234,32 @@ def run_suite(pipeline, rate: float, faults=FAULTS, settle_s: float = 5.0, recov
 
 
 def _row(what: str, took: float | None, ids: list[str], counts: Counter) -> Row:
-    return Row(what, took, len(ids), sum(counts[e] for e in ids), sum(1 for e in ids if counts[e] == 0),
-               sum(counts[e] - 1 for e in ids if counts[e] > 1))
+    return Row(
+        what,
+        took,
+        len(ids),
+        sum(counts[e] for e in ids),
+        sum(1 for e in ids if counts[e] == 0),
+        sum(counts[e] - 1 for e in ids if counts[e] > 1),
+    )
 
 
 def table(rows: list[Row], client: Client | None = None) -> str:
-    lines = ["| fault | time to recover | events accepted | rows | lost | duplicates |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| fault | time to recover | events accepted | rows | lost | duplicates |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         took = f"{r.recover_s:.1f} s" if r.recover_s is not None else ("" if r.fault.startswith("all") else "no")
         lines.append(f"| {r.fault} | {took} | {r.accepted:,} | {r.rows:,} | {r.lost:,} | {r.duplicates:,} |")
     if client is not None:
         seen = ", ".join(f"{k}: {v:,}" for k, v in sorted(client.refusals.items())) or "none"
         lines.append("")
-        lines.append(f"Client: {client.sent:,} events sent, {len(client.accepted):,} accepted; refusals it saw "
-                     f"(each retried with the same event_ids): {seen}; rows of events never accepted: "
-                     f"{client.stray}.")
+        lines.append(
+            f"Client: {client.sent:,} events sent, {len(client.accepted):,} accepted; refusals it saw "
+            f"(each retried with the same event_ids): {seen}; rows of events never accepted: "
+            f"{client.stray}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -250,11 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     offset = 12_000  # every port stays below Linux's ephemeral range (32768-60999)
     home = REPO_ROOT / ".questlog-faults"
     settings = Settings.from_env(
-        home=str(home), catalog=str(home / "catalog.json"), kafka_bootstrap=f"127.0.0.1:{9092 + offset}",
-        kafka_controller_port=9093 + offset, collector_bind=f"127.0.0.1:{5000 + offset}",
-        router_web_port=6066 + offset, hdfs_url=f"hdfs://127.0.0.1:{8020 + offset}",
-        webhdfs_url=f"http://127.0.0.1:{9870 + offset}", hdfs_datanode_port=9866 + offset,
-        trino_url=f"http://127.0.0.1:{8080 + offset}", sink_trigger_s=2.0)
+        home=str(home),
+        catalog=str(home / "catalog.json"),
+        kafka_bootstrap=f"127.0.0.1:{9092 + offset}",
+        kafka_controller_port=9093 + offset,
+        collector_bind=f"127.0.0.1:{5000 + offset}",
+        router_web_port=6066 + offset,
+        hdfs_url=f"hdfs://127.0.0.1:{8020 + offset}",
+        webhdfs_url=f"http://127.0.0.1:{9870 + offset}",
+        hdfs_datanode_port=9866 + offset,
+        trino_url=f"http://127.0.0.1:{8080 + offset}",
+        sink_trigger_s=2.0,
+    )
     stop_all(settings)
     home.mkdir(parents=True, exist_ok=True)
     (home / "catalog.json").write_text((REPO_ROOT / "questlog" / "catalog" / "catalog.json").read_text())
@@ -274,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         pipeline.down()
     text = table(rows, client)
     print(text)
-    header = (f"Fault suite, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: `make faults` "
-              f"({args.events:,} events requested, {time.monotonic() - started:.0f} s in all)\n\n")
+    header = (
+        f"Fault suite, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: `make faults` "
+        f"({args.events:,} events requested, {time.monotonic() - started:.0f} s in all)\n\n"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(header + text)
     ok = all(r.lost == 0 and r.duplicates == 0 for r in rows) and client.stray == 0

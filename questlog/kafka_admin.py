@@ -33,8 +33,7 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1, ti
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = list(dict.fromkeys(topics))
     create = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
-    grow = [NewPartitions(t, partitions) for t in wanted
-            if t in existing and len(existing[t].partitions) < partitions]
+    grow = [NewPartitions(t, partitions) for t in wanted if t in existing and len(existing[t].partitions) < partitions]
     if create:
         for topic, future in admin.create_topics(create, request_timeout=timeout_s).items():
             try:

@@ -30,9 +30,21 @@ from questlog.client import Tracker
 SWORDS = {"longsword": 40.0, "katana": 55.0, "rapier": 30.0, "claymore": 70.0, "scimitar": 35.0}
 RARITY = (("common", 1.0, 70), ("rare", 2.5, 24), ("legendary", 10.0, 6))
 CLASSES = ("mage", "warrior", "rogue", "cleric", "ranger")
-GUILDS = [(f"g-{i}", name) for i, name in enumerate(
-    ("Night Owls", "Iron Wolves", "Dawnbreakers", "Silver Hand", "Ashen Court", "Tide Callers", "Emberkin",
-     "Frostborn"))]
+GUILDS = [
+    (f"g-{i}", name)
+    for i, name in enumerate(
+        (
+            "Night Owls",
+            "Iron Wolves",
+            "Dawnbreakers",
+            "Silver Hand",
+            "Ashen Court",
+            "Tide Callers",
+            "Emberkin",
+            "Frostborn",
+        )
+    )
+]
 LEAVE_REASONS = (("quit", 70), ("kicked", 20), ("disbanded", 10))
 # What an online player does next, by weight; guild moves only when they make sense.
 ACTIONS = {"purchase_sword": 35, "level_up": 20, "default": 25, "join_guild": 10, "leave_guild": 10}
@@ -100,17 +112,28 @@ class Game:
         rarity, factor, _ = self.rng.choices(RARITY, weights=[w for *_, w in RARITY])[0]
         quantity = 1 if self.rng.random() < 0.9 else self.rng.randint(2, 3)
         price = round(SWORDS[sword] * factor * (1 + p.level / 20) * self.rng.uniform(0.9, 1.1), 2)
-        return {"user_id": p.user_id, "sword_type": sword, "rarity": rarity, "price": price * quantity,
-                "currency": "gold", "quantity": quantity}
+        return {
+            "user_id": p.user_id,
+            "sword_type": sword,
+            "rarity": rarity,
+            "price": price * quantity,
+            "currency": "gold",
+            "quantity": quantity,
+        }
 
     def _level_up(self, p: Player) -> dict[str, Any]:
         p.level += 1
-        gained = int(100 * p.level ** 1.5 * self.rng.uniform(0.8, 1.2))
+        gained = int(100 * p.level**1.5 * self.rng.uniform(0.8, 1.2))
         p.xp_total += gained
         played = self.clock - p.last_level_at
         p.last_level_at = self.clock
-        return {"user_id": p.user_id, "level": p.level, "character_class": p.character_class,
-                "xp_total": p.xp_total, "play_seconds": round(played, 1)}
+        return {
+            "user_id": p.user_id,
+            "level": p.level,
+            "character_class": p.character_class,
+            "xp_total": p.xp_total,
+            "play_seconds": round(played, 1),
+        }
 
     def _join_guild(self, p: Player) -> dict[str, Any]:
         p.guild = self.rng.choice(GUILDS)
@@ -122,15 +145,24 @@ class Game:
         assert p.guild is not None
         (gid, name), p.guild = p.guild, None
         reason = self.rng.choices([r for r, _ in LEAVE_REASONS], weights=[w for _, w in LEAVE_REASONS])[0]
-        return {"user_id": p.user_id, "guild_id": gid, "guild_name": name, "reason": reason,
-                "days_in_guild": int((self.clock - p.joined_at) // DAY_S)}
+        return {
+            "user_id": p.user_id,
+            "guild_id": gid,
+            "guild_name": name,
+            "reason": reason,
+            "days_in_guild": int((self.clock - p.joined_at) // DAY_S),
+        }
 
 
 def _generic(et: EventType, p: Player, rng: random.Random) -> tuple[str, dict[str, Any]]:
     """An event of a type the game does not model: each field gets a value of its type."""
-    values = {"string": lambda: f"v{rng.randint(1, 99)}", "long": lambda: rng.randint(0, 1000),
-              "double": lambda: round(rng.uniform(0, 100), 2), "boolean": lambda: rng.random() < 0.5,
-              "timestamp": lambda: time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+    values = {
+        "string": lambda: f"v{rng.randint(1, 99)}",
+        "long": lambda: rng.randint(0, 1000),
+        "double": lambda: round(rng.uniform(0, 100), 2),
+        "boolean": lambda: rng.random() < 0.5,
+        "timestamp": lambda: time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+    }
     fields: dict[str, Any] = {"user_id": p.user_id}
     for f in et.fields:
         if f.required or rng.random() < 0.8:
@@ -174,21 +206,35 @@ class LoadResult:
     def summary(self) -> str:
         types = sorted(set(self.sent) | set(self.accepted) | set(self.refused))
         rate = self.total_sent / self.elapsed_s if self.elapsed_s else 0.0
-        lines = [f"questlog load {self.run}: {self.total_sent:,} events in {self.elapsed_s:.1f} s "
-                 f"({rate:,.0f}/s); {sum(self.accepted.values()):,} accepted, {sum(self.refused.values()):,} "
-                 f"refused, {self.dropped:,} dropped (queue full), {self.lost:,} unsent at the end",
-                 f"{'event type':<16}{'sent':>10}{'bad':>8}{'accepted':>10}{'refused':>9}"]
+        lines = [
+            f"questlog load {self.run}: {self.total_sent:,} events in {self.elapsed_s:.1f} s "
+            f"({rate:,.0f}/s); {sum(self.accepted.values()):,} accepted, {sum(self.refused.values()):,} "
+            f"refused, {self.dropped:,} dropped (queue full), {self.lost:,} unsent at the end",
+            f"{'event type':<16}{'sent':>10}{'bad':>8}{'accepted':>10}{'refused':>9}",
+        ]
         for t in types:
-            lines.append(f"{t:<16}{self.sent[t]:>10,}{self.bad_sent[t]:>8,}{self.accepted[t]:>10,}"
-                         f"{self.refused[t]:>9,}")
+            lines.append(
+                f"{t:<16}{self.sent[t]:>10,}{self.bad_sent[t]:>8,}{self.accepted[t]:>10,}{self.refused[t]:>9,}"
+            )
         return "\n".join(lines)
 
 
-def run_load(url: str, catalog: Catalog, *, write_key: str | None = None, players: int = 100,
-             rate: float = 200.0, duration_s: float | None = None, count: int | None = None,
-             bad_share: float = 0.0, seed: int | None = None, spool_dir: str | None = None,
-             on_progress: Callable[[LoadResult, float], None] | None = None,
-             close_timeout_s: float = 60.0, **tracker_options: Any) -> LoadResult:
+def run_load(
+    url: str,
+    catalog: Catalog,
+    *,
+    write_key: str | None = None,
+    players: int = 100,
+    rate: float = 200.0,
+    duration_s: float | None = None,
+    count: int | None = None,
+    bad_share: float = 0.0,
+    seed: int | None = None,
+    spool_dir: str | None = None,
+    on_progress: Callable[[LoadResult, float], None] | None = None,
+    close_timeout_s: float = 60.0,
+    **tracker_options: Any,
+) -> LoadResult:
     """Send the game's events at ``rate`` per second (0: as fast as the tracker takes them) for
     ``duration_s`` seconds or ``count`` events, whichever comes first; returns what happened."""
     if duration_s is None and count is None:
@@ -207,8 +253,16 @@ def run_load(url: str, catalog: Catalog, *, write_key: str | None = None, player
         with lock:
             result.refused.update(e.get("event_type") for e in events)
 
-    tracker = Tracker(url, write_key, catalog=catalog, id_prefix=result.run, spool_dir=spool_dir,
-                      on_accepted=accepted, on_refused=refused, **tracker_options)
+    tracker = Tracker(
+        url,
+        write_key,
+        catalog=catalog,
+        id_prefix=result.run,
+        spool_dir=spool_dir,
+        on_accepted=accepted,
+        on_refused=refused,
+        **tracker_options,
+    )
     started = time.monotonic()
     end = started + duration_s if duration_s is not None else float("inf")
     limit = count if count is not None else sys.maxsize
@@ -263,9 +317,11 @@ class Verdict:
 
     def report(self) -> str:
         head = "verify: OK" if self.ok else "verify: FAILED"
-        lines = [f"{head}: {self.landed:,} of {self.expected:,} accepted events in Trino, "
-                 f"{len(self.missing):,} missing, {len(self.duplicates):,} landed more than once, "
-                 f"{len(self.misplaced):,} in the wrong table, {self.stray:,} rows of events not reported accepted"]
+        lines = [
+            f"{head}: {self.landed:,} of {self.expected:,} accepted events in Trino, "
+            f"{len(self.missing):,} missing, {len(self.duplicates):,} landed more than once, "
+            f"{len(self.misplaced):,} in the wrong table, {self.stray:,} rows of events not reported accepted"
+        ]
         lines += [f"  {table}: {n:,} rows" for table, n in sorted(self.by_table.items())]
         if self.missing:
             lines.append(f"  missing, e.g.: {', '.join(sorted(self.missing)[:5])}")
@@ -282,14 +338,21 @@ def landed(settings, catalog: Catalog, run: str) -> dict[str, Counter]:
 
     found: dict[str, Counter] = {}
     for table in [et.table for et in catalog] + [DEAD_LETTER_TABLE]:
-        _, rows = execute(settings, f'SELECT event_id, count(*) FROM "{table}" WHERE event_id LIKE ? '
-                                    "GROUP BY event_id", [f"{run}-%"])
+        _, rows = execute(
+            settings, f'SELECT event_id, count(*) FROM "{table}" WHERE event_id LIKE ? GROUP BY event_id', [f"{run}-%"]
+        )
         found[table] = Counter({event_id: n for event_id, n in rows})
     return found
 
 
-def verify(settings, catalog: Catalog, result: LoadResult, timeout_s: float = 300.0,
-           settle: Callable[[], None] | None = None, say: Callable[[str], None] = lambda _: None) -> Verdict:
+def verify(
+    settings,
+    catalog: Catalog,
+    result: LoadResult,
+    timeout_s: float = 300.0,
+    settle: Callable[[], None] | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Verdict:
     """Wait (up to ``timeout_s``) until every accepted event of ``result`` is in Trino, then let
     the pipeline settle (``settle``: an event sent now has landed, so a late duplicate would have
     too) and count: each accepted good event once in its type's table, each accepted bad one once
@@ -332,8 +395,9 @@ def verify(settings, catalog: Catalog, result: LoadResult, timeout_s: float = 30
     return Verdict(ok, len(expected), landed_n, missing, duplicates, misplaced, stray, by_table)
 
 
-def settle_marker(settings, catalog: Catalog, write_key: str | None = None,
-                  timeout_s: float = 120.0) -> Callable[[], None]:
+def settle_marker(
+    settings, catalog: Catalog, write_key: str | None = None, timeout_s: float = 120.0
+) -> Callable[[], None]:
     """A ``settle`` for :func:`verify`: send one `default` event and wait until it is queryable
     (the router routes in order and the sink plans each batch over every topic's latest offsets,
     so whatever was sent before it has landed too)."""

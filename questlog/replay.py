@@ -52,8 +52,14 @@ class Progress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn(f"questlog: replay: {what}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
+            self._bar = Progress(
+                TextColumn(f"questlog: replay: {what}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+            )
             self._task = self._bar.add_task(what, total=total)
             self._bar.start()
 
@@ -111,17 +117,23 @@ def _landed(cursor, catalog: Catalog, plan: ReplayPlan, progress: Progress | Non
         table = catalog.types[event_type].table
         ids = sorted(set(ids))
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            cursor.execute(f'SELECT source, event_id FROM "{table}" WHERE event_id IN ({", ".join("?" * len(chunk))})',
-                           chunk)
+            chunk = ids[i : i + 500]
+            cursor.execute(
+                f'SELECT source, event_id FROM "{table}" WHERE event_id IN ({", ".join("?" * len(chunk))})', chunk
+            )
             landed.update((row[0], row[1]) for row in cursor.fetchall())
             if progress is not None:
                 progress.advance(len(chunk))
     return landed & plan.send.keys()
 
 
-def replay(settings: Settings, catalog: Catalog, event_type: str | None = None, dry_run: bool = False,
-           progress: Progress | None = None) -> ReplayPlan:
+def replay(
+    settings: Settings,
+    catalog: Catalog,
+    event_type: str | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> ReplayPlan:
     from confluent_kafka import Producer
 
     from questlog.sql import connect

@@ -25,13 +25,20 @@ def connect(settings: Settings, user: str | None = None) -> trino.dbapi.Connecti
         user = credentials[0]
     elif credentials:
         user = user or credentials[0]
-    return trino.dbapi.connect(host=settings.trino_host, port=settings.trino_port, http_scheme=settings.trino_scheme,
-                               auth=auth, user=user or settings.trino_user,
-                               catalog=settings.trino_catalog, schema=settings.trino_schema)
+    return trino.dbapi.connect(
+        host=settings.trino_host,
+        port=settings.trino_port,
+        http_scheme=settings.trino_scheme,
+        auth=auth,
+        user=user or settings.trino_user,
+        catalog=settings.trino_catalog,
+        schema=settings.trino_schema,
+    )
 
 
-def execute(settings: Settings, statement: str, params: Sequence[Any] = (),
-            user: str | None = None) -> tuple[list[str], list[list]]:
+def execute(
+    settings: Settings, statement: str, params: Sequence[Any] = (), user: str | None = None
+) -> tuple[list[str], list[list]]:
     """Column names and rows of one statement."""
     conn = connect(settings, user)
     try:

@@ -40,6 +40,7 @@ PROBE_TIMEOUT_S = 1.2  # each client's own timeout, below the deadline
 WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by questlog.stack.runner.Watchdog
 FRESHNESS_DAYS = 7  # freshness looks at the last week's partitions; older is reported as such
 
+
 def set_deadline(seconds: float) -> None:
     """Wait up to ``seconds`` for the probes (each client's own timeout a little less): the
     default keeps `questlog status` under 2 s; a script on a busy machine may give Trino longer."""
@@ -49,18 +50,21 @@ def set_deadline(seconds: float) -> None:
 
 # Dead-letter reasons in classes (the first problem of a reason decides): a bounded set of labels
 # for Prometheus and a short list for people. Order matters: the first pattern that matches wins.
-REASON_CLASSES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern)) for name, pattern in (
-    ("not JSON", r"^payload is not valid JSON"),
-    ("not an object", r"^event must be a JSON object"),
-    ("unknown event_type", r"^unknown event_type"),
-    ("bad event_id", r"^field 'event_id'"),
-    ("missing field", r"required, missing"),
-    ("null in required field", r"required, got null"),
-    ("unknown field", r"not in the '[^']*' schema"),
-    ("wrong type", r"^field '[^']*': expected"),
-    ("too large", r"^the typed copy is \d+ bytes"),
-    ("refused by Kafka", r"Kafka refused the record"),
-))
+REASON_CLASSES: tuple[tuple[str, re.Pattern], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("not JSON", r"^payload is not valid JSON"),
+        ("not an object", r"^event must be a JSON object"),
+        ("unknown event_type", r"^unknown event_type"),
+        ("bad event_id", r"^field 'event_id'"),
+        ("missing field", r"required, missing"),
+        ("null in required field", r"required, got null"),
+        ("unknown field", r"not in the '[^']*' schema"),
+        ("wrong type", r"^field '[^']*': expected"),
+        ("too large", r"^the typed copy is \d+ bytes"),
+        ("refused by Kafka", r"Kafka refused the record"),
+    )
+)
 
 
 def reason_class(reason: str | None) -> str:
@@ -73,6 +77,7 @@ def reason_class(reason: str | None) -> str:
 
 
 # Results ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class ServiceStatus:
@@ -120,6 +125,7 @@ class Status:
 
 # Running probes side by side ----------------------------------------------------------------
 
+
 class Probes:
     """Functions run in daemon threads at once; ``collect`` returns what answered by the deadline
     (a probe still running then never holds the process up: its thread is a daemon)."""
@@ -153,6 +159,7 @@ def _http_json(url: str, timeout: float = PROBE_TIMEOUT_S) -> Any:
 
 
 # Service checks: the same questions the runner asks before it calls a service up.
+
 
 def _admin(settings: Settings):
     """An admin client that logs nothing: what fails is the verdict, not lines on stderr."""
@@ -196,10 +203,14 @@ def _check_router(settings: Settings) -> tuple[bool, str]:
     _metrics_text(settings.router_metrics_url)
     admin = _admin(settings)
     group = admin.describe_consumer_groups([settings.router_id], request_timeout=PROBE_TIMEOUT_S)[
-        settings.router_id].result(timeout=PROBE_TIMEOUT_S)
+        settings.router_id
+    ].result(timeout=PROBE_TIMEOUT_S)
     owned = [tp for m in group.members for tp in m.assignment.topic_partitions if tp.topic == settings.raw_topic]
     if group.state.name != "STABLE" or not owned:
-        return False, f"consumer group {group.state.name.lower()}, {len(owned)} partitions of {settings.raw_topic} owned"
+        return (
+            False,
+            f"consumer group {group.state.name.lower()}, {len(owned)} partitions of {settings.raw_topic} owned",
+        )
     return True, f"ok, {len(group.members)} worker(s), {len(owned)} partition(s)"
 
 
@@ -242,6 +253,7 @@ def _uptime(pid: int) -> float | None:
 
 # Lag ----------------------------------------------------------------------------------------
 
+
 def _sink_offsets(settings: Settings) -> dict[str, dict[int, int]]:
     """{topic: {partition: next offset to read}} of the last batch the sink committed: Spark's
     offsets log `<checkpoint>/sink/offsets/<n>` for the highest n with a `commits/<n>`."""
@@ -265,28 +277,41 @@ def _sink_offsets(settings: Settings) -> dict[str, dict[int, int]]:
     return offsets
 
 
-def kafka_lags(settings: Settings, sink_offsets: dict[str, dict[int, int]] | None,
-               topics: list[str]) -> tuple[Lag, dict[str, Lag]]:
+def kafka_lags(
+    settings: Settings, sink_offsets: dict[str, dict[int, int]] | None, topics: list[str]
+) -> tuple[Lag, dict[str, Lag]]:
     """The router's lag on the raw topic and the sink's on each of ``topics`` (given its
     offsets), in records and seconds (the age of the first record not consumed yet)."""
     from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.router_id,
-                         "enable.auto.commit": False, "log_level": 0, "socket.timeout.ms": 2000,
-                         "enable.partition.eof": False, "fetch.wait.max.ms": 50})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.router_id,
+            "enable.auto.commit": False,
+            "log_level": 0,
+            "socket.timeout.ms": 2000,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 50,
+        }
+    )
     try:
         meta = consumer.list_topics(timeout=PROBE_TIMEOUT_S).topics
-        raw = [TopicPartition(settings.raw_topic, p) for p in (meta[settings.raw_topic].partitions
-                                                                if settings.raw_topic in meta else ())]
+        raw = [
+            TopicPartition(settings.raw_topic, p)
+            for p in (meta[settings.raw_topic].partitions if settings.raw_topic in meta else ())
+        ]
         committed = consumer.committed(raw, timeout=PROBE_TIMEOUT_S) if raw else []
         start: dict[tuple[str, int], int] = {}  # the next offset each consumer reads
         ends: dict[tuple[str, int], int] = {}
         for tp in committed:
             low, high = consumer.get_watermark_offsets(tp, timeout=PROBE_TIMEOUT_S)
-            start[(tp.topic, tp.partition)] = low if tp.offset == OFFSET_INVALID or tp.offset < 0 else max(tp.offset, low)
+            start[(tp.topic, tp.partition)] = (
+                low if tp.offset == OFFSET_INVALID or tp.offset < 0 else max(tp.offset, low)
+            )
             ends[(tp.topic, tp.partition)] = high
         for topic in topics if sink_offsets is not None else ():
-            for p in (meta[topic].partitions if topic in meta else ()):
+            for p in meta[topic].partitions if topic in meta else ():
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=PROBE_TIMEOUT_S)
                 start[(topic, p)] = max((sink_offsets or {}).get(topic, {}).get(p, low), low)
                 ends[(topic, p)] = high
@@ -317,6 +342,7 @@ def kafka_lags(settings: Settings, sink_offsets: dict[str, dict[int, int]] | Non
 
 
 # Tables -------------------------------------------------------------------------------------
+
 
 def _hdfs(settings: Settings):
     from hdfs import InsecureClient
@@ -351,10 +377,16 @@ def _trino(settings: Settings, statement: str, timeout: float | None = None) -> 
     `trino` client pulls in `requests`, whose import alone can take a second on a loaded machine."""
     timeout = PROBE_TIMEOUT_S if timeout is None else timeout
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(f"{settings.trino_url}/v1/statement", data=statement.encode(), method="POST",
-                                     headers={"X-Trino-User": settings.trino_user,
-                                              "X-Trino-Catalog": settings.trino_catalog,
-                                              "X-Trino-Schema": settings.trino_schema})
+    request = urllib.request.Request(
+        f"{settings.trino_url}/v1/statement",
+        data=statement.encode(),
+        method="POST",
+        headers={
+            "X-Trino-User": settings.trino_user,
+            "X-Trino-Catalog": settings.trino_catalog,
+            "X-Trino-Schema": settings.trino_schema,
+        },
+    )
     rows: list[list] = []
     while True:
         left = deadline - time.monotonic()
@@ -387,8 +419,11 @@ def _freshness(settings: Settings, table, now: dt.datetime) -> tuple[str | None,
     today = now.date().isoformat()
     since = (now.date() - dt.timedelta(days=FRESHNESS_DAYS)).isoformat()
     try:
-        rows = _trino(settings, f"SELECT CAST(max({table.time_column}) AS varchar), count_if(dt = '{today}') "
-                                f"FROM {table.name} WHERE dt >= '{since}'")
+        rows = _trino(
+            settings,
+            f"SELECT CAST(max({table.time_column}) AS varchar), count_if(dt = '{today}') "
+            f"FROM {table.name} WHERE dt >= '{since}'",
+        )
     except TrinoError as exc:
         if exc.name == "TABLE_NOT_FOUND":
             return None, 0, NO_TABLE_YET
@@ -399,10 +434,13 @@ def _freshness(settings: Settings, table, now: dt.datetime) -> tuple[str | None,
 
 def _dead_letters(settings: Settings, table: str, now: dt.datetime) -> dict[str, int]:
     cutoff = now - dt.timedelta(hours=1)
-    rows = _trino(settings, f"SELECT substr(reason, 1, 300), count(*) FROM {table} "
-                            f"WHERE dt >= '{cutoff.date().isoformat()}' "
-                            f"AND failed_at >= TIMESTAMP '{cutoff.strftime('%Y-%m-%d %H:%M:%S')}' "
-                            "GROUP BY 1 ORDER BY 2 DESC LIMIT 2000")
+    rows = _trino(
+        settings,
+        f"SELECT substr(reason, 1, 300), count(*) FROM {table} "
+        f"WHERE dt >= '{cutoff.date().isoformat()}' "
+        f"AND failed_at >= TIMESTAMP '{cutoff.strftime('%Y-%m-%d %H:%M:%S')}' "
+        "GROUP BY 1 ORDER BY 2 DESC LIMIT 2000",
+    )
     classes: dict[str, int] = {}
     for reason, count in rows:
         key = reason_class(reason)
@@ -432,6 +470,7 @@ def _tables(settings: Settings):
 
 
 # The whole answer ---------------------------------------------------------------------------
+
 
 def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> Status:
     """Ask everything at once; return what answered by the deadline. ``meanwhile`` runs while
@@ -484,13 +523,23 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
         probe = "namenode" if name in ("namenode", "datanode") else name
         answered = probe not in errors
         uptime = _uptime(pid) if pid else None
-        svc = ServiceStatus(name, up=pid is not None or answered, healthy=False, verdict="down", pid=pid,
-                            uptime_s=round(uptime, 1) if uptime is not None else None,
-                            restarts=None if restarts is None else restarts.get(name, 0))
+        svc = ServiceStatus(
+            name,
+            up=pid is not None or answered,
+            healthy=False,
+            verdict="down",
+            pid=pid,
+            uptime_s=round(uptime, 1) if uptime is not None else None,
+            restarts=None if restarts is None else restarts.get(name, 0),
+        )
         if not answered:
-            svc.verdict = (f"unhealthy: {errors[probe]}" if pid is not None
-                           else "down (not running)" if _started_here(supervisor, name)
-                           else f"down: {errors[probe]}")
+            svc.verdict = (
+                f"unhealthy: {errors[probe]}"
+                if pid is not None
+                else "down (not running)"
+                if _started_here(supervisor, name)
+                else f"down: {errors[probe]}"
+            )
         elif name == "namenode":
             state = results[probe][0]["FSState"]
             svc.healthy = state in ("Operational", "safeMode")
@@ -517,10 +566,16 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
         if t.name in usage:
             row.files, row.bytes = usage[t.name]
         table_rows.append(row)
-    return Status(healthy=all(s.healthy for s in out), took_s=round(time.monotonic() - started, 3),
-                  services=out, router_lag=router_lag, sink_lag=sink_lag, tables=table_rows,
-                  dead_letters_last_hour=results.get("dead letters"),
-                  errors={k: v for k, v in errors.items() if k not in SERVICES and k != "namenode"})
+    return Status(
+        healthy=all(s.healthy for s in out),
+        took_s=round(time.monotonic() - started, 3),
+        services=out,
+        router_lag=router_lag,
+        sink_lag=sink_lag,
+        tables=table_rows,
+        dead_letters_last_hour=results.get("dead letters"),
+        errors={k: v for k, v in errors.items() if k not in SERVICES and k != "namenode"},
+    )
 
 
 def _started_here(supervisor, name: str) -> bool:
@@ -529,6 +584,7 @@ def _started_here(supervisor, name: str) -> bool:
 
 
 # Rendering ----------------------------------------------------------------------------------
+
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
@@ -564,8 +620,11 @@ def table(status: Status):
     """One rich Table: services, lags, tables, dead letters, and what did not answer."""
     from rich.table import Table
 
-    out = Table(title=f"Questlog: {'healthy' if status.healthy else 'UNHEALTHY'} "
-                      f"(answered in {status.took_s:.2f}s)", title_justify="left", expand=False)
+    out = Table(
+        title=f"Questlog: {'healthy' if status.healthy else 'UNHEALTHY'} (answered in {status.took_s:.2f}s)",
+        title_justify="left",
+        expand=False,
+    )
     for column in ("", "state", "detail"):
         out.add_column(column, overflow="fold")
     for svc in status.services:
@@ -582,8 +641,15 @@ def table(status: Status):
         out.add_row("sink lag", "", f"{_lag_text(lag)} on {topic}")
     out.add_section()
     for t in status.tables:
-        fresh = (t.note if t.note else "unknown" if t.rows_today is None
-                 else "no rows in the last week" if t.newest is None else f"newest {duration(t.freshness_s)} ago")
+        fresh = (
+            t.note
+            if t.note
+            else "unknown"
+            if t.rows_today is None
+            else "no rows in the last week"
+            if t.newest is None
+            else f"newest {duration(t.freshness_s)} ago"
+        )
         today = "?" if t.rows_today is None else f"{t.rows_today:,}"
         files = "?" if t.files is None else f"{t.files:,}"
         out.add_row(t.name, fresh, f"{today} rows today; {files} files, {size(t.bytes)} on HDFS")

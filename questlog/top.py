@@ -36,8 +36,7 @@ def sparkline(values: list[float], width: int) -> str:
     top = max(values, default=0.0)
     if top <= 0:
         return SPARK_CHARS[0] * len(values)
-    return "".join(SPARK_CHARS[min(len(SPARK_CHARS) - 1, int(v / top * (len(SPARK_CHARS) - 1) + 0.5))]
-                   for v in values)
+    return "".join(SPARK_CHARS[min(len(SPARK_CHARS) - 1, int(v / top * (len(SPARK_CHARS) - 1) + 0.5))] for v in values)
 
 
 def parse(text: str) -> Samples:
@@ -49,7 +48,7 @@ def parse(text: str) -> Samples:
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
-            name = sample.name[:-len("_total")] if sample.name.endswith("_total") else sample.name
+            name = sample.name[: -len("_total")] if sample.name.endswith("_total") else sample.name
             out.setdefault(name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return out
 
@@ -88,8 +87,14 @@ class Top:
 
     @classmethod
     def for_settings(cls, settings: Settings, **kwargs) -> Top:
-        return cls({"collector": f"{settings.collector_url}/metrics", "router": settings.router_metrics_url,
-                    "sink": settings.sink_metrics_url}, **kwargs)
+        return cls(
+            {
+                "collector": f"{settings.collector_url}/metrics",
+                "router": settings.router_metrics_url,
+                "sink": settings.sink_metrics_url,
+            },
+            **kwargs,
+        )
 
     def sample(self) -> None:
         """Scrape every stage once and extend the rate histories."""
@@ -120,8 +125,9 @@ class Top:
 
         from questlog.status import duration
 
-        rates = Table(title=f"Questlog top: events/s, last {self.window_s / 60:.0f} min (Ctrl-C to leave)",
-                      title_justify="left")
+        rates = Table(
+            title=f"Questlog top: events/s, last {self.window_s / 60:.0f} min (Ctrl-C to leave)", title_justify="left"
+        )
         for name, right in (("stage", False), ("now/s", True), ("history", False), ("total", True)):
             rates.add_column(name, justify="right" if right else "left", no_wrap=True)
         for row, stage, metric in STAGES:
@@ -130,8 +136,12 @@ class Top:
                 rates.add_row(row, "-", f"[red]{stage} not answering[/]", "-")
                 continue
             value = total(self.latest.get(stage, {}), metric)
-            rates.add_row(row, f"{history[-1]:,.1f}" if history else "-", sparkline(history, width),
-                          "-" if value is None else f"{value:,.0f}")
+            rates.add_row(
+                row,
+                f"{history[-1]:,.1f}" if history else "-",
+                sparkline(history, width),
+                "-" if value is None else f"{value:,.0f}",
+            )
 
         state = Table(show_header=True, title_justify="left")
         for name in ("", "figure"):
@@ -145,9 +155,15 @@ class Top:
             state.add_row("router lag", "unknown (router not answering)")
         if "sink" in self.latest:
             lag = by_label(sink, "questlog_sink_lag_records", "topic")
-            state.add_row("sink lag", f"{sum(lag.values()):,.0f} records" + (
-                " (" + ", ".join(f"{t} {v:,.0f}" for t, v in sorted(lag.items()) if v) + ")"
-                if any(lag.values()) else ""))
+            state.add_row(
+                "sink lag",
+                f"{sum(lag.values()):,.0f} records"
+                + (
+                    " (" + ", ".join(f"{t} {v:,.0f}" for t, v in sorted(lag.items()) if v) + ")"
+                    if any(lag.values())
+                    else ""
+                ),
+            )
             rate_in = total(sink, "questlog_sink_input_rows_per_second")
             rate_done = total(sink, "questlog_sink_processed_rows_per_second")
             state.add_row("sink input vs processing", f"{rate_in or 0:,.1f}/s in, {rate_done or 0:,.1f}/s processed")

@@ -70,8 +70,7 @@ def required_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.sources.partitionOverwriteMode": "static",
         "spark.hadoop.fs.defaultFS": settings.hdfs_url,
-        "spark.sql.streaming.stateStore.providerClass":
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.providerClass": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     }
 
@@ -133,8 +132,15 @@ class Lander:
     every table of the batch is written by a job of its own, all at once, each moving its files
     into place and registering its new dates in Trino as soon as it is written."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog,
-                 registry: TrinoRegistry, checkpoint: str) -> None:
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        source: CatalogSource,
+        catalog: Catalog,
+        registry: TrinoRegistry,
+        checkpoint: str,
+    ) -> None:
         self.spark, self.settings, self.source, self.catalog = spark, settings, source, catalog
         self.registry, self.checkpoint = registry, checkpoint
         self.tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
@@ -142,8 +148,9 @@ class Lander:
         self.first = True  # the first batch after a start may be one Spark runs again
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.tables)), thread_name_prefix="land")
 
-    def _land_table(self, batch: DataFrame, table: Table, rows: int,
-                    batch_id: int) -> tuple[list[str], float, float, float]:
+    def _land_table(
+        self, batch: DataFrame, table: Table, rows: int, batch_id: int
+    ) -> tuple[list[str], float, float, float]:
         started = time.monotonic()
         data = to_rows(batch, table)
         if rows <= SINGLE_FILE_ROWS:
@@ -173,23 +180,34 @@ class Lander:
             unknown = sorted(set(counts) - set(self.tables))
             if unknown:
                 raise RuntimeError(f"batch {batch_id} has records of topics no table reads: {unknown}")
-            jobs = {topic: self.pool.submit(self._land_table, batch, self.tables[topic], n, batch_id)
-                    for topic, n in sorted(counts.items())}
+            jobs = {
+                topic: self.pool.submit(self._land_table, batch, self.tables[topic], n, batch_id)
+                for topic, n in sorted(counts.items())
+            }
             landed = {self.tables[topic].name: job.result() for topic, job in jobs.items()}
             sink_metrics.landed({self.tables[topic].name: n for topic, n in counts.items()})
             self.first = False
         finally:
             batch.unpersist()
         if counts:
-            log.info("batch %d: %d rows of %s in %.2fs: read+dedupe %.2fs, write+move+register %.2fs (per table, "
-                     "summed: write %.2fs, move %.2fs, register %.2fs)", batch_id, sum(counts.values()),
-                     ", ".join(sorted(landed)), time.monotonic() - started, read - started,
-                     time.monotonic() - read, sum(t[1] for t in landed.values()),
-                     sum(t[2] for t in landed.values()), sum(t[3] for t in landed.values()))
+            log.info(
+                "batch %d: %d rows of %s in %.2fs: read+dedupe %.2fs, write+move+register %.2fs (per table, "
+                "summed: write %.2fs, move %.2fs, register %.2fs)",
+                batch_id,
+                sum(counts.values()),
+                ", ".join(sorted(landed)),
+                time.monotonic() - started,
+                read - started,
+                time.monotonic() - read,
+                sum(t[1] for t in landed.values()),
+                sum(t[2] for t in landed.values()),
+                sum(t[3] for t in landed.values()),
+            )
 
 
-def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog,
-                registry: TrinoRegistry):
+def build_query(
+    spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog, registry: TrinoRegistry
+):
     """The streaming query over every table's topic of ``catalog``.
 
     Records are deduplicated by (topic, key) for at least QUESTLOG_DEDUPE_WINDOW_H after they
@@ -211,7 +229,9 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
             # Every task slot reads: a topic partition's records of a batch are split between
             # tasks (one task per topic partition otherwise, one core for a lone busy topic).
             .option("minPartitions", spark.sparkContext.defaultParallelism)
-            .load(), tables)
+            .load(),
+            tables,
+        )
         # The watermark runs on the batch's own time, never on the records': a record is never
         # too late to be landed, only a repeat within the window is dropped.
         .select("topic", "value", "dedupe_key", seen_bucket(bucket_s).alias("seen_at"))
@@ -231,21 +251,34 @@ def build_query(spark: SparkSession, settings: Settings, source: CatalogSource, 
 def progress_line(progress: dict) -> str:
     """One log line from a batch's progress: where its time went in Spark and the state size."""
     d = progress.get("durationMs", {})
-    parts = [f"batch {progress.get('batchId')}: {progress.get('numInputRows', 0)} rows, "
-             + ", ".join(f"{k} {d[k] / 1000:.2f}s" for k in ("triggerExecution", "latestOffset", "queryPlanning",
-                                                              "walCommit", "addBatch", "commitOffsets") if k in d)]
+    parts = [
+        f"batch {progress.get('batchId')}: {progress.get('numInputRows', 0)} rows, "
+        + ", ".join(
+            f"{k} {d[k] / 1000:.2f}s"
+            for k in ("triggerExecution", "latestOffset", "queryPlanning", "walCommit", "addBatch", "commitOffsets")
+            if k in d
+        )
+    ]
     for op in progress.get("stateOperators", []):
         m = op.get("customMetrics", {})
-        parts.append(f"state: {op.get('numRowsUpdated', 0)} new keys, {op.get('numRowsRemoved', 0)} evicted, "
-                     f"{m.get('numDroppedDuplicateRows', 0)} repeats dropped, updates {op.get('allUpdatesTimeMs', 0) / 1000:.2f}s, "
-                     f"eviction {op.get('allRemovalsTimeMs', 0) / 1000:.2f}s, commit {op.get('commitTimeMs', 0) / 1000:.2f}s, "
-                     f"{m.get('rocksdbSstFileSize', 0) / 2**20:.1f} MiB of SST files, "
-                     f"{op.get('memoryUsedBytes', 0) / 2**20:.1f} MiB in memory")
+        parts.append(
+            f"state: {op.get('numRowsUpdated', 0)} new keys, {op.get('numRowsRemoved', 0)} evicted, "
+            f"{m.get('numDroppedDuplicateRows', 0)} repeats dropped, updates {op.get('allUpdatesTimeMs', 0) / 1000:.2f}s, "
+            f"eviction {op.get('allRemovalsTimeMs', 0) / 1000:.2f}s, commit {op.get('commitTimeMs', 0) / 1000:.2f}s, "
+            f"{m.get('rocksdbSstFileSize', 0) / 2**20:.1f} MiB of SST files, "
+            f"{op.get('memoryUsedBytes', 0) / 2**20:.1f} MiB in memory"
+        )
     return "; ".join(parts)
 
 
-def run(spark: SparkSession, settings: Settings, source: CatalogSource, registry: TrinoRegistry,
-        stopping: threading.Event, ready: Path) -> None:
+def run(
+    spark: SparkSession,
+    settings: Settings,
+    source: CatalogSource,
+    registry: TrinoRegistry,
+    stopping: threading.Event,
+    ready: Path,
+) -> None:
     """Run the query until ``stopping``; rebuild it whenever the deployed catalog changes (new
     types need their topics read, new fields their columns added first)."""
     while not stopping.is_set():
@@ -255,8 +288,9 @@ def run(spark: SparkSession, settings: Settings, source: CatalogSource, registry
         registry.ensure_tables(tables)
         query = build_query(spark, settings, source, catalog, registry)
         ready.write_text(str(time.time()))
-        log.info("sink running: %d topics -> %s (trigger %ss)", len(tables), settings.warehouse_url,
-                 settings.sink_trigger_s)
+        log.info(
+            "sink running: %d topics -> %s (trigger %ss)", len(tables), settings.warehouse_url, settings.sink_trigger_s
+        )
         logged = None
         while True:
             try:

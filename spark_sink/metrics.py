@@ -24,23 +24,35 @@ from questlog.settings import Settings, split_address
 
 log = logging.getLogger(__name__)
 
-BATCH_SECONDS = prom.Histogram("questlog_sink_batch_seconds", "Duration of one micro-batch (Spark's triggerExecution).",
-                               buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300))
+BATCH_SECONDS = prom.Histogram(
+    "questlog_sink_batch_seconds",
+    "Duration of one micro-batch (Spark's triggerExecution).",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+)
 INPUT_ROWS = prom.Counter("questlog_sink_input_rows_total", "Kafka records read by the sink's micro-batches.")
-INPUT_RATE = prom.Gauge("questlog_sink_input_rows_per_second",
-                        "Records per second arriving on the typed topics (Spark's inputRowsPerSecond, last batch).")
-PROCESSED_RATE = prom.Gauge("questlog_sink_processed_rows_per_second",
-                            "Records per second the sink processed (Spark's processedRowsPerSecond, last batch).")
+INPUT_RATE = prom.Gauge(
+    "questlog_sink_input_rows_per_second",
+    "Records per second arriving on the typed topics (Spark's inputRowsPerSecond, last batch).",
+)
+PROCESSED_RATE = prom.Gauge(
+    "questlog_sink_processed_rows_per_second",
+    "Records per second the sink processed (Spark's processedRowsPerSecond, last batch).",
+)
 ROWS = prom.Counter("questlog_sink_rows_written_total", "Rows landed on HDFS, by table (after dedupe).", ["table"])
 FILES = prom.Counter("questlog_sink_files_written_total", "Parquet files landed on HDFS, by table.", ["table"])
-LAG = prom.Gauge("questlog_sink_lag_records",
-                 "Records on a typed topic not read yet: Kafka's latest offsets minus the last batch's end.", ["topic"])
-LAST_LANDED = prom.Gauge("questlog_sink_last_landed_timestamp_seconds",
-                         "When the table last got rows (Unix time).", ["table"])
+LAG = prom.Gauge(
+    "questlog_sink_lag_records",
+    "Records on a typed topic not read yet: Kafka's latest offsets minus the last batch's end.",
+    ["topic"],
+)
+LAST_LANDED = prom.Gauge(
+    "questlog_sink_last_landed_timestamp_seconds", "When the table last got rows (Unix time).", ["table"]
+)
 FRESHNESS = prom.Gauge("questlog_sink_freshness_seconds", "Seconds since the table last got rows.", ["table"])
-QUERIES_ACTIVE = prom.Gauge("questlog_sink_queries_active",
-                            "Streaming queries running in the sink (1 once its query started; `questlog status` "
-                            "calls the sink healthy then).")
+QUERIES_ACTIVE = prom.Gauge(
+    "questlog_sink_queries_active",
+    "Streaming queries running in the sink (1 once its query started; `questlog status` calls the sink healthy then).",
+)
 JVM_HEAP = prom.Gauge("questlog_sink_jvm_heap_used_bytes", "Heap used by the Spark driver's JVM.")
 JVM_HEAP_MAX = prom.Gauge("questlog_sink_jvm_heap_max_bytes", "The Spark driver JVM's maximum heap.")
 
@@ -49,6 +61,8 @@ _last_landed: dict[str, float] = {}
 
 def _age(table: str) -> float:
     return time.time() - _last_landed[table]
+
+
 _lock = threading.Lock()
 
 

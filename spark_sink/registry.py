@@ -25,8 +25,10 @@ def literal(text: str) -> str:
 
 
 def create_schema_sql(settings: Settings) -> str:
-    return (f"CREATE SCHEMA IF NOT EXISTS {quote(settings.trino_catalog)}.{quote(settings.trino_schema)} "
-            f"WITH (location = {literal(settings.warehouse_url)})")
+    return (
+        f"CREATE SCHEMA IF NOT EXISTS {quote(settings.trino_catalog)}.{quote(settings.trino_schema)} "
+        f"WITH (location = {literal(settings.warehouse_url)})"
+    )
 
 
 def create_table_sql(settings: Settings, table: Table) -> str:
@@ -46,14 +48,19 @@ def qualified(settings: Settings, table: str) -> str:
 def missing_columns_sql(settings: Settings, table: Table, existing: Iterable[str]) -> list[str]:
     """ALTER statements adding catalog columns the table lacks (old rows read them as NULL)."""
     have = set(existing)
-    return [f"ALTER TABLE {qualified(settings, table.name)} ADD COLUMN {quote(c.name)} {c.trino_type}"
-            for c in table.columns if c.name not in have]
+    return [
+        f"ALTER TABLE {qualified(settings, table.name)} ADD COLUMN {quote(c.name)} {c.trino_type}"
+        for c in table.columns
+        if c.name not in have
+    ]
 
 
 def register_partition_sql(settings: Settings, table: str, dt: str) -> str:
-    return (f"CALL {quote(settings.trino_catalog)}.system.register_partition("
-            f"{literal(settings.trino_schema)}, {literal(table)}, ARRAY[{literal(PARTITION_COLUMN)}], "
-            f"ARRAY[{literal(dt)}])")
+    return (
+        f"CALL {quote(settings.trino_catalog)}.system.register_partition("
+        f"{literal(settings.trino_schema)}, {literal(table)}, ARRAY[{literal(PARTITION_COLUMN)}], "
+        f"ARRAY[{literal(dt)}])"
+    )
 
 
 class TrinoRegistry:
@@ -69,15 +76,20 @@ class TrinoRegistry:
         self._execute(create_schema_sql(self.settings))
         for table in tables:
             self._execute(create_table_sql(self.settings, table))
-            existing = [row[0] for row in self._execute(
-                f"SELECT column_name FROM {quote(self.settings.trino_catalog)}.information_schema.columns "
-                f"WHERE table_schema = {literal(self.settings.trino_schema)} "
-                f"AND table_name = {literal(table.name)}")]
+            existing = [
+                row[0]
+                for row in self._execute(
+                    f"SELECT column_name FROM {quote(self.settings.trino_catalog)}.information_schema.columns "
+                    f"WHERE table_schema = {literal(self.settings.trino_schema)} "
+                    f"AND table_name = {literal(table.name)}"
+                )
+            ]
             for sql in missing_columns_sql(self.settings, table, existing):
                 log.info("schema change: %s", sql)
                 self._execute(sql)
             partitions = self._execute(
-                f"SELECT {quote(PARTITION_COLUMN)} FROM {qualified(self.settings, table.name + '$partitions')}")
+                f"SELECT {quote(PARTITION_COLUMN)} FROM {qualified(self.settings, table.name + '$partitions')}"
+            )
             self._known[table.name] = {row[0] for row in partitions}
         log.info("Trino tables ready: %s", ", ".join(sorted(self._known)))
 

@@ -33,8 +33,11 @@ def with_dedupe_key(records: DataFrame, tables: Iterable[Table], name: str = "de
     key = None
     for table in tables:
         parts = F.concat_ws("\u0001", *[F.col(column[k]) for k in table.key])
-        key = (F.when(F.col("topic") == table.topic, parts) if key is None
-               else key.when(F.col("topic") == table.topic, parts))
+        key = (
+            F.when(F.col("topic") == table.topic, parts)
+            if key is None
+            else key.when(F.col("topic") == table.topic, parts)
+        )
     key = key.otherwise(F.lit("")) if key is not None else F.lit("")
     position = F.concat_ws(":", F.lit("@"), F.col("partition").cast("string"), F.col("offset").cast("string"))
     return out.withColumn(name, F.when(key == "", position).otherwise(key)).drop(*parsed)
@@ -61,8 +64,7 @@ def to_rows(records: DataFrame, table: Table) -> DataFrame:
     the ``dt`` partition: the UTC date of the table's time column."""
     return (
         records.where(F.col("topic") == table.topic)
-        .select(F.from_json(F.col("value").cast("string"), spark_schema(table),
-                            {"mode": "PERMISSIVE"}).alias("e"))
+        .select(F.from_json(F.col("value").cast("string"), spark_schema(table), {"mode": "PERMISSIVE"}).alias("e"))
         .select("e.*")
         .withColumn(PARTITION_COLUMN, F.date_format(F.col(table.time_column), "yyyy-MM-dd"))
         .select(*[c.name for c in table.columns], PARTITION_COLUMN)

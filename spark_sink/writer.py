@@ -53,8 +53,7 @@ def stage(rows: DataFrame, table_root: str, run: str, batch_id: int) -> str:
     return staging
 
 
-def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_id: int,
-            rerun: bool) -> list[str]:
+def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_id: int, rerun: bool) -> list[str]:
     """Move the staged files of batch ``batch_id`` into their date directories and drop the
     staging directory; return the dates. With ``rerun``, first delete the files an earlier
     attempt of this batch moved there."""
@@ -124,15 +123,17 @@ def _move(fs, Path, status, target, prefix: str, rerun: bool) -> None:
         for old in fs.listStatus(target):
             if old.getPath().getName().startswith(prefix):
                 fs.delete(old.getPath(), False)
-    files = sorted(s.getPath().toString() for s in fs.listStatus(status.getPath())
-                   if s.getPath().getName().endswith(".parquet"))
+    files = sorted(
+        s.getPath().toString() for s in fs.listStatus(status.getPath()) if s.getPath().getName().endswith(".parquet")
+    )
     for n, src in enumerate(files):
         if not fs.rename(Path(src), Path(target, f"{prefix}{n:04d}.parquet")):
             raise OSError(f"could not move {src} into {target.toString()}")
 
 
-def write_batch(spark: SparkSession, rows: DataFrame, table_root: str, run: str, batch_id: int,
-                rerun: bool = True) -> list[str]:
+def write_batch(
+    spark: SparkSession, rows: DataFrame, table_root: str, run: str, batch_id: int, rerun: bool = True
+) -> list[str]:
     """Write ``rows`` (with the ``dt`` column) under ``table_root`` as batch ``batch_id``;
     return the dates written."""
     return publish(spark, table_root, stage(rows, table_root, run, batch_id), run, batch_id, rerun)

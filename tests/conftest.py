@@ -45,8 +45,11 @@ def catalog():
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory):
     """Settings for tests that start no services (a private home, the shared download cache)."""
-    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")),
-                             cache=os.environ.get("QUESTLOG_CACHE", str(Path.home() / ".cache" / "questlog")))
+    return Settings.from_env(
+        {},
+        home=str(tmp_path_factory.mktemp("home")),
+        cache=os.environ.get("QUESTLOG_CACHE", str(Path.home() / ".cache" / "questlog")),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,14 @@ def produce(settings: Settings, topic: str, values: list[bytes], key: bytes | No
 def json_records(settings: Settings, topic: str, timeout_s: float) -> Iterator[tuple[Any, dict]]:
     """(message, record) for each JSON object in ``topic`` from its start, until ``timeout_s``
     (or until the caller stops iterating); other records are skipped."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     deadline = time.monotonic() + timeout_s
     try:
@@ -56,8 +62,9 @@ def json_records(settings: Settings, topic: str, timeout_s: float) -> Iterator[t
         consumer.close()
 
 
-def read_topic(settings: Settings, topic: str, match: Callable[[dict], bool], count: int,
-               timeout_s: float = 60.0) -> list[dict]:
+def read_topic(
+    settings: Settings, topic: str, match: Callable[[dict], bool], count: int, timeout_s: float = 60.0
+) -> list[dict]:
     """The first ``count`` JSON records of ``topic`` (from its start) for which ``match`` is true;
     each gets ``_partition`` and ``_offset``."""
     found: list[dict] = []
@@ -80,11 +87,15 @@ def settle(settings: Settings, timeout_s: float = 90.0) -> None:
     lands after them (the router routes the raw topic in order, the sink plans each batch over
     every topic's latest offsets)."""
     marker = f"settle-{uuid.uuid4()}"
-    response = requests.post(f"{settings.collector_url}/events", json={"event_type": "default", "event_id": marker},
-                             timeout=10)
+    response = requests.post(
+        f"{settings.collector_url}/events", json={"event_type": "default", "event_id": marker}, timeout=10
+    )
     assert response.status_code == 202, response.text
-    wait_for(lambda: query(settings, f"SELECT count(*) FROM default_hits WHERE event_id = '{marker}'")[0][0],
-             timeout_s, what="the settle marker")
+    wait_for(
+        lambda: query(settings, f"SELECT count(*) FROM default_hits WHERE event_id = '{marker}'")[0][0],
+        timeout_s,
+        what="the settle marker",
+    )
 
 
 def count_when(settings: Settings, sql: str, expected: int, timeout_s: float = 90.0) -> int:

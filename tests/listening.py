@@ -38,7 +38,7 @@ def decode_address(hex_address: str) -> tuple[str, int]:
     if len(raw) == 4:
         address = ipaddress.IPv4Address(raw[::-1])
     else:
-        address = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+        address = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
         if address.ipv4_mapped is not None:
             address = address.ipv4_mapped
     return str(address), int(port_hex, 16)

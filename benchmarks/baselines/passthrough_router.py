@@ -16,8 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def passthrough(bootstrap: str, topic: str, out: str, group: str) -> None:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     # Batches as large as a tuned producer's: this is the ceiling, not a straw man.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await consumer.start()
@@ -31,8 +32,9 @@ async def passthrough(bootstrap: str, topic: str, out: str, group: str) -> None:
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             if not batches:
                 continue
-            futures = [await producer.send(out, msg.value, key=msg.key)
-                       for records in batches.values() for msg in records]
+            futures = [
+                await producer.send(out, msg.value, key=msg.key) for records in batches.values() for msg in records
+            ]
             await asyncio.gather(*futures)  # delivered: only now may the offsets be committed
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
     finally:

@@ -33,8 +33,14 @@ def events_for(ctx: Context) -> int:
 def track_overhead_us(catalog, checked: bool, n: int) -> float:
     """Microseconds per track() on the caller's thread: the queue is large enough never to fill
     and the tracker sends nowhere (a closed port), so only the call is timed."""
-    t = Tracker("http://127.0.0.1:9", catalog=catalog if checked else None, max_queue=n + 1, batch_size=n + 1,
-                flush_interval_s=3600, senders=1)
+    t = Tracker(
+        "http://127.0.0.1:9",
+        catalog=catalog if checked else None,
+        max_queue=n + 1,
+        batch_size=n + 1,
+        flush_interval_s=3600,
+        senders=1,
+    )
     fields = BODIES["purchase_sword"]
     track = t.track
     started = time.perf_counter()
@@ -49,8 +55,9 @@ def track_overhead_us(catalog, checked: bool, n: int) -> float:
 
 def tracker_rate(url: str, run: str, catalog, types: list[str], n: int) -> tuple[float, dict]:
     """Events/s from the first track() to the last 2xx, for ``n`` events of ``types``."""
-    t = Tracker(url, catalog=catalog, batch_size=BATCH, senders=SENDERS, id_prefix=f"bench-{run}-client",
-                max_queue=100_000)
+    t = Tracker(
+        url, catalog=catalog, batch_size=BATCH, senders=SENDERS, id_prefix=f"bench-{run}-client", max_queue=100_000
+    )
     started = time.monotonic()
     for i in range(n):
         event_type = types[i % len(types)]
@@ -68,9 +75,16 @@ def tracker_rate(url: str, run: str, catalog, types: list[str], n: int) -> tuple
 def baseline_rate(ctx: Context, types: list[str], n: int) -> float:
     bodies = []
     for start in range(0, n, BATCH):
-        batch = [{"event_type": types[i % len(types)], "event_id": f"bench-{ctx.run}-raw-{i}",
-                  "client_ts": "2026-11-29T09:59:58+00:00", "user_id": f"player{i % 5000}",
-                  **BODIES[types[i % len(types)]]} for i in range(start, min(n, start + BATCH))]
+        batch = [
+            {
+                "event_type": types[i % len(types)],
+                "event_id": f"bench-{ctx.run}-raw-{i}",
+                "client_ts": "2026-11-29T09:59:58+00:00",
+                "user_id": f"player{i % 5000}",
+                **BODIES[types[i % len(types)]],
+            }
+            for i in range(start, min(n, start + BATCH))
+        ]
         bodies.append(json.dumps(batch).encode())
     url = f"{ctx.settings.collector_url}/events"
     lock = threading.Lock()
@@ -97,8 +111,9 @@ def baseline_rate(ctx: Context, types: list[str], n: int) -> float:
     for th in threads:
         th.join()
     if failures:
-        ctx.notes.append(f"client: the baseline loop was refused {len(failures)} times ({sorted(set(failures))}), "
-                         "and retried")
+        ctx.notes.append(
+            f"client: the baseline loop was refused {len(failures)} times ({sorted(set(failures))}), and retried"
+        )
     return n / (time.monotonic() - started)
 
 
@@ -110,19 +125,41 @@ def run(ctx: Context) -> None:
     ctx.say(f"client: {calls:,} track() calls, with and without the catalog check")
     checked = min(track_overhead_us(catalog, True, calls) for _ in range(3))
     unchecked = min(track_overhead_us(catalog, False, calls) for _ in range(3))
-    ctx.add("client", "overhead of one track() call on the caller's thread (best of 3)",
-            f"{checked:.1f} µs with the catalog check, {unchecked:.1f} µs without")
+    ctx.add(
+        "client",
+        "overhead of one track() call on the caller's thread (best of 3)",
+        f"{checked:.1f} µs with the catalog check, {unchecked:.1f} µs without",
+    )
     ctx.say(f"client: one Tracker sends {n:,} events to the collector (batches of {BATCH}, {SENDERS} senders)")
     ours, info = tracker_rate(ctx.settings.collector_url, ctx.run, catalog, types, n)
     ctx.say(f"client: the baseline loop sends {n:,} events")
     base = baseline_rate(ctx, types, n)
-    ctx.add("client", f"one Tracker, {n:,} events to the collector, first track() to last 2xx",
-            f"{num(ours)} events/s (all tracked in {info['tracked_s']:.1f} s; {info['retries']} retries)",
-            f"{BASELINE}: {num(base)} events/s", ratio(ours, base))
-    ctx.figure("throughput", {"stage": "client", "measure": f"one Tracker, batches of {BATCH}", "unit": "events/s",
-                              "ours": ours, "baseline": base, "baseline_name": BASELINE})
-    ctx.data["client"] = {"events": n, "events_per_s": ours, "baseline_events_per_s": base,
-                          "track_us_checked": checked, "track_us_unchecked": unchecked, **info}
+    ctx.add(
+        "client",
+        f"one Tracker, {n:,} events to the collector, first track() to last 2xx",
+        f"{num(ours)} events/s (all tracked in {info['tracked_s']:.1f} s; {info['retries']} retries)",
+        f"{BASELINE}: {num(base)} events/s",
+        ratio(ours, base),
+    )
+    ctx.figure(
+        "throughput",
+        {
+            "stage": "client",
+            "measure": f"one Tracker, batches of {BATCH}",
+            "unit": "events/s",
+            "ours": ours,
+            "baseline": base,
+            "baseline_name": BASELINE,
+        },
+    )
+    ctx.data["client"] = {
+        "events": n,
+        "events_per_s": ours,
+        "baseline_events_per_s": base,
+        "track_us_checked": checked,
+        "track_us_unchecked": unchecked,
+        **info,
+    }
     # The client's own ceiling: the same Tracker against a server that only reads the body.
     procs = Processes(ctx.home / "client", ctx.rss)
     port = free_port(ctx.settings.collector_port + 3, ctx.ports)
@@ -131,15 +168,32 @@ def run(ctx: Context) -> None:
         ceiling, _ = tracker_rate(f"http://127.0.0.1:{port}", ctx.run, catalog, types, n)
     finally:
         procs.stop_all()
-    ctx.add("client", f"one Tracker, {n:,} events to a do-nothing Flask server (gunicorn 2x8): the client's "
-            "ceiling", f"{num(ceiling)} events/s")
+    ctx.add(
+        "client",
+        f"one Tracker, {n:,} events to a do-nothing Flask server (gunicorn 2x8): the client's ceiling",
+        f"{num(ceiling)} events/s",
+    )
 
 
 def noop_service(port: int) -> Service:
-    return Service("noop-flask-client", [f"{sys.prefix}/bin/gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-                                         "2", "--threads", "8", "benchmarks.baselines.noop_flask:app"],
-                   http_ok(f"http://127.0.0.1:{port}/healthz"), env={"PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
-                   ports=[("127.0.0.1", port)], start_timeout_s=60)
+    return Service(
+        "noop-flask-client",
+        [
+            f"{sys.prefix}/bin/gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "8",
+            "benchmarks.baselines.noop_flask:app",
+        ],
+        http_ok(f"http://127.0.0.1:{port}/healthz"),
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        ports=[("127.0.0.1", port)],
+        start_timeout_s=60,
+    )
 
 
 if __name__ == "__main__":
@@ -158,7 +212,9 @@ if __name__ == "__main__":
     try:
         procs.start(noop_service(port))
         rate, info = tracker_rate(f"http://127.0.0.1:{port}", "main", cat, load_types(cat), 200_000)
-        print(f"one Tracker, 200,000 events to a do-nothing Flask server: {rate:,.0f} events/s "
-              f"(all tracked in {info['tracked_s']:.1f} s)")
+        print(
+            f"one Tracker, 200,000 events to a do-nothing Flask server: {rate:,.0f} events/s "
+            f"(all tracked in {info['tracked_s']:.1f} s)"
+        )
     finally:
         procs.stop_all()

@@ -26,17 +26,33 @@ def parse_ab(out: str) -> dict:
         m = re.search(pattern, out, re.M)
         return float(m.group(1)) if m else default
 
-    return {"rps": grab(r"^Requests per second:\s+([\d.]+)"), "complete": grab(r"^Complete requests:\s+(\d+)", 0),
-            "failed": grab(r"^Failed requests:\s+(\d+)", 0), "non2xx": grab(r"^Non-2xx responses:\s+(\d+)", 0),
-            "p50": grab(r"^\s+50%\s+(\d+)"), "p99": grab(r"^\s+99%\s+(\d+)")}
+    return {
+        "rps": grab(r"^Requests per second:\s+([\d.]+)"),
+        "complete": grab(r"^Complete requests:\s+(\d+)", 0),
+        "failed": grab(r"^Failed requests:\s+(\d+)", 0),
+        "non2xx": grab(r"^Non-2xx responses:\s+(\d+)", 0),
+        "p50": grab(r"^\s+50%\s+(\d+)"),
+        "p99": grab(r"^\s+99%\s+(\d+)"),
+    }
 
 
 def ab(ctx: Context, url: str, concurrency: int, requests: int, post_file: str | None = None) -> dict:
     ab_bin = shutil.which("ab")
     if ab_bin is None:
         raise RuntimeError("Apache Bench (`ab`) is not installed: apt-get install apache2-utils")
-    cmd = [ab_bin, "-t", str(ctx.size.ab_seconds), "-n", str(requests), "-c", str(concurrency),
-           "-H", "Host: user1.comcast.com", "-s", "30"]
+    cmd = [
+        ab_bin,
+        "-t",
+        str(ctx.size.ab_seconds),
+        "-n",
+        str(requests),
+        "-c",
+        str(concurrency),
+        "-H",
+        "Host: user1.comcast.com",
+        "-s",
+        "30",
+    ]
     if post_file:
         cmd += ["-p", post_file, "-T", "application/json"]
     result = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=ctx.size.ab_seconds + 90)
@@ -44,8 +60,10 @@ def ab(ctx: Context, url: str, concurrency: int, requests: int, post_file: str |
     if result.returncode != 0 or stats["rps"] is None:
         raise RuntimeError(f"{' '.join(cmd)} {url} failed: {result.stderr[-500:]}")
     if stats["failed"] or stats["non2xx"]:
-        ctx.notes.append(f"collector: {url} -c {concurrency}: {stats['failed']:.0f} failed, "
-                         f"{stats['non2xx']:.0f} non-2xx of {stats['complete']:.0f}")
+        ctx.notes.append(
+            f"collector: {url} -c {concurrency}: {stats['failed']:.0f} failed, "
+            f"{stats['non2xx']:.0f} non-2xx of {stats['complete']:.0f}"
+        )
     return stats
 
 
@@ -62,18 +80,50 @@ def run(ctx: Context) -> None:
     noop_port = free_port(seed_port + 1, ctx.ports)
     env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
     try:
-        procs.start(Service("seed-collector", [sys.executable, "-m", "benchmarks.baselines.seed_collector",
-                                               "--bind", f"127.0.0.1:{seed_port}", "--kafka", s.kafka_bootstrap,
-                                               "--topic", seed_topic],
-                            lambda: port_open("127.0.0.1", seed_port), env=env, cwd=REPO_ROOT,
-                            ports=[("127.0.0.1", seed_port)], start_timeout_s=60), label="seed collector (baseline)")
-        procs.start(Service("noop-flask", [f"{BIN}/gunicorn", "--bind", f"127.0.0.1:{noop_port}", "--workers", "2",
-                                           "--threads", "8", "benchmarks.baselines.noop_flask:app"],
-                            http_ok(f"http://127.0.0.1:{noop_port}/healthz"), env=env, cwd=REPO_ROOT,
-                            ports=[("127.0.0.1", noop_port)], start_timeout_s=60),
-                    label="do-nothing Flask (baseline)")
-        servers = {OURS: s.collector_url, SEED: f"http://127.0.0.1:{seed_port}",
-                   NOOP: f"http://127.0.0.1:{noop_port}"}
+        procs.start(
+            Service(
+                "seed-collector",
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.baselines.seed_collector",
+                    "--bind",
+                    f"127.0.0.1:{seed_port}",
+                    "--kafka",
+                    s.kafka_bootstrap,
+                    "--topic",
+                    seed_topic,
+                ],
+                lambda: port_open("127.0.0.1", seed_port),
+                env=env,
+                cwd=REPO_ROOT,
+                ports=[("127.0.0.1", seed_port)],
+                start_timeout_s=60,
+            ),
+            label="seed collector (baseline)",
+        )
+        procs.start(
+            Service(
+                "noop-flask",
+                [
+                    f"{BIN}/gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{noop_port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "8",
+                    "benchmarks.baselines.noop_flask:app",
+                ],
+                http_ok(f"http://127.0.0.1:{noop_port}/healthz"),
+                env=env,
+                cwd=REPO_ROOT,
+                ports=[("127.0.0.1", noop_port)],
+                start_timeout_s=60,
+            ),
+            label="do-nothing Flask (baseline)",
+        )
+        servers = {OURS: s.collector_url, SEED: f"http://127.0.0.1:{seed_port}", NOOP: f"http://127.0.0.1:{noop_port}"}
         results: dict[tuple[str, str], dict] = {}
         for c in (1, 16):
             for name in (SEED, NOOP, OURS):
@@ -91,13 +141,40 @@ def run(ctx: Context) -> None:
         ours = results[(OURS, f"c{c}")]
         for name in (SEED, NOOP):
             base = results[(name, f"c{c}")]
-            ctx.add("collector", f"GET /purchase_a_sword, ab -c {c}", cell(ours), f"{name}: {cell(base)}",
-                    ratio(ours["rps"], base["rps"]))
-            ctx.figure("throughput", {"stage": "collector", "measure": f"GET, {c} client{'s' if c > 1 else ''}",
-                                      "unit": "requests/s", "ours": ours["rps"], "baseline": base["rps"],
-                                      "baseline_name": name})
+            ctx.add(
+                "collector",
+                f"GET /purchase_a_sword, ab -c {c}",
+                cell(ours),
+                f"{name}: {cell(base)}",
+                ratio(ours["rps"], base["rps"]),
+            )
+            ctx.figure(
+                "throughput",
+                {
+                    "stage": "collector",
+                    "measure": f"GET, {c} client{'s' if c > 1 else ''}",
+                    "unit": "requests/s",
+                    "ours": ours["rps"],
+                    "baseline": base["rps"],
+                    "baseline_name": name,
+                },
+            )
     ours, base = results[(OURS, "post")], results[(NOOP, "post")]
-    ctx.add("collector", "POST /events, batches of 100, ab -c 4", cell(ours, "events/s", 100),
-            f"{NOOP}: {cell(base, 'events/s', 100)}", ratio(ours["rps"], base["rps"]))
-    ctx.figure("throughput", {"stage": "collector", "measure": "POST batches of 100, 4 clients", "unit": "events/s",
-                              "ours": ours["rps"] * 100, "baseline": base["rps"] * 100, "baseline_name": NOOP})
+    ctx.add(
+        "collector",
+        "POST /events, batches of 100, ab -c 4",
+        cell(ours, "events/s", 100),
+        f"{NOOP}: {cell(base, 'events/s', 100)}",
+        ratio(ours["rps"], base["rps"]),
+    )
+    ctx.figure(
+        "throughput",
+        {
+            "stage": "collector",
+            "measure": "POST batches of 100, 4 clients",
+            "unit": "events/s",
+            "ours": ours["rps"] * 100,
+            "baseline": base["rps"] * 100,
+            "baseline_name": NOOP,
+        },
+    )

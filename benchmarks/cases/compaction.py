@@ -23,10 +23,14 @@ from questlog.sql import execute
 from spark_sink.registry import TrinoRegistry, create_table_sql
 
 DATE = "2001-02-03"  # a run on a pipeline that has it already (--attach) takes the next free date
-QUERIES = (("count(*)", "SELECT count(*) FROM {t} WHERE dt = '{d}'"),
-           ("count(distinct user_id)", "SELECT count(DISTINCT user_id) FROM {t} WHERE dt = '{d}'"),
-           ("filter on a field (sword_type, price)",
-            "SELECT count(*), sum(quantity) FROM {t} WHERE dt = '{d}' AND sword_type = 'katana' AND price > 90"))
+QUERIES = (
+    ("count(*)", "SELECT count(*) FROM {t} WHERE dt = '{d}'"),
+    ("count(distinct user_id)", "SELECT count(DISTINCT user_id) FROM {t} WHERE dt = '{d}'"),
+    (
+        "filter on a field (sword_type, price)",
+        "SELECT count(*), sum(quantity) FROM {t} WHERE dt = '{d}' AND sword_type = 'katana' AND price > 90",
+    ),
+)
 
 
 def rows(table, start: int, n: int):
@@ -100,8 +104,9 @@ def run(ctx: Context) -> None:
 
     def write(k: int) -> int:
         data = parquet(rows(table, k * per, per))
-        fs.write(f"{compactor.table_dir(table.name)}/{PARTITION_COLUMN}={DATE}/"
-                 f"part-be0c0000-b{k:012d}-0000.parquet", data)
+        fs.write(
+            f"{compactor.table_dir(table.name)}/{PARTITION_COLUMN}={DATE}/part-be0c0000-b{k:012d}-0000.parquet", data
+        )
         return len(data)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -127,19 +132,35 @@ def run(ctx: Context) -> None:
         if not (before[name][1] == after[name][1] == single[name][1]):
             raise AssertionError(f"{name}: different answers: {before[name][1]}, {after[name][1]}, {single[name][1]}")
     done = [r for r in reports if r.done]
-    ctx.add("compaction", f"{num(events)} rows in one date: files and bytes before, after `questlog compact`",
-            f"{num(files)} files, {small_bytes / 2**20:,.1f} MiB -> {len(after_files)} file(s), "
-            f"{sum(f.size for f in after_files) / 2**20:,.1f} MiB (compacted in {compact_s:.1f} s)",
-            f"the same rows written as one file: 1 file, {len(one_data) / 2**20:,.1f} MiB")
+    ctx.add(
+        "compaction",
+        f"{num(events)} rows in one date: files and bytes before, after `questlog compact`",
+        f"{num(files)} files, {small_bytes / 2**20:,.1f} MiB -> {len(after_files)} file(s), "
+        f"{sum(f.size for f in after_files) / 2**20:,.1f} MiB (compacted in {compact_s:.1f} s)",
+        f"the same rows written as one file: 1 file, {len(one_data) / 2**20:,.1f} MiB",
+    )
     if not done:
         ctx.notes.append("compaction: the partition was not compacted")
     for name, _ in QUERIES:
         b, a, o = before[name][0], after[name][0], single[name][0]
-        ctx.add("compaction", f"Trino {name}, best of 3: before -> after compaction",
-                f"{b * 1000:,.0f} ms -> {a * 1000:,.0f} ms ({b / a:.1f}x faster)",
-                f"one file from the start: {o * 1000:,.0f} ms", f"{o / a:.2f}x")
-    ctx.figure("compaction", {"events": events, "files_before": files, "bytes_before": small_bytes,
-                              "files_after": len(after_files), "bytes_after": sum(f.size for f in after_files),
-                              "compact_s": compact_s,
-                              "queries": {n: {"before_s": before[n][0], "after_s": after[n][0],
-                                              "one_file_s": single[n][0]} for n, _ in QUERIES}})
+        ctx.add(
+            "compaction",
+            f"Trino {name}, best of 3: before -> after compaction",
+            f"{b * 1000:,.0f} ms -> {a * 1000:,.0f} ms ({b / a:.1f}x faster)",
+            f"one file from the start: {o * 1000:,.0f} ms",
+            f"{o / a:.2f}x",
+        )
+    ctx.figure(
+        "compaction",
+        {
+            "events": events,
+            "files_before": files,
+            "bytes_before": small_bytes,
+            "files_after": len(after_files),
+            "bytes_after": sum(f.size for f in after_files),
+            "compact_s": compact_s,
+            "queries": {
+                n: {"before_s": before[n][0], "after_s": after[n][0], "one_file_s": single[n][0]} for n, _ in QUERIES
+            },
+        },
+    )

@@ -84,8 +84,13 @@ def measure(ctx: Context, rate: int, offsets: Offsets) -> dict:
     s, size = ctx.settings, ctx.size
     catalog = load_catalog(s.catalog)
     per_batch = min(BATCH, max(1, rate // 10))
-    load = Load(f"{s.collector_url}/events", json.dumps(bodies(load_types(catalog), per_batch)).encode(),
-                per_batch, rate, size.e2e_seconds)
+    load = Load(
+        f"{s.collector_url}/events",
+        json.dumps(bodies(load_types(catalog), per_batch)).encode(),
+        per_batch,
+        rate,
+        size.e2e_seconds,
+    )
     label = f"r{rate}"
     prefix = probe_id(ctx.run, label, 0)[:-5]
     table = catalog.types["default"].table
@@ -101,8 +106,9 @@ def measure(ctx: Context, rate: int, offsets: Offsets) -> dict:
             pid = probe_id(ctx.run, label, i)
             t = time.time()
             try:
-                r = session.post(f"{s.collector_url}/events", json={"event_type": "default", "event_id": pid},
-                                 timeout=30)
+                r = session.post(
+                    f"{s.collector_url}/events", json={"event_type": "default", "event_id": pid}, timeout=30
+                )
                 if r.status_code == 202:
                     sent[pid] = t
                 else:
@@ -143,11 +149,21 @@ def measure(ctx: Context, rate: int, offsets: Offsets) -> dict:
     after = lags(s, offsets)
     latencies = [seen[p] - sent[p] for p in sent if p in seen]
     sending = load.finished - load.started
-    return {"rate": rate, "achieved": load.accepted / sending if sending else 0, "failed": load.failed,
-            "probes": len(sent), "landed": len(latencies), "latencies": latencies,
-            "p50": percentile(latencies, 50), "p90": percentile(latencies, 90), "p99": percentile(latencies, 99),
-            "lag_end": at_end, "lag_after": after, "drain_cap_s": size.e2e_drain_cap_s,
-            "probe_failures": len(probe_failures)}
+    return {
+        "rate": rate,
+        "achieved": load.accepted / sending if sending else 0,
+        "failed": load.failed,
+        "probes": len(sent),
+        "landed": len(latencies),
+        "latencies": latencies,
+        "p50": percentile(latencies, 50),
+        "p90": percentile(latencies, 90),
+        "p99": percentile(latencies, 99),
+        "lag_end": at_end,
+        "lag_after": after,
+        "drain_cap_s": size.e2e_drain_cap_s,
+        "probe_failures": len(probe_failures),
+    }
 
 
 def run(ctx: Context) -> None:
@@ -156,27 +172,44 @@ def run(ctx: Context) -> None:
         for rate in ctx.size.e2e_rates:
             needed = ctx.size.settle_cap_s + ctx.size.e2e_seconds + ctx.size.e2e_drain_cap_s + 30
             if ctx.left_s() < needed:
-                ctx.add("end to end", f"{rate:,} events/s: SKIPPED",
-                        f"not run: {ctx.left_s():.0f} s left of the budget")
+                ctx.add(
+                    "end to end", f"{rate:,} events/s: SKIPPED", f"not run: {ctx.left_s():.0f} s left of the budget"
+                )
                 continue
             skipped = settle(ctx.pipeline, offsets, ctx.size.settle_cap_s, ctx.say)
             if skipped:
-                ctx.notes.append(f"end to end: {skipped:,} raw events left by earlier load were skipped "
-                                 f"before the {rate:,}/s run")
+                ctx.notes.append(
+                    f"end to end: {skipped:,} raw events left by earlier load were skipped before the {rate:,}/s run"
+                )
             r = measure(ctx, rate, offsets)
             kept_up = r["landed"] == r["probes"] and r["lag_after"]["router"] == 0 and r["lag_after"]["sink"] == 0
             lag = r["lag_end"]
-            ours = (f"p50 {num(r['p50'], 1)} s, p90 {num(r['p90'], 1)} s, p99 {num(r['p99'], 1)} s "
-                    f"({r['landed']} of {r['probes']} probes landed); sent {num(r['achieved'])} events/s"
-                    f"{', ' + format(r['failed'], ',') + ' refused' if r['failed'] else ''}; "
-                    f"lag when the load stopped: router {num(lag['router'])}, sink {num(lag['sink'])} records; "
-                    f"kept up: {'yes' if kept_up else 'no'}")
+            ours = (
+                f"p50 {num(r['p50'], 1)} s, p90 {num(r['p90'], 1)} s, p99 {num(r['p99'], 1)} s "
+                f"({r['landed']} of {r['probes']} probes landed); sent {num(r['achieved'])} events/s"
+                f"{', ' + format(r['failed'], ',') + ' refused' if r['failed'] else ''}; "
+                f"lag when the load stopped: router {num(lag['router'])}, sink {num(lag['sink'])} records; "
+                f"kept up: {'yes' if kept_up else 'no'}"
+            )
             if not kept_up:
-                ours += (f" (after {r['drain_cap_s']:.0f} s more: router {num(r['lag_after']['router'])}, "
-                         f"sink {num(r['lag_after']['sink'])} behind)")
-            ctx.add("end to end", f"{rate:,} events/s for {ctx.size.e2e_seconds:.0f} s: send -> queryable in Trino",
-                    ours)
-            ctx.figure("latency", {"rate": rate, "latencies": r["latencies"], "probes": r["probes"],
-                                   "landed": r["landed"], "p50": r["p50"], "p90": r["p90"], "p99": r["p99"]})
+                ours += (
+                    f" (after {r['drain_cap_s']:.0f} s more: router {num(r['lag_after']['router'])}, "
+                    f"sink {num(r['lag_after']['sink'])} behind)"
+                )
+            ctx.add(
+                "end to end", f"{rate:,} events/s for {ctx.size.e2e_seconds:.0f} s: send -> queryable in Trino", ours
+            )
+            ctx.figure(
+                "latency",
+                {
+                    "rate": rate,
+                    "latencies": r["latencies"],
+                    "probes": r["probes"],
+                    "landed": r["landed"],
+                    "p50": r["p50"],
+                    "p90": r["p90"],
+                    "p99": r["p99"],
+                },
+            )
     finally:
         offsets.close()

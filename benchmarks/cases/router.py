@@ -38,8 +38,13 @@ def drain(ctx: Context, offsets: Offsets, group: str, topic: str, n: int, cap_s:
         if done >= n or elapsed >= cap_s:
             break
         time.sleep(0.1)
-    return {"events": done, "seconds": elapsed, "rate": done / elapsed if elapsed else None,
-            "capped": done < n, "produce_s": produced_s}
+    return {
+        "events": done,
+        "seconds": elapsed,
+        "rate": done / elapsed if elapsed else None,
+        "capped": done < n,
+        "produce_s": produced_s,
+    }
 
 
 def measure(ctx: Context, offsets: Offsets, kind: str, invalid: bool, workers: int, k: int) -> dict:
@@ -49,23 +54,45 @@ def measure(ctx: Context, offsets: Offsets, kind: str, invalid: bool, workers: i
     create_topics(s.kafka_bootstrap, [raw], PARTITIONS)
     home = ctx.home / f"router{k}-{kind}"
     procs = Processes(home, ctx.rss)
-    label = f"router (Questlog, router case, {workers} worker{'s' if workers > 1 else ''})" if kind == "ours" \
+    label = (
+        f"router (Questlog, router case, {workers} worker{'s' if workers > 1 else ''})"
+        if kind == "ours"
         else f"passthrough router (baseline, {workers} worker{'s' if workers > 1 else ''})"
+    )
     try:
         booted = time.monotonic()
         for w in range(workers):
             if kind == "ours":
-                variant = s.replace(home=str(home), raw_topic=raw, dlq_topic=raw + ".dlq", router_id=group,
-                                    router_web_port=free_port(s.router_web_port + 1, ctx.ports),
-                                    topic_partitions=PARTITIONS)
+                variant = s.replace(
+                    home=str(home),
+                    raw_topic=raw,
+                    dlq_topic=raw + ".dlq",
+                    router_id=group,
+                    router_web_port=free_port(s.router_web_port + 1, ctx.ports),
+                    topic_partitions=PARTITIONS,
+                )
                 svc = renamed(services.router(variant), f"router-{w}")
             else:
                 create_topics(s.kafka_bootstrap, [raw + ".out"], PARTITIONS)
-                svc = Service(f"passthrough-{w}", [sys.executable, "-m", "benchmarks.baselines.passthrough_router",
-                                                   "--kafka", s.kafka_bootstrap, "--topic", raw, "--out", raw + ".out",
-                                                   "--group", group],
-                              lambda: True, env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
-                              cwd=REPO_ROOT)
+                svc = Service(
+                    f"passthrough-{w}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.baselines.passthrough_router",
+                        "--kafka",
+                        s.kafka_bootstrap,
+                        "--topic",
+                        raw,
+                        "--out",
+                        raw + ".out",
+                        "--group",
+                        group,
+                    ],
+                    lambda: True,
+                    env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
+                    cwd=REPO_ROOT,
+                )
             procs.start(svc, label=f"{label} #{w + 1}" if workers > 1 else label, wait=False)
         ready = group_ready(s.kafka_bootstrap, group, raw, members=workers)
         for name in procs.names:  # all in the group, and none has exited
@@ -99,10 +126,23 @@ def run(ctx: Context) -> None:
                 return f"{num(r['rate'])} events/s{capped}{rss}"
 
             label = f"{what} raw events, {workers} worker{'s' if workers > 1 else ''}"
-            ctx.add("router", f"drain {ctx.size.router_events:,} {label}", cell(ours),
-                    f"aiokafka passthrough{same}: {cell(base)}", ratio(ours["rate"], base["rate"]))
-            ctx.figure("throughput", {"stage": "router", "measure": label, "unit": "events/s",
-                                      "ours": ours["rate"], "baseline": base["rate"],
-                                      "baseline_name": "aiokafka passthrough"})
+            ctx.add(
+                "router",
+                f"drain {ctx.size.router_events:,} {label}",
+                cell(ours),
+                f"aiokafka passthrough{same}: {cell(base)}",
+                ratio(ours["rate"], base["rate"]),
+            )
+            ctx.figure(
+                "throughput",
+                {
+                    "stage": "router",
+                    "measure": label,
+                    "unit": "events/s",
+                    "ours": ours["rate"],
+                    "baseline": base["rate"],
+                    "baseline_name": "aiokafka passthrough",
+                },
+            )
     finally:
         offsets.close()

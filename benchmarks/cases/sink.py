@@ -36,14 +36,41 @@ def start_minimal(ctx: Context, procs: Processes, prefix: str) -> tuple[str, flo
     s = ctx.settings
     env = services.sink(s).env  # the same Java, Python and Spark settings as the sink
     name = "minimal-sink"
-    argv = [sys.executable, "-m", "benchmarks.baselines.minimal_sink", "--kafka", s.kafka_bootstrap,
-            "--hdfs", s.hdfs_url, "--root", f"/bench/{ctx.run}/{prefix}/minimal", "--checkpoint",
-            f"/bench/{ctx.run}/{prefix}/minimal-checkpoint", "--prefix", prefix, "--catalog", s.catalog,
-            "--ivy", str(Path(s.cache) / "ivy"), "--master", s.spark_master]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.baselines.minimal_sink",
+        "--kafka",
+        s.kafka_bootstrap,
+        "--hdfs",
+        s.hdfs_url,
+        "--root",
+        f"/bench/{ctx.run}/{prefix}/minimal",
+        "--checkpoint",
+        f"/bench/{ctx.run}/{prefix}/minimal-checkpoint",
+        "--prefix",
+        prefix,
+        "--catalog",
+        s.catalog,
+        "--ivy",
+        str(Path(s.cache) / "ivy"),
+        "--master",
+        s.spark_master,
+    ]
     log = procs.log(name)
     launched = time.time()
-    procs.start(Service(name, argv, lambda: any(e["event"] == "started" for e in read_json_lines(log)),
-                        env=env, cwd=REPO_ROOT, start_timeout_s=300), label=MINIMAL, wait=False)
+    procs.start(
+        Service(
+            name,
+            argv,
+            lambda: any(e["event"] == "started" for e in read_json_lines(log)),
+            env=env,
+            cwd=REPO_ROOT,
+            start_timeout_s=300,
+        ),
+        label=MINIMAL,
+        wait=False,
+    )
     return name, launched
 
 
@@ -64,10 +91,14 @@ def finish_minimal(ctx: Context, procs: Processes, name: str, launched: float, e
 def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_names: list[str]) -> dict:
     s = ctx.settings
     home = ctx.home / f"sink-ours-{prefix.rsplit('.', 1)[-1]}"
-    variant = s.replace(home=str(home), raw_topic=prefix, dlq_topic=prefix + ".dlq",
-                        warehouse_dir=f"/bench/{ctx.run}/{prefix}/warehouse",
-                        checkpoint_dir=f"/bench/{ctx.run}/{prefix}/checkpoints",
-                        trino_schema=f"bench_{ctx.run}_{prefix.rsplit('.', 1)[-1]}")
+    variant = s.replace(
+        home=str(home),
+        raw_topic=prefix,
+        dlq_topic=prefix + ".dlq",
+        warehouse_dir=f"/bench/{ctx.run}/{prefix}/warehouse",
+        checkpoint_dir=f"/bench/{ctx.run}/{prefix}/checkpoints",
+        trino_schema=f"bench_{ctx.run}_{prefix.rsplit('.', 1)[-1]}",
+    )
     svc = services.sink(variant)
     launched = time.time()
     procs.start(svc, label=SINK)
@@ -83,8 +114,13 @@ def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_n
             break
         time.sleep(0.5)
     end = landed or time.time()
-    return {"rows": rows, "seconds": end - started, "rate": rows / (end - started), "capped": landed is None,
-            "startup_s": started - launched}
+    return {
+        "rows": rows,
+        "seconds": end - started,
+        "rate": rows / (end - started),
+        "capped": landed is None,
+        "startup_s": started - launched,
+    }
 
 
 def run(ctx: Context) -> None:
@@ -98,9 +134,12 @@ def run(ctx: Context) -> None:
         if ctx.fits(need):
             drain(ctx, catalog, "sink1", [one], per_type * len(types), "one table alone")
         else:
-            ctx.add("sink", f"drain {per_type * len(types):,} typed records, 1 table: SKIPPED",
-                    f"not run: {ctx.left_s():.0f} s left of the budget, {ctx.reserve_s:.0f} s of it kept for "
-                    f"the cases after this one, and this may take {need} s")
+            ctx.add(
+                "sink",
+                f"drain {per_type * len(types):,} typed records, 1 table: SKIPPED",
+                f"not run: {ctx.left_s():.0f} s left of the budget, {ctx.reserve_s:.0f} s of it kept for "
+                f"the cases after this one, and this may take {need} s",
+            )
 
 
 def drain(ctx: Context, catalog, name: str, types: list[str], per_type: int, what: str) -> None:
@@ -133,12 +172,27 @@ def drain(ctx: Context, catalog, name: str, types: list[str], per_type: int, wha
     def cell(r: dict, what: str, rss) -> str:
         capped = ", cap reached" if r.get("capped") else ""
         mem = f", peak RSS {rss / 2**20:,.0f} MiB" if rss else ""
-        return (f"{num(r['rate'])} rows/s ({r['rows']:,} {what} in {r['seconds']:.1f} s{capped}; "
-                f"Spark start {r['startup_s']:.0f} s{mem})")
+        return (
+            f"{num(r['rate'])} rows/s ({r['rows']:,} {what} in {r['seconds']:.1f} s{capped}; "
+            f"Spark start {r['startup_s']:.0f} s{mem})"
+        )
 
     tables = f"{len(types)} tables" if len(types) > 1 else "1 table"
-    ctx.add("sink", f"drain {expected:,} typed records, {tables}",
-            cell(ours, "queryable in Trino", peak[SINK]),
-            f"minimal Spark job: {cell(base, 'in parquet', peak[MINIMAL])}", ratio(ours["rate"], base["rate"]))
-    ctx.figure("throughput", {"stage": "sink", "measure": what, "unit": "rows/s",
-                              "ours": ours["rate"], "baseline": base["rate"], "baseline_name": "minimal Spark job"})
+    ctx.add(
+        "sink",
+        f"drain {expected:,} typed records, {tables}",
+        cell(ours, "queryable in Trino", peak[SINK]),
+        f"minimal Spark job: {cell(base, 'in parquet', peak[MINIMAL])}",
+        ratio(ours["rate"], base["rate"]),
+    )
+    ctx.figure(
+        "throughput",
+        {
+            "stage": "sink",
+            "measure": what,
+            "unit": "rows/s",
+            "ours": ours["rate"],
+            "baseline": base["rate"],
+            "baseline_name": "minimal Spark job",
+        },
+    )

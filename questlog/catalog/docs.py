@@ -7,8 +7,11 @@ from questlog.catalog import DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE, ENVELOPE, P
 
 def _rows(fields: tuple[Field, ...]) -> list[str]:
     out = ["| field | type | required | description |", "| --- | --- | --- | --- |"]
-    out += [f"| `{f.name}` | {f.type} ({f.trino_type}) | {'yes' if f.required else ''} | "
-            f"{f.description.replace('|', '/')} |" for f in fields]
+    out += [
+        f"| `{f.name}` | {f.type} ({f.trino_type}) | {'yes' if f.required else ''} | "
+        f"{f.description.replace('|', '/')} |"
+        for f in fields
+    ]
     return out
 
 
@@ -24,15 +27,31 @@ def render_markdown(catalog: Catalog) -> str:
         "| event type | version | table | GET route | description |",
         "| --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| [`{et.name}`](#{et.name}) | {et.version} | `{et.table}` | "
-              f"{', '.join(f'`{r}`' for r in et.routes)} | {et.description} |" for et in catalog]
+    lines += [
+        f"| [`{et.name}`](#{et.name}) | {et.version} | `{et.table}` | "
+        f"{', '.join(f'`{r}`' for r in et.routes)} | {et.description} |"
+        for et in catalog
+    ]
     lines += ["", "## Envelope", "", "Every event carries these, whatever its type.", "", *_rows(ENVELOPE)]
     for et in catalog:
-        lines += ["", f"## {et.name}", "", f"{et.description} Table `{et.table}`, schema version "
-                  f"{et.version}." + (f" GET {', '.join(f'`{r}`' for r in et.routes)} answers "
-                                      f"`{et.response.strip()}`." if et.routes else ""), ""]
+        lines += [
+            "",
+            f"## {et.name}",
+            "",
+            f"{et.description} Table `{et.table}`, schema version "
+            f"{et.version}."
+            + (f" GET {', '.join(f'`{r}`' for r in et.routes)} answers `{et.response.strip()}`." if et.routes else ""),
+            "",
+        ]
         lines += _rows(et.fields) if et.fields else ["No fields beyond the envelope."]
-    lines += ["", f"## {DEAD_LETTER_TABLE}", "",
-              "Every event the router rejected, with why and where it came from. `questlog replay` re-sends "
-              "those that the current catalog accepts.", "", *_rows(DEAD_LETTER_COLUMNS), ""]
+    lines += [
+        "",
+        f"## {DEAD_LETTER_TABLE}",
+        "",
+        "Every event the router rejected, with why and where it came from. `questlog replay` re-sends "
+        "those that the current catalog accepts.",
+        "",
+        *_rows(DEAD_LETTER_COLUMNS),
+        "",
+    ]
     return "\n".join(lines)

@@ -29,8 +29,10 @@ def check_evolution(old: Catalog, new: Catalog) -> list[str]:
     for before in old:
         after = new.get(before.name)
         if after is None:
-            problems.append(f"{before.name}: the type was removed; its table {before.table!r} holds data and "
-                            "producers may still send it")
+            problems.append(
+                f"{before.name}: the type was removed; its table {before.table!r} holds data and "
+                "producers may still send it"
+            )
             continue
         if after.table != before.table:
             problems.append(f"{before.name}: table renamed from {before.table!r} to {after.table!r}")
@@ -41,22 +43,28 @@ def check_evolution(old: Catalog, new: Catalog) -> list[str]:
         for name, f in old_fields.items():
             g = new_fields.get(name)
             if g is None:
-                problems.append(f"{before.name}: field {name!r} was removed; old rows and producers use it "
-                                "(leave it, and add a new optional field if its meaning changed)")
+                problems.append(
+                    f"{before.name}: field {name!r} was removed; old rows and producers use it "
+                    "(leave it, and add a new optional field if its meaning changed)"
+                )
             elif g.type != f.type:
-                problems.append(f"{before.name}: field {name!r} changed type from {f.type} to {g.type}; "
-                                "add a new field instead")
+                problems.append(
+                    f"{before.name}: field {name!r} changed type from {f.type} to {g.type}; add a new field instead"
+                )
             elif g.required and not f.required:
-                problems.append(f"{before.name}: field {name!r} became required; events without it "
-                                "would be rejected")
+                problems.append(f"{before.name}: field {name!r} became required; events without it would be rejected")
         added = [g for name, g in new_fields.items() if name not in old_fields]
         for g in added:
             if g.required:
-                problems.append(f"{before.name}: new field {g.name!r} is required; a new field must be "
-                                "optional (old events do not have it)")
+                problems.append(
+                    f"{before.name}: new field {g.name!r} is required; a new field must be "
+                    "optional (old events do not have it)"
+                )
         if added and after.version == before.version:
-            problems.append(f"{before.name}: fields were added but the version is still {before.version}; "
-                            f"set version = {before.version + 1}")
+            problems.append(
+                f"{before.name}: fields were added but the version is still {before.version}; "
+                f"set version = {before.version + 1}"
+            )
     return problems
 
 
@@ -75,8 +83,9 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def deploy(schemas: str | Path, target: str | Path, dry_run: bool = False,
-           home: str | Path | None = None) -> tuple[Catalog, list[str]]:
+def deploy(
+    schemas: str | Path, target: str | Path, dry_run: bool = False, home: str | Path | None = None
+) -> tuple[Catalog, list[str]]:
     """Compile the TOML schemas in ``schemas`` and, if compatible with the catalog deployed at
     ``target`` (if any) and with the last one the stages of QUESTLOG_HOME ``home`` accepted (if
     given; see questlog.catalog.watch), write them there. A deployed file the stages refused as

@@ -23,6 +23,7 @@ from questlog.catalog.model import (
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 DEPLOYED_CATALOG = Path(__file__).resolve().parent / "catalog.json"
 
+
 def _parse_field(source: str, name: str, spec: Any) -> Field:
     if not isinstance(spec, dict):
         raise CatalogError(f"{source}: field {name!r} must be a table, got {spec!r}")
@@ -100,12 +101,23 @@ def load_schemas(directory: str | Path = SCHEMA_DIR) -> Catalog:
 
 def catalog_to_json(catalog: Catalog) -> str:
     """The deployed form: deterministic, so that a committed catalog.json can be compared."""
-    doc = {"format": CATALOG_FORMAT, "types": [{
-        "event_type": et.name, "version": et.version, "table": et.table, "description": et.description,
-        "http": {"routes": list(et.routes), "response": et.response},
-        "fields": [{"name": f.name, "type": f.type, "required": f.required, "description": f.description}
-                   for f in et.fields],
-    } for et in catalog]}
+    doc = {
+        "format": CATALOG_FORMAT,
+        "types": [
+            {
+                "event_type": et.name,
+                "version": et.version,
+                "table": et.table,
+                "description": et.description,
+                "http": {"routes": list(et.routes), "response": et.response},
+                "fields": [
+                    {"name": f.name, "type": f.type, "required": f.required, "description": f.description}
+                    for f in et.fields
+                ],
+            }
+            for et in catalog
+        ],
+    }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -125,6 +137,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise CatalogError(f"cannot read the deployed catalog {path}: {exc.strerror}; "
-                           "create it with `questlog catalog deploy`") from None
+        raise CatalogError(
+            f"cannot read the deployed catalog {path}: {exc.strerror}; create it with `questlog catalog deploy`"
+        ) from None
     return catalog_from_json(text, str(path))

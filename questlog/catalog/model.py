@@ -23,10 +23,10 @@ TYPES: Mapping[str, tuple[str, str]] = {
 PARTITION_COLUMN = "dt"
 
 
-
 def typed_topic(raw_topic: str, type_name: str) -> str:
     """The topic the router writes events of ``type_name`` to: ``<raw topic>.<type>``."""
     return f"{raw_topic}.{type_name}"
+
 
 class CatalogError(ValueError):
     """A schema file is malformed; the message names the file and the problem."""
@@ -50,21 +50,41 @@ class Field:
 
 # Fields every accepted event carries.
 ENVELOPE: tuple[Field, ...] = (
-    Field("event_id", "string", "Id of the event, unique within its `source`: 1 to 128 characters of "
-          "`A-Z a-z 0-9 . _ : -`, made by the collector (a UUID) or sent by the client so that its retries "
-          "are recognised. (`source`, `event_id`) is the dedupe key.", True),
-    Field("source", "string", "Who sent the event: the source name its write key maps to "
-          "(QUESTLOG_WRITE_KEYS), `default` when write keys are off; set by the collector only. Empty "
-          "for events accepted before sources existed."),
+    Field(
+        "event_id",
+        "string",
+        "Id of the event, unique within its `source`: 1 to 128 characters of "
+        "`A-Z a-z 0-9 . _ : -`, made by the collector (a UUID) or sent by the client so that its retries "
+        "are recognised. (`source`, `event_id`) is the dedupe key.",
+        True,
+    ),
+    Field(
+        "source",
+        "string",
+        "Who sent the event: the source name its write key maps to "
+        "(QUESTLOG_WRITE_KEYS), `default` when write keys are off; set by the collector only. Empty "
+        "for events accepted before sources existed.",
+    ),
     Field("event_type", "string", "The catalog type of the event.", True),
-    Field("received_at", "timestamp", "When the collector accepted the event (server clock, UTC); the `dt` "
-          "partition is its UTC date.", True),
-    Field("client_ts", "timestamp", "When the client says the event happened (client clock, with time zone); "
-          "optional, never used for partitioning."),
-    Field("user_id", "string", "The player: the event's own `user_id`, else the first label of the Host "
-          "header when it names a host under a domain (`user1.comcast.com` -> `user1`)."),
-    Field("schema_version", "long", "The version of this type's schema that validated the event (set by "
-          "the router)."),
+    Field(
+        "received_at",
+        "timestamp",
+        "When the collector accepted the event (server clock, UTC); the `dt` partition is its UTC date.",
+        True,
+    ),
+    Field(
+        "client_ts",
+        "timestamp",
+        "When the client says the event happened (client clock, with time zone); "
+        "optional, never used for partitioning.",
+    ),
+    Field(
+        "user_id",
+        "string",
+        "The player: the event's own `user_id`, else the first label of the Host "
+        "header when it names a host under a domain (`user1.comcast.com` -> `user1`).",
+    ),
+    Field("schema_version", "long", "The version of this type's schema that validated the event (set by the router)."),
     Field("host", "string", "The request's Host header."),
     Field("user_agent", "string", "The request's User-Agent header."),
     Field("accept", "string", "The request's Accept header."),
@@ -167,12 +187,19 @@ class Catalog:
         """Every table the sink lands and Trino serves: one per type, plus the dead letters."""
         clash = [et.name for et in self if typed_topic(raw_topic, et.name) in (dlq_topic, raw_topic)]
         if clash:
-            raise CatalogError(f"event type {clash[0]!r} would write to the topic {dlq_topic!r} or "
-                               f"{raw_topic!r}; choose another name")
-        tables = [Table(et.table, typed_topic(raw_topic, et.name), et.columns, "received_at", EVENT_KEY)
-                  for et in self]
-        tables.append(Table(DEAD_LETTER_TABLE, dlq_topic, DEAD_LETTER_COLUMNS, "failed_at",
-                            ("source_topic", "source_partition", "source_offset")))
+            raise CatalogError(
+                f"event type {clash[0]!r} would write to the topic {dlq_topic!r} or {raw_topic!r}; choose another name"
+            )
+        tables = [Table(et.table, typed_topic(raw_topic, et.name), et.columns, "received_at", EVENT_KEY) for et in self]
+        tables.append(
+            Table(
+                DEAD_LETTER_TABLE,
+                dlq_topic,
+                DEAD_LETTER_COLUMNS,
+                "failed_at",
+                ("source_topic", "source_partition", "source_offset"),
+            )
+        )
         return tables
 
     def topics(self, raw_topic: str = "events", dlq_topic: str = "events.dlq") -> list[str]:

@@ -12,8 +12,15 @@ from questlog.catalog.model import EVENT_ID_RULE, Catalog, EventType, Field, val
 
 
 def _describe(value: Any) -> str:
-    kind = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array",
-            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+    kind = {
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
     if isinstance(value, (str, list, dict)) and len(value) > 40:  # no repr of a megabyte value
         value = value[:40] if isinstance(value, (str, list)) else dict(list(value.items())[:4])
     text = repr(value)
@@ -90,8 +97,7 @@ def compile_validator(et: EventType) -> Callable[[dict], list[str]]:
                 errors.append(f"field {named}: not in the {et.name!r} schema (fields: {allowed})")
             else:
                 more = f" and {len(unknown) - MAX_NAMED_UNKNOWN} more" if len(unknown) > MAX_NAMED_UNKNOWN else ""
-                errors.append(f"{len(unknown)} fields not in the {et.name!r} schema: {named}{more} "
-                              f"(fields: {allowed})")
+                errors.append(f"{len(unknown)} fields not in the {et.name!r} schema: {named}{more} (fields: {allowed})")
         event_id = event.get("event_id")
         if type(event_id) is str and not valid_event_id(event_id):
             errors.append(f"field 'event_id': expected {EVENT_ID_RULE}, got {_describe(event_id)}")

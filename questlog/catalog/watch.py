@@ -95,16 +95,21 @@ class CatalogSource:
             deployed = load_catalog(self.path)
         except CatalogError as exc:
             if last is None:
-                raise CatalogError(f"{exc} (and no catalog was accepted before in {self.home}: "
-                                   "fix the file, or deploy with `questlog catalog deploy`)") from None
-            log.error("catalog refused, running on the last one accepted (%s): %s",
-                      last_good_path(self.home), exc)
+                raise CatalogError(
+                    f"{exc} (and no catalog was accepted before in {self.home}: "
+                    "fix the file, or deploy with `questlog catalog deploy`)"
+                ) from None
+            log.error("catalog refused, running on the last one accepted (%s): %s", last_good_path(self.home), exc)
             return last
         if last is not None:
             problems = check_evolution(last, deployed)
             if problems:
-                log.error("catalog %s refused, running on the last one accepted (%s): %s",
-                          self.path, last_good_path(self.home), "; ".join(problems))
+                log.error(
+                    "catalog %s refused, running on the last one accepted (%s): %s",
+                    self.path,
+                    last_good_path(self.home),
+                    "; ".join(problems),
+                )
                 return last
             if deployed == last:
                 return last

@@ -79,8 +79,10 @@ def digest(path: Path, algorithm: str) -> str:
 def verify_sha256(path: Path, expected: str) -> None:
     got = digest(path, "sha256")
     if got != expected.lower():
-        raise ChecksumError(f"checksum mismatch for {path.name}: SHA-256 {got}, expected {expected} "
-                            "(pinned in questlog/stack/artifacts.py); the file is not the one published")
+        raise ChecksumError(
+            f"checksum mismatch for {path.name}: SHA-256 {got}, expected {expected} "
+            "(pinned in questlog/stack/artifacts.py); the file is not the one published"
+        )
 
 
 def published_checksum(artifact: Path) -> tuple[str, str] | None:
@@ -110,8 +112,10 @@ def verify_against_repository(files: list[Path], repository: Path) -> None:
         got = {algorithm: digest(f, algorithm) for algorithm, _ in published}
         if not any(got[algorithm] == value for algorithm, value in published):
             algorithm, value = published[0]
-            raise ChecksumError(f"checksum mismatch for {f.name}: {algorithm.upper()} {got[algorithm]}, "
-                                f"Maven Central publishes {value}; the file is not the one published")
+            raise ChecksumError(
+                f"checksum mismatch for {f.name}: {algorithm.upper()} {got[algorithm]}, "
+                f"Maven Central publishes {value}; the file is not the one published"
+            )
 
 
 def _say(message: str) -> None:
@@ -147,9 +151,15 @@ class Meter:
                 TransferSpeedColumn,
             )
 
-            self._bar = Progress(TextColumn(f"questlog: {what}"), BarColumn(), DownloadColumn(binary_units=True),
-                                 TransferSpeedColumn(), TimeRemainingColumn(),
-                                 console=Console(file=self.stream), transient=True)
+            self._bar = Progress(
+                TextColumn(f"questlog: {what}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+            )
             self._task = self._bar.add_task(what, total=total)
             self._bar.start()
 
@@ -196,8 +206,14 @@ def _growing_file_bytes(folder: Path, prefix: str) -> int:
     """The size of the largest file named ``prefix``* in ``folder``: Maven's download in progress
     (a temporary file beside the artifact) or the artifact itself."""
     try:
-        return max((e.stat().st_size for e in os.scandir(folder) if e.name.startswith(prefix)
-                    and not e.name.endswith((".sha1", ".md5", ".sha256", ".sha512", ".asc"))), default=0)
+        return max(
+            (
+                e.stat().st_size
+                for e in os.scandir(folder)
+                if e.name.startswith(prefix) and not e.name.endswith((".sha1", ".md5", ".sha256", ".sha512", ".asc"))
+            ),
+            default=0,
+        )
     except OSError:
         return 0
 
@@ -219,8 +235,9 @@ def _mvn(cache: Path, args: list[str], cwd: Path, progress: Callable[[], None] |
     """Run Maven; while it runs, call ``progress`` every half second (it watches the download)."""
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise FetchError("Maven (`mvn`) is needed to fetch JVM artifacts; `make run` installs it, "
-                         "or: apt-get install maven")
+        raise FetchError(
+            "Maven (`mvn`) is needed to fetch JVM artifacts; `make run` installs it, or: apt-get install maven"
+        )
     # --strict-checksums: a download that does not match Maven Central's checksum fails.
     cmd = [mvn, "-B", "-ntp", "-q", "--strict-checksums", f"-Dmaven.repo.local={cache / 'm2'}", *args]
     with tempfile.TemporaryFile() as out:
@@ -243,8 +260,10 @@ def _mvn(cache: Path, args: list[str], cwd: Path, progress: Callable[[], None] |
         lines = output.strip().splitlines()
         mismatches = [line for line in lines if "Checksum validation failed" in line]
         if mismatches:  # --strict-checksums refused a download: say that first, whatever else follows
-            raise ChecksumError("a download does not match the checksum Maven Central publishes; nothing "
-                                "was installed:\n" + "\n".join(mismatches[:5]))
+            raise ChecksumError(
+                "a download does not match the checksum Maven Central publishes; nothing "
+                "was installed:\n" + "\n".join(mismatches[:5])
+            )
         tail = "\n".join(lines[-15:])
         raise FetchError(f"Maven failed ({' '.join(args[:2])}):\n{tail}")
 
@@ -253,11 +272,15 @@ def _pom(name: str, deps: list[str]) -> str:
     rows = []
     for coordinate in deps:
         group, artifact, version = coordinate.split(":")
-        rows.append(f"<dependency><groupId>{escape(group)}</groupId><artifactId>{escape(artifact)}</artifactId>"
-                    f"<version>{escape(version)}</version></dependency>")
-    return ("<project xmlns=\"http://maven.apache.org/POM/4.0.0\"><modelVersion>4.0.0</modelVersion>"
-            f"<groupId>questlog</groupId><artifactId>{name}</artifactId><version>1</version>"
-            f"<packaging>pom</packaging><dependencies>{''.join(rows)}</dependencies></project>\n")
+        rows.append(
+            f"<dependency><groupId>{escape(group)}</groupId><artifactId>{escape(artifact)}</artifactId>"
+            f"<version>{escape(version)}</version></dependency>"
+        )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        f"<groupId>questlog</groupId><artifactId>{name}</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{''.join(rows)}</dependencies></project>\n"
+    )
 
 
 def _done(target: Path) -> bool:
@@ -302,8 +325,12 @@ def maven_classpath(cache: Path, name: str, deps: list[str]) -> Path:
                 meter.update(max(0, _tree_bytes(repo) - before))
 
         try:
-            _mvn(cache, ["dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory=lib"], staging,
-                 progress)
+            _mvn(
+                cache,
+                ["dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory=lib"],
+                staging,
+                progress,
+            )
         finally:
             meter.close()
         verify_against_repository(sorted((staging / "lib").glob("*")), cache / "m2")
@@ -335,8 +362,12 @@ def maven_file(cache: Path, coordinate: str, sha256: str) -> Path:
         folder = cache / "m2" / group.replace(".", "/") / artifact / version
         meter = Meter(f"fetching {name}", _published_size(group, artifact, version, name))
         try:
-            _mvn(cache, ["dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"], staging,
-                 lambda: meter.update(_growing_file_bytes(folder, name)))
+            _mvn(
+                cache,
+                ["dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"],
+                staging,
+                lambda: meter.update(_growing_file_bytes(folder, name)),
+            )
         finally:
             meter.close()
         fetched = staging / name
@@ -369,7 +400,8 @@ def hadoop(cache: Path) -> Path:
             web_inf.mkdir(parents=True, exist_ok=True)
             (web_inf / "web.xml").write_text(
                 '<?xml version="1.0" encoding="UTF-8"?>\n'
-                '<web-app xmlns="http://xmlns.jcp.org/xml/ns/javaee" version="3.1"></web-app>\n')
+                '<web-app xmlns="http://xmlns.jcp.org/xml/ns/javaee" version="3.1"></web-app>\n'
+            )
     return root
 
 
@@ -402,6 +434,7 @@ def _unpack(tarball: Path, into: Path, what: str) -> None:
     meter = Meter(what, tarball.stat().st_size)
     try:
         with open(tarball, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
+
             def members():
                 for member in tar:
                     meter.update(raw.tell())

@@ -51,8 +51,10 @@ def find_java(minimum: int, maximum: int | None = None, purpose: str = "") -> st
             fits.append((version, java))
     if not fits:
         wanted = f"{minimum}" + (f" to {maximum}" if maximum else "+")
-        raise JavaNotFound(f"no Java {wanted} found{' for ' + purpose if purpose else ''}; "
-                           f"install one (e.g. apt-get install openjdk-17-jdk) or set JAVA_HOME")
+        raise JavaNotFound(
+            f"no Java {wanted} found{' for ' + purpose if purpose else ''}; "
+            f"install one (e.g. apt-get install openjdk-17-jdk) or set JAVA_HOME"
+        )
     return min(fits)[1]
 
 

@@ -26,33 +26,47 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
 
-LEVELS = {"TRACE": 0, "DEBUG": 1, "FINE": 1, "INFO": 2, "NOTICE": 2, "WARN": 3, "WARNING": 3, "ERROR": 4,
-          "SEVERE": 4, "FATAL": 5, "CRITICAL": 5}
+LEVELS = {
+    "TRACE": 0,
+    "DEBUG": 1,
+    "FINE": 1,
+    "INFO": 2,
+    "NOTICE": 2,
+    "WARN": 3,
+    "WARNING": 3,
+    "ERROR": 4,
+    "SEVERE": 4,
+    "FATAL": 5,
+    "CRITICAL": 5,
+}
 SHOWN = 3  # WARN and above
 BURST = 5
 WINDOW_S = 10.0
 MAX_LINE = 400
 
 # Warnings each start prints whatever happens (read once, they say nothing about this run).
-QUIET = tuple(re.compile(p) for p in (
-    r"NativeCodeLoader: Unable to load native-hadoop library",
-    r"Unable to initialize FileSignerSecretProvider",
-    r"Got null for restCsrfPreventionFilter",
-    r"Only one (image|namespace edits) storage directory",
-    r"dfsUsed file missing in",
-    r"directoryscan\.throttle\.limit\.ms\.per\.sec",
-    r"Performing controller activation\. The metadata log appears to be empty",
-    r"^WARNING: (A terminally deprecated method|sun\.misc\.Unsafe|Please consider reporting|"
-    r"Using incubator modules|A restricted method|.*--enable-native-access|Restricted methods)",
-    r"Configuration allows spawning up to \d+ Python threads",
-    r"Coordinator load in progress",  # librdkafka and aiokafka while Kafka's coordinator starts
-    r"GroupCoordinatorNotAvailableError",
-    r"Marking the coordinator dead",
-    r"Setting default log level to",
-    r"spark\.sql\.adaptive\.enabled is not supported in streaming",  # Spark, as the sink's query starts
-    r"Disabling AQE since AQE is not supported in stateful workloads",
-    r"Memory info update request to \S+ has not returned in",  # Trino while its own HTTP server starts
-))
+QUIET = tuple(
+    re.compile(p)
+    for p in (
+        r"NativeCodeLoader: Unable to load native-hadoop library",
+        r"Unable to initialize FileSignerSecretProvider",
+        r"Got null for restCsrfPreventionFilter",
+        r"Only one (image|namespace edits) storage directory",
+        r"dfsUsed file missing in",
+        r"directoryscan\.throttle\.limit\.ms\.per\.sec",
+        r"Performing controller activation\. The metadata log appears to be empty",
+        r"^WARNING: (A terminally deprecated method|sun\.misc\.Unsafe|Please consider reporting|"
+        r"Using incubator modules|A restricted method|.*--enable-native-access|Restricted methods)",
+        r"Configuration allows spawning up to \d+ Python threads",
+        r"Coordinator load in progress",  # librdkafka and aiokafka while Kafka's coordinator starts
+        r"GroupCoordinatorNotAvailableError",
+        r"Marking the coordinator dead",
+        r"Setting default log level to",
+        r"spark\.sql\.adaptive\.enabled is not supported in streaming",  # Spark, as the sink's query starts
+        r"Disabling AQE since AQE is not supported in stateful workloads",
+        r"Memory info update request to \S+ has not returned in",  # Trino while its own HTTP server starts
+    )
+)
 
 
 def level(line: str) -> int | None:
@@ -89,8 +103,13 @@ class LogEcho:
     """Follows the log files of ``names`` in ``log_dir``; ``poll()`` echoes what is new (a thread
     calls it every ``interval_s`` between ``start()`` and ``stop()``)."""
 
-    def __init__(self, log_dir: Path, names: Iterable[str], out: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        names: Iterable[str],
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.log_dir = log_dir
         self.out = out
         self.clock = clock
@@ -107,8 +126,10 @@ class LogEcho:
         for name, f in self.files.items():
             if now - f.window_start >= WINDOW_S:
                 if f.held_back:
-                    self._say(f"questlog: {name}: {f.held_back} more warning line(s) in {WINDOW_S:.0f}s not shown "
-                              f"(log: {f.path})")
+                    self._say(
+                        f"questlog: {name}: {f.held_back} more warning line(s) in {WINDOW_S:.0f}s not shown "
+                        f"(log: {f.path})"
+                    )
                 f.window_start, f.in_window, f.held_back = now, 0, 0
             for line in self._new_lines(f):
                 if not shown(line):

@@ -115,12 +115,15 @@ class Supervisor:
 
     def start(self, svc: Service) -> None:
         if self.running_pid(svc.name):
-            raise ServiceError(f"{svc.name} is already running (pid {self.running_pid(svc.name)}); "
-                               "run `questlog stop` first")
+            raise ServiceError(
+                f"{svc.name} is already running (pid {self.running_pid(svc.name)}); run `questlog stop` first"
+            )
         for host, port in svc.ports:
             if port_open(host, port):
-                raise ServiceError(f"port {host}:{port} needed by {svc.name} is in use by another process; "
-                                   "is another Questlog (or Kafka/HDFS/Trino) running? Try `make stop`.")
+                raise ServiceError(
+                    f"port {host}:{port} needed by {svc.name} is in use by another process; "
+                    "is another Questlog (or Kafka/HDFS/Trino) running? Try `make stop`."
+                )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if svc.setup:
@@ -129,8 +132,15 @@ class Supervisor:
         logfile.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(svc.argv)}\n".encode())
         logfile.flush()
         env = {**os.environ, **svc.env}
-        proc = subprocess.Popen(list(svc.argv), cwd=svc.cwd, env=env, stdout=logfile, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            list(svc.argv),
+            cwd=svc.cwd,
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         logfile.close()
         self.procs[svc.name] = proc
         self.pidfile(svc.name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
@@ -141,16 +151,20 @@ class Supervisor:
         proc = self.procs.get(svc.name)
         while True:
             if proc is not None and proc.poll() is not None:
-                raise ServiceError(f"{svc.name} exited with code {proc.returncode} while starting; "
-                                   f"last lines of {self.log_path(svc.name)}:\n{tail(self.log_path(svc.name))}")
+                raise ServiceError(
+                    f"{svc.name} exited with code {proc.returncode} while starting; "
+                    f"last lines of {self.log_path(svc.name)}:\n{tail(self.log_path(svc.name))}"
+                )
             try:
                 if svc.health():
                     return time.monotonic() - started
             except Exception as exc:  # a health probe failing is the normal state while starting
                 log.debug("%s not healthy yet: %s", svc.name, exc)
             if time.monotonic() > deadline:
-                raise ServiceError(f"{svc.name} did not become healthy within {svc.start_timeout_s:.0f}s; "
-                                   f"last lines of {self.log_path(svc.name)}:\n{tail(self.log_path(svc.name))}")
+                raise ServiceError(
+                    f"{svc.name} did not become healthy within {svc.start_timeout_s:.0f}s; "
+                    f"last lines of {self.log_path(svc.name)}:\n{tail(self.log_path(svc.name))}"
+                )
             time.sleep(0.5)
 
     def exited(self) -> list[tuple[str, int]]:

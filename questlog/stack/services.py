@@ -39,6 +39,7 @@ def _http_json(url: str, timeout: float = 2.0):
 
 # Config merging ---------------------------------------------------------------------------------
 
+
 def merge_properties(text: str, overrides: Mapping[str, str]) -> str:
     """A Java .properties text with ``overrides`` replacing (or appended to) its keys."""
     out, seen = [], set()
@@ -101,6 +102,7 @@ def jmx_agent_option(settings: Settings, address: tuple[str, int]) -> str:
 
 # Kafka ------------------------------------------------------------------------------------------
 
+
 def kafka_config(settings: Settings) -> dict[str, str]:
     host, port = settings.kafka_host, settings.kafka_port
     ctl = settings.kafka_controller_port
@@ -117,22 +119,32 @@ def kafka(settings: Settings) -> Service:
     lib = artifacts.kafka(settings.cache_path)
     conf = settings.home_path / "conf" / "kafka" / "server.properties"
     data = settings.home_path / "kafka" / "data"
-    jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC",
-           f"-Dlog4j2.configurationFile={COMPOSE / 'kafka' / 'log4j2.properties'}", "-cp", f"{lib}/*"]
+    jvm = [
+        java,
+        "-Xms256m",
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={COMPOSE / 'kafka' / 'log4j2.properties'}",
+        "-cp",
+        f"{lib}/*",
+    ]
     metrics = kafka_jvm_metrics_address(settings)
 
     def setup() -> None:
-        _write(conf, merge_properties((COMPOSE / "kafka" / "server.properties").read_text(),
-                                      kafka_config(settings)))
+        _write(conf, merge_properties((COMPOSE / "kafka" / "server.properties").read_text(), kafka_config(settings)))
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             # `=`: a base64 id may start with "-", which the tool's parser would take for an option
             # (1 fresh stack in 64 failed to start so)
-            result = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                                     "-c", str(conf)], capture_output=True, text=True)
+            result = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(conf)],
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
-                raise ServiceError(f"formatting Kafka's log directory failed:\n{result.stdout[-2000:]}"
-                                   f"{result.stderr[-2000:]}")
+                raise ServiceError(
+                    f"formatting Kafka's log directory failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+                )
 
     def health() -> bool:
         if not port_open(settings.kafka_host, settings.kafka_port):
@@ -141,14 +153,22 @@ def kafka(settings: Settings) -> Service:
         return True
 
     # The agent on the broker only: the format tool above runs without it.
-    return Service("kafka", [java, jmx_agent_option(settings, metrics), *jvm[1:], "kafka.Kafka", str(conf)], health,
-                   setup=setup,
-                   ports=[(settings.kafka_host, settings.kafka_port),
-                          (settings.kafka_host, settings.kafka_controller_port), metrics],
-                   url=f"kafka://{settings.kafka_bootstrap}")
+    return Service(
+        "kafka",
+        [java, jmx_agent_option(settings, metrics), *jvm[1:], "kafka.Kafka", str(conf)],
+        health,
+        setup=setup,
+        ports=[
+            (settings.kafka_host, settings.kafka_port),
+            (settings.kafka_host, settings.kafka_controller_port),
+            metrics,
+        ],
+        url=f"kafka://{settings.kafka_bootstrap}",
+    )
 
 
 # HDFS -------------------------------------------------------------------------------------------
+
 
 def hadoop_config(settings: Settings) -> dict[str, str]:
     host, _ = split_address(settings.hdfs_rpc_address)
@@ -172,11 +192,20 @@ def _hdfs_daemon(settings: Settings, role: str) -> tuple[list[str], Path]:
     root = artifacts.hadoop(settings.cache_path)
     conf = settings.home_path / "conf" / "hadoop"
     heap = "-Xmx384m" if role == "namenode" else "-Xmx256m"
-    main = {"namenode": "org.apache.hadoop.hdfs.server.namenode.NameNode",
-            "datanode": "org.apache.hadoop.hdfs.server.datanode.DataNode"}[role]
-    argv = [java, heap, "-XX:+UseG1GC", f"-Dhadoop.log.dir={settings.home_path / 'logs'}",
-            f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
-            "-cp", f"{conf}:{root / 'webroot'}:{root / 'lib'}/*", main]
+    main = {
+        "namenode": "org.apache.hadoop.hdfs.server.namenode.NameNode",
+        "datanode": "org.apache.hadoop.hdfs.server.datanode.DataNode",
+    }[role]
+    argv = [
+        java,
+        heap,
+        "-XX:+UseG1GC",
+        f"-Dhadoop.log.dir={settings.home_path / 'logs'}",
+        f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
+        "-cp",
+        f"{conf}:{root / 'webroot'}:{root / 'lib'}/*",
+        main,
+    ]
     return argv, conf
 
 
@@ -207,9 +236,14 @@ def namenode(settings: Settings) -> Service:
         # the DataNode's check waits for that.
         return _namenode_state(settings)["FSState"] in ("Operational", "safeMode")
 
-    return Service("namenode", argv, health, setup=setup,
-                   ports=[split_address(settings.hdfs_rpc_address), split_address(settings.webhdfs_address)],
-                   url=settings.webhdfs_url)
+    return Service(
+        "namenode",
+        argv,
+        health,
+        setup=setup,
+        ports=[split_address(settings.hdfs_rpc_address), split_address(settings.webhdfs_address)],
+        url=settings.webhdfs_url,
+    )
 
 
 def datanode(settings: Settings) -> Service:
@@ -223,15 +257,22 @@ def datanode(settings: Settings) -> Service:
         info = _http_json(f"{settings.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo")
         return state["NumLiveDataNodes"] >= 1 and info["beans"][0]["Safemode"] == ""
 
-    return Service("datanode", argv, health, setup=lambda: _write_hadoop_conf(settings, conf),
-                   ports=[(host, dn), (host, dn - 2), (host, dn + 1)])
+    return Service(
+        "datanode",
+        argv,
+        health,
+        setup=lambda: _write_hadoop_conf(settings, conf),
+        ports=[(host, dn), (host, dn - 2), (host, dn + 1)],
+    )
 
 
 # Trino ------------------------------------------------------------------------------------------
 
+
 def jvm_config(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def trino_config(settings: Settings) -> dict[str, str]:
@@ -256,37 +297,60 @@ def trino(settings: Settings) -> Service:
     data = settings.home_path / "trino"
 
     def setup() -> None:
-        _write(etc / "config.properties", merge_properties(
-            (COMPOSE / "trino" / "config.properties").read_text(), trino_config(settings)))
+        _write(
+            etc / "config.properties",
+            merge_properties((COMPOSE / "trino" / "config.properties").read_text(), trino_config(settings)),
+        )
         overrides = trino_catalog_config(settings)
         for catalog in (COMPOSE / "trino" / "catalog").glob("*.properties"):
             text = catalog.read_text()
-            has = {line.split("=", 1)[0].strip() for line in text.splitlines()
-                   if "=" in line and not line.lstrip().startswith("#")}
-            _write(etc / "catalog" / catalog.name,
-                   merge_properties(text, {k: v for k, v in overrides.items() if k in has}))
+            has = {
+                line.split("=", 1)[0].strip()
+                for line in text.splitlines()
+                if "=" in line and not line.lstrip().startswith("#")
+            }
+            _write(
+                etc / "catalog" / catalog.name, merge_properties(text, {k: v for k, v in overrides.items() if k in has})
+            )
         data.mkdir(parents=True, exist_ok=True)
 
     metrics = trino_jvm_metrics_address(settings)
-    argv = [java, *jvm_config(COMPOSE / "trino" / "jvm.config"), jmx_agent_option(settings, metrics),
-            f"-Dconfig={etc / 'config.properties'}",
-            f"-Dlog.levels-file={COMPOSE / 'trino' / 'log.properties'}",
-            "-Dnode.environment=questlog", "-Dnode.id=questlog-local",
-            f"-Dnode.internal-address={settings.trino_host}",
-            f"-Dnode.data-dir={data}", f"-Dplugin.dir={server / 'plugin'}",
-            f"-Dhttp-server.log.path={settings.home_path / 'logs' / 'trino-http-request.log'}",
-            f"-Dcatalog.config-dir={etc / 'catalog'}",
-            "-cp", f"{server / 'lib'}/*", "io.trino.server.TrinoServer"]
+    argv = [
+        java,
+        *jvm_config(COMPOSE / "trino" / "jvm.config"),
+        jmx_agent_option(settings, metrics),
+        f"-Dconfig={etc / 'config.properties'}",
+        f"-Dlog.levels-file={COMPOSE / 'trino' / 'log.properties'}",
+        "-Dnode.environment=questlog",
+        "-Dnode.id=questlog-local",
+        f"-Dnode.internal-address={settings.trino_host}",
+        f"-Dnode.data-dir={data}",
+        f"-Dplugin.dir={server / 'plugin'}",
+        f"-Dhttp-server.log.path={settings.home_path / 'logs' / 'trino-http-request.log'}",
+        f"-Dcatalog.config-dir={etc / 'catalog'}",
+        "-cp",
+        f"{server / 'lib'}/*",
+        "io.trino.server.TrinoServer",
+    ]
 
     def health() -> bool:
         return _http_json(f"{settings.trino_url}/v1/info").get("starting") is False
 
-    return Service("trino", argv, health, setup=setup, env={"QUESTLOG_HDFS_URL": settings.hdfs_url}, cwd=data,
-                   ports=[(settings.trino_host, settings.trino_port), metrics], start_timeout_s=180,
-                   url=settings.trino_url)
+    return Service(
+        "trino",
+        argv,
+        health,
+        setup=setup,
+        env={"QUESTLOG_HDFS_URL": settings.hdfs_url},
+        cwd=data,
+        ports=[(settings.trino_host, settings.trino_port), metrics],
+        start_timeout_s=180,
+        url=settings.trino_url,
+    )
 
 
 # The pipeline -----------------------------------------------------------------------------------
+
 
 def _app_env(settings: Settings) -> dict[str, str]:
     return {**settings.to_env(), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
@@ -301,17 +365,40 @@ def collector(settings: Settings) -> Service:
 
     # Granian's WSGI server, not gunicorn's gthread: 1.7x the requests per second at -c 16 (the
     # README's table). Each worker waits for Kafka's acks on up to 8 threads at once.
-    argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", settings.collector_host,
-            "--port", str(settings.collector_port), "--workers", str(settings.collector_workers),
-            "--blocking-threads", "8", "--http", "1", "--no-ws", "--workers-kill-timeout", "20",
-            "--factory", "producer:create_app"]
+    argv = [
+        str(BIN / "granian"),
+        "--interface",
+        "wsgi",
+        "--host",
+        settings.collector_host,
+        "--port",
+        str(settings.collector_port),
+        "--workers",
+        str(settings.collector_workers),
+        "--blocking-threads",
+        "8",
+        "--http",
+        "1",
+        "--no-ws",
+        "--workers-kill-timeout",
+        "20",
+        "--factory",
+        "producer:create_app",
+    ]
 
     def health() -> bool:
         return _http_json(f"{settings.collector_url}/healthz")["status"] == "ok"
 
-    return Service("collector", argv, health, env={**_app_env(settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
-                   cwd=REPO_ROOT, setup=setup,
-                   ports=[(settings.collector_host, settings.collector_port)], url=settings.collector_url)
+    return Service(
+        "collector",
+        argv,
+        health,
+        env={**_app_env(settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        cwd=REPO_ROOT,
+        setup=setup,
+        ports=[(settings.collector_host, settings.collector_port)],
+        url=settings.collector_url,
+    )
 
 
 def router(settings: Settings) -> Service:
@@ -323,11 +410,19 @@ def router(settings: Settings) -> Service:
         admin = admin_client(settings.kafka_bootstrap)
         group = admin.describe_consumer_groups([settings.router_id])[settings.router_id].result(timeout=5)
         return group.state.name == "STABLE" and any(
-            tp.topic == settings.raw_topic for m in group.members for tp in m.assignment.topic_partitions)
+            tp.topic == settings.raw_topic for m in group.members for tp in m.assignment.topic_partitions
+        )
 
-    return Service("router", argv, health, env=_app_env(settings), cwd=REPO_ROOT,
-                   ports=[(settings.router_web_host, settings.router_web_port)], start_timeout_s=120,
-                   url=f"http://{settings.router_web_host}:{settings.router_web_port}")
+    return Service(
+        "router",
+        argv,
+        health,
+        env=_app_env(settings),
+        cwd=REPO_ROOT,
+        ports=[(settings.router_web_host, settings.router_web_port)],
+        start_timeout_s=120,
+        url=f"http://{settings.router_web_host}:{settings.router_web_port}",
+    )
 
 
 def sink(settings: Settings) -> Service:
@@ -340,10 +435,22 @@ def sink(settings: Settings) -> Service:
         ready.unlink(missing_ok=True)
 
     # Spark's tuning comes from compose/spark/spark-defaults.conf unless SPARK_CONF_DIR names another.
-    env = {**_app_env(settings), "JAVA_HOME": java_home(java), "PYSPARK_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": os.environ.get("SPARK_CONF_DIR") or str(COMPOSE / "spark")}
-    return Service("sink", [sys.executable, "-m", "spark_sink.job"], ready.exists, env=env, cwd=REPO_ROOT,
-                   setup=setup, start_timeout_s=300)
+    env = {
+        **_app_env(settings),
+        "JAVA_HOME": java_home(java),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_CONF_DIR": os.environ.get("SPARK_CONF_DIR") or str(COMPOSE / "spark"),
+    }
+    return Service(
+        "sink",
+        [sys.executable, "-m", "spark_sink.job"],
+        ready.exists,
+        env=env,
+        cwd=REPO_ROOT,
+        setup=setup,
+        start_timeout_s=300,
+    )
 
 
 def compactor(settings: Settings) -> Service:
@@ -354,8 +461,14 @@ def compactor(settings: Settings) -> Service:
     def setup() -> None:
         ready.unlink(missing_ok=True)
 
-    return Service("compactor", [sys.executable, "-m", "questlog.compact"], ready.exists, env=_app_env(settings),
-                   cwd=REPO_ROOT, setup=setup)
+    return Service(
+        "compactor",
+        [sys.executable, "-m", "questlog.compact"],
+        ready.exists,
+        env=_app_env(settings),
+        cwd=REPO_ROOT,
+        setup=setup,
+    )
 
 
 def stack(settings: Settings) -> list[Service]:
@@ -364,4 +477,3 @@ def stack(settings: Settings) -> list[Service]:
 
 def pipeline(settings: Settings) -> list[Service]:
     return [collector(settings), router(settings), sink(settings), compactor(settings)]
-

@@ -23,8 +23,12 @@ def test_every_case_runs_and_writes_its_row_the_results_and_the_plots(pipeline, 
 
     # Each stage was measured beside its baseline, and both moved data.
     measured = {(t["stage"], t["baseline_name"]) for t in data["throughput"]}
-    assert measured >= {("collector", "seed collector"), ("collector", "do-nothing Flask (gunicorn 2x8)"),
-                        ("router", "aiokafka passthrough"), ("sink", "minimal Spark job")}
+    assert measured >= {
+        ("collector", "seed collector"),
+        ("collector", "do-nothing Flask (gunicorn 2x8)"),
+        ("router", "aiokafka passthrough"),
+        ("sink", "minimal Spark job"),
+    }
     assert all(t["ours"] > 0 and t["baseline"] > 0 for t in data["throughput"]), data["throughput"]
     # Probes went HTTP in, Trino out.
     (e2e,) = data["latency"]

@@ -46,21 +46,38 @@ def test_a_type_added_by_one_catalog_entry_becomes_a_table_while_running(live_se
     (live_schemas / "open_chest.toml").write_text(
         'event_type = "open_chest"\nversion = 1\ntable = "chest_openings"\n'
         'description = "A player opened a chest."\n[http]\nroutes = ["/open_chest"]\nresponse = "Opened!\\n"\n'
-        '[fields.chest]\ntype = "string"\n[fields.gold]\ntype = "long"\n')
+        '[fields.chest]\ntype = "string"\n[fields.gold]\ntype = "long"\n'
+    )
     _, changes = deploy(live_schemas, live_settings.catalog)
     assert changes == ["new type open_chest (table chest_openings)"]
 
     host = f"player9.{uuid.uuid4().hex[:8]}.example"
-    response = wait_for(lambda: (r := requests.get(f"{live_settings.collector_url}/open_chest",
-                                                   params={"chest": "golden", "gold": "40"},
-                                                   headers={"Host": host}, timeout=10)).ok and r,
-                        timeout_s=30, what="the collector to accept the new type")
+    response = wait_for(
+        lambda: (
+            (
+                r := requests.get(
+                    f"{live_settings.collector_url}/open_chest",
+                    params={"chest": "golden", "gold": "40"},
+                    headers={"Host": host},
+                    timeout=10,
+                )
+            ).ok
+            and r
+        ),
+        timeout_s=30,
+        what="the collector to accept the new type",
+    )
     assert response.text == "Opened!\n"
     assert post(live_settings, {"event_type": "open_chest", "chest": "wooden", "gold": 2}, host).status_code == 202
 
-    rows = wait_for(lambda: _try(live_settings, f"SELECT user_id, chest, gold, schema_version FROM chest_openings "
-                                                f"WHERE host = '{host}' ORDER BY gold"), timeout_s=120,
-                    what="rows in the new table")
+    rows = wait_for(
+        lambda: _try(
+            live_settings,
+            f"SELECT user_id, chest, gold, schema_version FROM chest_openings WHERE host = '{host}' ORDER BY gold",
+        ),
+        timeout_s=120,
+        what="rows in the new table",
+    )
     assert rows == [["player9", "wooden", 2, 1], ["player9", "golden", 40, 1]]
 
 
@@ -68,11 +85,23 @@ def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(li
     host = f"replay.{uuid.uuid4().hex[:8]}"
     bad_id = f"bad-{uuid.uuid4()}"
     old = {"event_type": "purchase_sword", "event_id": f"old-{uuid.uuid4()}", "price": 1.0}
-    assert post(live_settings, [old, {"event_type": "purchase_sword", "event_id": bad_id, "price": 5.0,
-                                      "enchantment": "fire"}], host).status_code == 202
-    letters = wait_for(lambda: query(live_settings, f"SELECT reason, source_topic, source_partition, "
-                                                    f"source_offset >= 0, received_at IS NOT NULL FROM dead_letters "
-                                                    f"WHERE event_id = '{bad_id}'"), what="the dead letter")
+    assert (
+        post(
+            live_settings,
+            [old, {"event_type": "purchase_sword", "event_id": bad_id, "price": 5.0, "enchantment": "fire"}],
+            host,
+        ).status_code
+        == 202
+    )
+    letters = wait_for(
+        lambda: query(
+            live_settings,
+            f"SELECT reason, source_topic, source_partition, "
+            f"source_offset >= 0, received_at IS NOT NULL FROM dead_letters "
+            f"WHERE event_id = '{bad_id}'",
+        ),
+        what="the dead letter",
+    )
     assert letters[0][0].startswith("field 'enchantment': not in the 'purchase_sword' schema")
     assert letters[0][1:] == [live_settings.raw_topic, 0, True, True]
 
@@ -82,17 +111,25 @@ def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(li
 
     # The fix: a new optional field, deployed while everything runs.
     path = live_schemas / "purchase_sword.toml"
-    path.write_text(path.read_text().replace("version = 1", "version = 2")
-                    + '\n[fields.enchantment]\ntype = "string"\ndescription = "Magic on the blade."\n')
+    path.write_text(
+        path.read_text().replace("version = 1", "version = 2")
+        + '\n[fields.enchantment]\ntype = "string"\ndescription = "Magic on the blade."\n'
+    )
     _, changes = deploy(live_schemas, live_settings.catalog)
     assert changes == ["purchase_sword v1 -> v2: new fields enchantment"]
 
     new = {"event_type": "purchase_sword", "event_id": f"new-{uuid.uuid4()}", "enchantment": "ice"}
-    wait_for(lambda: post(live_settings, new, host).status_code == 202 and
-             _try(live_settings, f"SELECT enchantment FROM sword_purchases WHERE event_id = '{new['event_id']}'"),
-             timeout_s=120, what="the new column with a v2 row")
-    assert query(live_settings, f"SELECT enchantment, schema_version FROM sword_purchases "
-                                f"WHERE event_id = '{old['event_id']}'") == [[None, 1]]  # old rows: NULL
+    wait_for(
+        lambda: (
+            post(live_settings, new, host).status_code == 202
+            and _try(live_settings, f"SELECT enchantment FROM sword_purchases WHERE event_id = '{new['event_id']}'")
+        ),
+        timeout_s=120,
+        what="the new column with a v2 row",
+    )
+    assert query(
+        live_settings, f"SELECT enchantment, schema_version FROM sword_purchases WHERE event_id = '{old['event_id']}'"
+    ) == [[None, 1]]  # old rows: NULL
 
     assert "re-sent: 1" in cli(live_settings, "replay")
     sql = f"SELECT enchantment, price, schema_version FROM sword_purchases WHERE event_id = '{bad_id}'"
@@ -109,16 +146,20 @@ def test_an_incompatible_change_is_refused_before_anything_is_deployed(live_sett
     original = path.read_text()
     path.write_text(original.replace('[fields.level]\ntype = "long"', '[fields.level]\ntype = "double"'))
     try:
-        result = CliRunner().invoke(main, ["catalog", "deploy", "--schemas", str(live_schemas)],
-                                    env=live_settings.to_env())
+        result = CliRunner().invoke(
+            main, ["catalog", "deploy", "--schemas", str(live_schemas)], env=live_settings.to_env()
+        )
     finally:
         path.write_text(original)
     assert result.exit_code == 1
     assert "incompatible catalog change, nothing deployed" in result.output
     assert "level_up: field 'level' changed type from long to double" in result.output
-    assert query(live_settings, "SELECT data_type FROM information_schema.columns "  # this pipeline's schema:
-                                f"WHERE table_schema = '{live_settings.trino_schema}' "  # the bench's has one too
-                                "AND table_name = 'level_ups' AND column_name = 'level'") == [["bigint"]]
+    assert query(
+        live_settings,
+        "SELECT data_type FROM information_schema.columns "  # this pipeline's schema:
+        f"WHERE table_schema = '{live_settings.trino_schema}' "  # the bench's has one too
+        "AND table_name = 'level_ups' AND column_name = 'level'",
+    ) == [["bigint"]]
 
 
 def _try(settings, sql):

@@ -23,8 +23,11 @@ MALFORMED = '{"format": 1, "types": [ {"event_type": "level_up", '
 def test_stages_remember_their_catalog_and_keep_working_through_a_malformed_file(live_settings):
     deployed = Path(live_settings.catalog)
     memory = last_good_path(live_settings.home)
-    wait_for(lambda: memory.exists() and load_catalog(memory) == load_catalog(deployed), timeout_s=30,
-             what="the stages to remember the deployed catalog")
+    wait_for(
+        lambda: memory.exists() and load_catalog(memory) == load_catalog(deployed),
+        timeout_s=30,
+        what="the stages to remember the deployed catalog",
+    )
     assert stat.S_IMODE(os.stat(memory).st_mode) == 0o644
     remembered = load_catalog(memory)
 
@@ -37,8 +40,11 @@ def test_stages_remember_their_catalog_and_keep_working_through_a_malformed_file
 
         # Still accepting, routing and landing.
         event_id = f"safety-{uuid.uuid4()}"
-        response = requests.post(f"{live_settings.collector_url}/events", timeout=10,
-                                 json={"event_type": "level_up", "event_id": event_id, "level": 3})
+        response = requests.post(
+            f"{live_settings.collector_url}/events",
+            timeout=10,
+            json={"event_type": "level_up", "event_id": event_id, "level": 3},
+        )
         assert response.status_code == 202, response.text
         assert count_when(live_settings, f"SELECT count(*) FROM level_ups WHERE event_id = '{event_id}'", 1) == 1
         for name, log in logs.items():  # ... and saying why they refused the file

@@ -29,15 +29,31 @@ def test_collector_killed_for_10s_while_a_tracker_sends_5000_events(pipeline, li
     catalog = load_catalog(settings.catalog)
     table = catalog.types["level_up"].table
     run = f"kill-{uuid.uuid4().hex[:10]}"
-    tracker = Tracker(settings.collector_url, catalog=catalog, id_prefix=run, batch_size=100,
-                      flush_interval_s=0.1, backoff_base_s=0.2, backoff_max_s=2.0, timeout_s=10)
+    tracker = Tracker(
+        settings.collector_url,
+        catalog=catalog,
+        id_prefix=run,
+        batch_size=100,
+        flush_interval_s=0.1,
+        backoff_base_s=0.2,
+        backoff_max_s=2.0,
+        timeout_s=10,
+    )
     tracked: list[str] = []
 
     def send() -> None:  # 5,000 events over about 25 s, so that the outage falls in the middle
         started = time.monotonic()
         for i in range(EVENTS):
-            tracked.append(tracker.track("level_up", user_id=f"u{i % 40}", level=i + 2, xp_total=i * 10,
-                                         character_class="mage", play_seconds=1.5))
+            tracked.append(
+                tracker.track(
+                    "level_up",
+                    user_id=f"u{i % 40}",
+                    level=i + 2,
+                    xp_total=i * 10,
+                    character_class="mage",
+                    play_seconds=1.5,
+                )
+            )
             time.sleep(max(0.0, started + (i + 1) / 200 - time.monotonic()))
 
     sender = threading.Thread(target=send, daemon=True)
@@ -80,9 +96,29 @@ def test_questlog_load_verify_passes(pipeline, live_settings):
     catalog = load_catalog(settings.catalog)
     env = {**os.environ, **settings.to_env()}
     cli = os.path.join(os.path.dirname(sys.executable), "questlog")
-    result = subprocess.run([cli, "load", "--players", "30", "--count", "800", "--rate", "400", "--bad-share",
-                             "0.05", "--seed", "12", "--verify", "--verify-timeout", "300"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            cli,
+            "load",
+            "--players",
+            "30",
+            "--count",
+            "800",
+            "--rate",
+            "400",
+            "--bad-share",
+            "0.05",
+            "--seed",
+            "12",
+            "--verify",
+            "--verify-timeout",
+            "300",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr[-3000:]
     assert "verify: OK: 800 of 800 accepted events in Trino, 0 missing, 0 landed more than once" in out, out

@@ -25,8 +25,10 @@ def keyed(live_settings):
     keys = home / "write-keys.toml"
     keys.write_text(f'# write key = source\n"{KEY_A}" = "game-a"\n"{KEY_B}" = "game-b"\n')
     settings = live_settings.replace(
-        home=str(home), write_keys=str(keys),
-        collector_bind=f"{live_settings.collector_host}:{live_settings.collector_port + 301}")
+        home=str(home),
+        write_keys=str(keys),
+        collector_bind=f"{live_settings.collector_host}:{live_settings.collector_port + 301}",
+    )
     supervisor = Supervisor(home)
     collector = services.collector(settings)
     try:
@@ -40,30 +42,51 @@ def keyed(live_settings):
 def test_keys_on_a_request_without_a_valid_key_gets_401_and_nothing_is_sent(keyed, live_settings):
     run = uuid.uuid4().hex
     url = keyed.collector_url
-    for headers, query_string in (({}, ""), ({"Authorization": "Bearer not-a-key-at-all"}, ""), ({}, "?key=wrong-key-1")):
-        post = requests.post(f"{url}/events{query_string}", json={"event_type": "default", "event_id": f"{run}-no"},
-                             headers=headers, timeout=10)
-        get = requests.get(f"{url}/purchase_a_sword{query_string}", params={"event_id": f"{run}-no"},
-                           headers=headers, timeout=10)
+    for headers, query_string in (
+        ({}, ""),
+        ({"Authorization": "Bearer not-a-key-at-all"}, ""),
+        ({}, "?key=wrong-key-1"),
+    ):
+        post = requests.post(
+            f"{url}/events{query_string}",
+            json={"event_type": "default", "event_id": f"{run}-no"},
+            headers=headers,
+            timeout=10,
+        )
+        get = requests.get(
+            f"{url}/purchase_a_sword{query_string}", params={"event_id": f"{run}-no"}, headers=headers, timeout=10
+        )
         assert (post.status_code, get.status_code) == (401, 401), (post.text, get.text)
         assert post.headers["WWW-Authenticate"].startswith("Bearer")
-    ok = requests.post(f"{url}/events", json={"event_type": "default", "event_id": f"{run}-yes"},
-                       headers={"Authorization": f"Bearer {KEY_A}"}, timeout=10)
+    ok = requests.post(
+        f"{url}/events",
+        json={"event_type": "default", "event_id": f"{run}-yes"},
+        headers={"Authorization": f"Bearer {KEY_A}"},
+        timeout=10,
+    )
     assert ok.status_code == 202, ok.text
     # The raw topic holds the accepted event and none of the refused ones before it.
     [record] = read_topic(live_settings, live_settings.raw_topic, lambda r: r.get("event_id", "").startswith(run), 1)
-    assert (record["event_id"], record["source"], record["_key"]) == (f"{run}-yes", "game-a", f"game-a/{run}-yes".encode())
+    assert (record["event_id"], record["source"], record["_key"]) == (
+        f"{run}-yes",
+        "game-a",
+        f"game-a/{run}-yes".encode(),
+    )
 
 
 def test_two_sources_sending_the_same_event_id_both_land_with_their_source(keyed, live_settings):
     event_id = f"shared-{uuid.uuid4().hex[:12]}"
     for key in (KEY_A, KEY_B, KEY_A):  # game-a's retry is a repeat, game-b's is an event of its own
-        response = requests.post(f"{keyed.collector_url}/events", timeout=10,
-                                 headers={"Authorization": f"Bearer {key}"},
-                                 json={"event_type": "level_up", "event_id": event_id, "level": 7})
+        response = requests.post(
+            f"{keyed.collector_url}/events",
+            timeout=10,
+            headers={"Authorization": f"Bearer {key}"},
+            json={"event_type": "level_up", "event_id": event_id, "level": 7},
+        )
         assert response.status_code == 202, response.text
-    seed_style = requests.get(f"{keyed.collector_url}/level_up", params={"key": KEY_B, "level": "7", "event_id": event_id},
-                              timeout=10)
+    seed_style = requests.get(
+        f"{keyed.collector_url}/level_up", params={"key": KEY_B, "level": "7", "event_id": event_id}, timeout=10
+    )
     assert seed_style.status_code == 200, seed_style.text  # ?key= on a GET route; game-b's repeat
 
     sql = f"SELECT count(*) FROM level_ups WHERE event_id = '{event_id}'"
@@ -74,7 +97,16 @@ def test_two_sources_sending_the_same_event_id_both_land_with_their_source(keyed
 
 def test_keys_off_the_source_column_says_default(live_settings):
     event_id = f"dflt-{uuid.uuid4().hex[:12]}"
-    assert requests.post(f"{live_settings.collector_url}/events", timeout=10,
-                         json={"event_type": "leave_guild", "event_id": event_id, "guild_id": "g"}).status_code == 202
-    assert count_when(live_settings, f"SELECT count(*) FROM guild_leaves WHERE event_id = '{event_id}'", 1, timeout_s=300) == 1
+    assert (
+        requests.post(
+            f"{live_settings.collector_url}/events",
+            timeout=10,
+            json={"event_type": "leave_guild", "event_id": event_id, "guild_id": "g"},
+        ).status_code
+        == 202
+    )
+    assert (
+        count_when(live_settings, f"SELECT count(*) FROM guild_leaves WHERE event_id = '{event_id}'", 1, timeout_s=300)
+        == 1
+    )
     assert query(live_settings, f"SELECT source FROM guild_leaves WHERE event_id = '{event_id}'") == [["default"]]

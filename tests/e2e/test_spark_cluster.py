@@ -41,17 +41,51 @@ def spark_cluster(pipeline):
     spark_class = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
     base = pipeline.settings.trino_port + 100  # beside the test stack's ports
     port, ui, worker_ui = free_port(base), free_port(base + 10), free_port(base + 20)
-    env = {"JAVA_HOME": java_home(find_java(17, 21, purpose="Spark")), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_HOME": str(Path(pyspark.__file__).parent), "PYSPARK_PYTHON": sys.executable,
-           "SPARK_LOG_DIR": str(home / "logs"), "SPARK_WORKER_DIR": str(home / "work")}
-    master = Service("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                      "--port", str(port), "--webui-port", str(ui)],
-                     lambda: master_state(ui).get("status") == "ALIVE", env=env, ports=[("127.0.0.1", port)])
+    env = {
+        "JAVA_HOME": java_home(find_java(17, 21, purpose="Spark")),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_HOME": str(Path(pyspark.__file__).parent),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOG_DIR": str(home / "logs"),
+        "SPARK_WORKER_DIR": str(home / "work"),
+    }
+    master = Service(
+        "spark-master",
+        [
+            spark_class,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        lambda: master_state(ui).get("status") == "ALIVE",
+        env=env,
+        ports=[("127.0.0.1", port)],
+    )
     url = f"spark://127.0.0.1:{port}"
-    worker = Service("spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                                      "--cores", "2", "--memory", "2g", "--webui-port", str(worker_ui),
-                                      "--work-dir", str(home / "work"), url],
-                     lambda: len([w for w in master_state(ui)["workers"] if w["state"] == "ALIVE"]) == 1, env=env)
+    worker = Service(
+        "spark-worker",
+        [
+            spark_class,
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            "2",
+            "--memory",
+            "2g",
+            "--webui-port",
+            str(worker_ui),
+            "--work-dir",
+            str(home / "work"),
+            url,
+        ],
+        lambda: len([w for w in master_state(ui)["workers"] if w["state"] == "ALIVE"]) == 1,
+        env=env,
+    )
     try:
         for svc in (master, worker):
             supervisor.start(svc)
@@ -68,9 +102,13 @@ def cluster_sink(pipeline, spark_cluster):
     url, ui = spark_cluster
     run = uuid.uuid4().hex[:6]
     home = pipeline.settings.home_path / f"cluster-sink-{run}"
-    settings = pipeline.settings.replace(home=str(home), spark_master=url, trino_schema=f"cluster_{run}",
-                                         warehouse_dir=f"/questlog/cluster-{run}/warehouse",
-                                         checkpoint_dir=f"/questlog/cluster-{run}/checkpoints")
+    settings = pipeline.settings.replace(
+        home=str(home),
+        spark_master=url,
+        trino_schema=f"cluster_{run}",
+        warehouse_dir=f"/questlog/cluster-{run}/warehouse",
+        checkpoint_dir=f"/questlog/cluster-{run}/checkpoints",
+    )
     supervisor = Supervisor(home)
     svc = services.sink(settings)
     try:
@@ -90,8 +128,12 @@ def test_the_sink_on_a_standalone_cluster_lands_every_event_once(cluster_sink, s
         response = requests.post(f"{settings.collector_url}/events", json=body, headers={"Host": host}, timeout=10)
         assert response.status_code == 202, response.text
     bad_id = f"bad-{uuid.uuid4()}"
-    response = requests.post(f"{settings.collector_url}/events", headers={"Host": host}, timeout=10,
-                             json={"event_type": "purchase_sword", "event_id": bad_id, "price": "a lot"})
+    response = requests.post(
+        f"{settings.collector_url}/events",
+        headers={"Host": host},
+        timeout=10,
+        json={"event_type": "purchase_sword", "event_id": bad_id, "price": "a lot"},
+    )
     assert response.status_code == 202, response.text
 
     # The sink really runs on the cluster: its executors are the worker's.
@@ -101,8 +143,11 @@ def test_the_sink_on_a_standalone_cluster_lands_every_event_once(cluster_sink, s
     sql = f"SELECT count(*), count(DISTINCT event_id), sum(price) FROM sword_purchases WHERE host = '{host}'"
     assert count_when(settings, f"SELECT count(*) FROM sword_purchases WHERE host = '{host}'", 20, 240) == 20
     assert query(settings, sql) == [[20, 20, float(sum(range(20)))]]
-    letters = wait_for(lambda: query(settings, f"SELECT reason FROM dead_letters WHERE event_id = '{bad_id}'"),
-                       timeout_s=120, what="the dead letter in the cluster sink's table")
+    letters = wait_for(
+        lambda: query(settings, f"SELECT reason FROM dead_letters WHERE event_id = '{bad_id}'"),
+        timeout_s=120,
+        what="the dead letter in the cluster sink's table",
+    )
     assert letters == [["field 'price': expected double, got string 'a lot'"]]
     dates = webhdfs_list(settings, f"{settings.warehouse_dir}/sword_purchases")
     assert [d["pathSuffix"] for d in dates if d["pathSuffix"].startswith("dt=")], dates

@@ -28,8 +28,12 @@ def test_query_reports_a_bad_statement_as_an_error(live_settings):
 
 def test_sql_runs_trinos_own_cli_on_the_events_schema(live_settings):
     questlog = Path(sys.executable).parent / "questlog"
-    result = subprocess.run([str(questlog), "sql", "--execute", "SELECT count(*) FROM default_hits WHERE false"],
-                            env={**live_settings.to_env(), "PATH": "/usr/bin:/bin"}, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [str(questlog), "sql", "--execute", "SELECT count(*) FROM default_hits WHERE false"],
+        env={**live_settings.to_env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '"0"'

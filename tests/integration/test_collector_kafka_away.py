@@ -67,8 +67,12 @@ def test_kafka_killed_fast_503s_then_2xx_when_it_is_back(own_stack):
     os.killpg(supervisor.recorded_pid("kafka"), signal.SIGKILL)
     killed = time.monotonic()
     # Both workers notice (ab-style: new connections, so either worker answers).
-    wait_for(lambda: all(requests.get(f"{url}/purchase_a_sword", timeout=30).status_code == 503 for _ in range(6)),
-             timeout_s=15, interval_s=0.1, what="503s once Kafka is gone")
+    wait_for(
+        lambda: all(requests.get(f"{url}/purchase_a_sword", timeout=30).status_code == 503 for _ in range(6)),
+        timeout_s=15,
+        interval_s=0.1,
+        what="503s once Kafka is gone",
+    )
     noticed = time.monotonic() - killed
 
     times = []
@@ -99,8 +103,12 @@ def test_kafka_killed_fast_503s_then_2xx_when_it_is_back(own_stack):
     back = time.monotonic()
 
     def accepted() -> bool:
-        return requests.post(f"{url}/events", json={"event_type": "default", "event_id": f"{run}-after"},
-                             timeout=30).status_code == 202
+        return (
+            requests.post(
+                f"{url}/events", json={"event_type": "default", "event_id": f"{run}-after"}, timeout=30
+            ).status_code
+            == 202
+        )
 
     wait_for(accepted, timeout_s=30, interval_s=0.2, what="a 2xx once Kafka is back")
     recovered = time.monotonic() - back
@@ -110,5 +118,7 @@ def test_kafka_killed_fast_503s_then_2xx_when_it_is_back(own_stack):
     # Nothing told 503 was sent later: the raw topic holds `before`, then `after`, none between.
     seen = topic_ids_until(settings, settings.raw_topic, f"{run}-after")
     assert [i for i in seen if i.startswith(run)] == [f"{run}-before", f"{run}-after"]
-    print(f"noticed in {noticed:.2f}s; 503s: median {times[len(times) // 2] * 1000:.1f} ms, "
-          f"slowest {times[-1] * 1000:.0f} ms; 2xx {recovered:.2f}s after Kafka was up")
+    print(
+        f"noticed in {noticed:.2f}s; 503s: median {times[len(times) // 2] * 1000:.1f} ms, "
+        f"slowest {times[-1] * 1000:.0f} ms; 2xx {recovered:.2f}s after Kafka was up"
+    )

@@ -33,10 +33,19 @@ def a_date() -> datetime:
 
 def land_batch(settings, day: datetime, run: str, start: int, n: int) -> None:
     """``n`` events of ``day`` through the sink as one batch of their own: sent, then waited for."""
-    events = [{"event_id": f"{run}-{i}", "event_type": "purchase_sword",
-               "received_at": (day + timedelta(seconds=i)).isoformat(timespec="milliseconds"),
-               "host": run, "sword_type": "katana", "price": float(i), "quantity": i, "user_id": f"u{i % 7}"}
-              for i in range(start, start + n)]
+    events = [
+        {
+            "event_id": f"{run}-{i}",
+            "event_type": "purchase_sword",
+            "received_at": (day + timedelta(seconds=i)).isoformat(timespec="milliseconds"),
+            "host": run,
+            "sword_type": "katana",
+            "price": float(i),
+            "quantity": i,
+            "user_id": f"u{i % 7}",
+        }
+        for i in range(start, start + n)
+    ]
     produce(settings, settings.topic_for("purchase_sword"), [json.dumps(e).encode() for e in events])
     wait_for(lambda: count(settings, day) >= start + n, 120, 0.5, what=f"{start + n} rows of {day:%F}")
 
@@ -82,9 +91,13 @@ class QueryLoop(threading.Thread):
 
 def compactor_process(settings, day: datetime, step: str) -> subprocess.Popen:
     env = {**os.environ, **settings.to_env(), PAUSE_ENV: step}
-    return subprocess.Popen([str(Path(sys.executable).parent / "questlog"), "compact", "--table", TABLE,
-                             "--date", f"{day:%Y-%m-%d}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "questlog"), "compact", "--table", TABLE, "--date", f"{day:%Y-%m-%d}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def paused(settings, step: str) -> Path:
@@ -188,14 +201,26 @@ def test_old_files_without_a_new_column_read_null_after_compaction(live_settings
     day, run = a_date(), uuid.uuid4().hex[:8]
     d = f"{day:%Y-%m-%d}"
     for i in range(2):  # two batches of the current schema, through the sink (which registers the date)
-        event = {"event_id": f"{run}-{i}", "event_type": "purchase_sword", "received_at": day.isoformat(),
-                 "sword_type": "katana", "rarity": "epic", "price": 2.0}
+        event = {
+            "event_id": f"{run}-{i}",
+            "event_type": "purchase_sword",
+            "received_at": day.isoformat(),
+            "sword_type": "katana",
+            "rarity": "epic",
+            "price": 2.0,
+        }
         produce(live_settings, live_settings.topic_for("purchase_sword"), [json.dumps(event).encode()])
         wait_for(lambda i=i: count(live_settings, day) >= i + 1, 120, 0.5, what=f"row {i}")
     # beside them, a file an older checkpoint (another run) wrote before `rarity` existed
-    old = pa.table({"event_id": [f"{run}-old"], "event_type": ["purchase_sword"],
-                    "received_at": pa.array([day.replace(tzinfo=None)], pa.timestamp("us", tz="UTC")),
-                    "sword_type": ["axe"], "price": [1.0]})
+    old = pa.table(
+        {
+            "event_id": [f"{run}-old"],
+            "event_type": ["purchase_sword"],
+            "received_at": pa.array([day.replace(tzinfo=None)], pa.timestamp("us", tz="UTC")),
+            "sword_type": ["axe"],
+            "price": [1.0],
+        }
+    )
     buf = io.BytesIO()
     pq.write_table(old, buf)
     c = Compactor(live_settings)

@@ -21,12 +21,15 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(pipeline):
 
     # The list is the real one: each service's own address is in it.
     expected = {
-        ("kafka", settings.kafka_port), ("kafka", settings.kafka_controller_port),
+        ("kafka", settings.kafka_port),
+        ("kafka", settings.kafka_controller_port),
         ("namenode", int(settings.hdfs_rpc_address.rsplit(":", 1)[1])),
         ("namenode", int(settings.webhdfs_address.rsplit(":", 1)[1])),
-        ("datanode", settings.hdfs_datanode_port), ("datanode", settings.hdfs_datanode_port - 2),
+        ("datanode", settings.hdfs_datanode_port),
+        ("datanode", settings.hdfs_datanode_port - 2),
         ("datanode", settings.hdfs_datanode_port + 1),
-        ("trino", settings.trino_port), ("collector", settings.collector_port),
+        ("trino", settings.trino_port),
+        ("collector", settings.collector_port),
         ("router", settings.router_web_port),
     }
     assert expected <= {(s.service, s.port) for s in found if s.proto == "tcp"}

@@ -27,8 +27,10 @@ def series(url: str) -> set[str]:
 def test_every_stage_serves_the_series_the_dashboard_reads(live_settings):
     s = live_settings
     run = uuid.uuid4().hex[:8]
-    events = [{"event_type": "level_up", "level": 2, "character_class": f"c-{run}"},
-              {"event_type": "purchase_sword", "sword_type": "katana", "price": "free"}]  # a dead letter
+    events = [
+        {"event_type": "level_up", "level": 2, "character_class": f"c-{run}"},
+        {"event_type": "purchase_sword", "sword_type": "katana", "price": "free"},
+    ]  # a dead letter
     response = requests.post(f"{s.collector_url}/events", json=events, timeout=30)
     assert 200 <= response.status_code < 300, response.text
     urls = {"collector": f"{s.collector_url}/metrics", "router": s.router_metrics_url, "sink": s.sink_metrics_url}
@@ -37,12 +39,18 @@ def test_every_stage_serves_the_series_the_dashboard_reads(live_settings):
         want = {name for name in wanted if name.startswith(STAGE_PREFIXES[stage])}
         assert want, stage
         # Labelled counters appear once they count something: wait for the events to get there.
-        got = wait_for(lambda want=want, url=url: (lambda have: have if want <= have else None)(series(url)), timeout_s=120,
-                       interval_s=2, what=f"{stage}'s /metrics to name {sorted(want)}")
+        got = wait_for(
+            lambda want=want, url=url: (lambda have: have if want <= have else None)(series(url)),
+            timeout_s=120,
+            interval_s=2,
+            what=f"{stage}'s /metrics to name {sorted(want)}",
+        )
         assert want <= got
-    router = {(s.name, tuple(sorted(s.labels.items()))): s.value
-              for f in text_string_to_metric_families(requests.get(urls["router"], timeout=10).text)
-              for s in f.samples}
+    router = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(requests.get(urls["router"], timeout=10).text)
+        for s in f.samples
+    }
     assert router[("questlog_router_dead_letters_total", (("reason_class", "wrong type"),))] >= 1
     assert router[("questlog_router_events_routed_total", (("event_type", "level_up"),))] >= 1
 
@@ -50,8 +58,11 @@ def test_every_stage_serves_the_series_the_dashboard_reads(live_settings):
 def samples(url: str) -> dict[tuple[str, tuple], float]:
     response = requests.get(url, timeout=10)
     assert response.status_code == 200, url
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
 
 
 def test_every_jvm_of_the_stack_serves_the_heap_series_the_dashboard_reads(live_settings):
@@ -63,7 +74,10 @@ def test_every_jvm_of_the_stack_serves_the_heap_series_the_dashboard_reads(live_
     for name, (host, port) in agents.items():
         got = samples(f"http://{host}:{port}/metrics")
         assert set(services.JMX_AGENT_SERIES) <= {n for n, _ in got}, name
-        used, limit = got[("jvm_memory_used_bytes", (("area", "heap"),))], got[("jvm_memory_max_bytes", (("area", "heap"),))]
+        used, limit = (
+            got[("jvm_memory_used_bytes", (("area", "heap"),))],
+            got[("jvm_memory_max_bytes", (("area", "heap"),))],
+        )
         assert 0 < used <= limit, (name, used, limit)
     datanode_http = f"http://{s.hdfs_rpc_address.rsplit(':', 1)[0]}:{s.hdfs_datanode_port - 2}"
     for name, url in {"namenode": f"{s.webhdfs_url}/prom", "datanode": f"{datanode_http}/prom"}.items():

@@ -23,15 +23,22 @@ pytestmark = pytest.mark.integration
 
 def test_valid_events_reach_their_typed_topic_and_bad_ones_the_dead_letter_topic(live_settings):
     run = str(uuid.uuid4())
-    good = {"event_id": f"{run}-good", "event_type": "join_guild", "received_at": "2026-11-29T10:00:00.000+00:00",
-            "guild_id": "g1", "role": "member"}
+    good = {
+        "event_id": f"{run}-good",
+        "event_type": "join_guild",
+        "received_at": "2026-11-29T10:00:00.000+00:00",
+        "guild_id": "g1",
+        "role": "member",
+    }
     wrong_type = {**good, "event_id": f"{run}-bad", "role": 3}
     not_json = f"{run} this is not json".encode()
-    produce(live_settings, live_settings.raw_topic, [json.dumps(good).encode(), json.dumps(wrong_type).encode(),
-                                                     not_json])
+    produce(
+        live_settings, live_settings.raw_topic, [json.dumps(good).encode(), json.dumps(wrong_type).encode(), not_json]
+    )
 
-    [typed] = read_topic(live_settings, live_settings.topic_for("join_guild"),
-                         lambda r: r.get("event_id", "").startswith(run), 1)
+    [typed] = read_topic(
+        live_settings, live_settings.topic_for("join_guild"), lambda r: r.get("event_id", "").startswith(run), 1
+    )
     assert typed["event_id"] == good["event_id"] and typed["role"] == "member"
 
     letters = read_topic(live_settings, live_settings.dlq_topic, lambda r: run in r.get("raw", ""), 2)
@@ -60,11 +67,21 @@ def produce_raw(settings, values: list[bytes | None]) -> list[int]:
     """Write ``values`` to the raw topic as another producer would (up to the broker's own limit);
     return each one's offset."""
     offsets: dict[int, int] = {}
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True,
-                         "message.max.bytes": 1_048_588, "linger.ms": 5})
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "message.max.bytes": 1_048_588,
+            "linger.ms": 5,
+        }
+    )
     for i, value in enumerate(values):
-        producer.produce(settings.raw_topic, value, key=f"poison-{i}".encode(),
-                         on_delivery=lambda err, msg, i=i: offsets.__setitem__(i, -1 if err else msg.offset()))
+        producer.produce(
+            settings.raw_topic,
+            value,
+            key=f"poison-{i}".encode(),
+            on_delivery=lambda err, msg, i=i: offsets.__setitem__(i, -1 if err else msg.offset()),
+        )
     assert producer.flush(60) == 0
     assert -1 not in offsets.values() and len(offsets) == len(values), offsets
     return [offsets[i] for i in range(len(values))]
@@ -76,14 +93,21 @@ def test_a_poison_corpus_ends_as_dead_letters_that_fit_and_ordinary_events_still
     run = uuid.uuid4().hex[:12]
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     base = {"event_type": "join_guild", "received_at": now, "source": "default"}
-    near = {**base, "event_id": f"{run}-near", "received_at": now.replace("+00:00", "Z"), "client_ts": "2026-11-29T10:00:00Z",
-            "guild_name": ""}
+    near = {
+        **base,
+        "event_id": f"{run}-near",
+        "received_at": now.replace("+00:00", "Z"),
+        "client_ts": "2026-11-29T10:00:00Z",
+        "guild_name": "",
+    }
     near["guild_name"] = "x" * (LIMIT - len(json.dumps(near, separators=(",", ":"))) - len(near["event_id"]) - 10)
     poison = {
-        "60,000 unknown fields": json.dumps({**base, "event_id": f"{run}-fields",
-                                             **{f"f{i}": 1 for i in range(60_000)}}).encode(),
-        "a 140k-character non-ASCII field name": json.dumps({**base, "event_id": f"{run}-name",
-                                                             "й" * 140_000: 1}).encode(),
+        "60,000 unknown fields": json.dumps(
+            {**base, "event_id": f"{run}-fields", **{f"f{i}": 1 for i in range(60_000)}}
+        ).encode(),
+        "a 140k-character non-ASCII field name": json.dumps(
+            {**base, "event_id": f"{run}-name", "й" * 140_000: 1}
+        ).encode(),
         "a valid event a few bytes under the limit": json.dumps(near, separators=(",", ":")).encode(),
         "non-JSON bytes that escaping makes 6x larger": run.encode() + b"\x01" * 600_000 + b"\xff",
         "a null value": None,
@@ -96,10 +120,17 @@ def test_a_poison_corpus_ends_as_dead_letters_that_fit_and_ordinary_events_still
     sql = f"SELECT count(*) FROM guild_joins WHERE event_id LIKE '{run}-ok-%'"
     assert count_when(settings, sql, 200, timeout_s=180) == 200  # exactly once, after the poison
     assert query(settings, f"SELECT length(guild_name) FROM guild_joins WHERE event_id = '{run}-big'") == [[500_000]]
-    poison_offsets = offsets[:len(poison)]
-    letters = {row[0]: row[1:] for row in query(settings, (
-        "SELECT source_offset, reason, length(raw) FROM dead_letters "
-        f"WHERE source_topic = '{settings.raw_topic}' AND source_offset IN ({', '.join(map(str, poison_offsets))})"))}
+    poison_offsets = offsets[: len(poison)]
+    letters = {
+        row[0]: row[1:]
+        for row in query(
+            settings,
+            (
+                "SELECT source_offset, reason, length(raw) FROM dead_letters "
+                f"WHERE source_topic = '{settings.raw_topic}' AND source_offset IN ({', '.join(map(str, poison_offsets))})"
+            ),
+        )
+    }
     assert sorted(letters) == sorted(poison_offsets), letters.keys()
     by_name = dict(zip(poison, (letters[o] for o in poison_offsets), strict=True))
     reason, _ = by_name["60,000 unknown fields"]
@@ -114,11 +145,14 @@ def test_a_poison_corpus_ends_as_dead_letters_that_fit_and_ordinary_events_still
     assert f"of {600_000 + len(run) + 1} characters" in reason and 0 < raw_length < 600_000
     reason, raw_length = by_name["a null value"]
     assert reason.startswith("payload is not valid JSON") and raw_length == 0
-    assert query(settings, f"SELECT count(*) FROM guild_joins WHERE event_id IN ('{run}-near', '{run}-fields')") == [[0]]
+    assert query(settings, f"SELECT count(*) FROM guild_joins WHERE event_id IN ('{run}-near', '{run}-fields')") == [
+        [0]
+    ]
     assert pipeline.supervisor.running_pid("router") == router_pid  # never stopped, never restarted
 
 
 # Two workers share the raw topic; one is killed -----------------------------------------------------
+
 
 def group_state(settings, group):
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
@@ -128,16 +162,24 @@ def group_state(settings, group):
 def committed(settings, group, topic, partitions) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
     try:
-        return sum(max(tp.offset, 0) for tp in consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10))
+        return sum(
+            max(tp.offset, 0)
+            for tp in consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        )
     finally:
         consumer.close()
 
 
 def read_all(settings, topic: str) -> list[str]:
     """Every event_id in ``topic``, up to each partition's end when called."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -160,15 +202,29 @@ def test_two_workers_share_the_partitions_and_lose_nothing_when_one_is_killed(li
     run = uuid.uuid4().hex[:12]
     raw, group, n = f"scale-{run}", f"scale-{run}", 30_000
     ensure_topics(live_settings.kafka_bootstrap, [raw], 4)
-    env = {**os.environ, **live_settings.to_env(), "QUESTLOG_RAW_TOPIC": raw, "QUESTLOG_DLQ_TOPIC": f"{raw}.dlq",
-           "QUESTLOG_ROUTER_ID": group, "QUESTLOG_TOPIC_PARTITIONS": "4", "QUESTLOG_HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        **live_settings.to_env(),
+        "QUESTLOG_RAW_TOPIC": raw,
+        "QUESTLOG_DLQ_TOPIC": f"{raw}.dlq",
+        "QUESTLOG_ROUTER_ID": group,
+        "QUESTLOG_TOPIC_PARTITIONS": "4",
+        "QUESTLOG_HOME": str(tmp_path),
+    }
     workers = []
     for port in (free_port(), free_port()):
         log = open(tmp_path / f"worker-{port}.log", "wb")
-        workers.append(subprocess.Popen([str(Path(sys.executable).parent / "faust"), "-A", "faust_app.app", "worker",
-                                         "-l", "info"], cwd=REPO_ROOT, env={**env, "QUESTLOG_ROUTER_WEB_PORT": str(port)},
-                                        stdout=log, stderr=subprocess.STDOUT))
+        workers.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "faust"), "-A", "faust_app.app", "worker", "-l", "info"],
+                cwd=REPO_ROOT,
+                env={**env, "QUESTLOG_ROUTER_WEB_PORT": str(port)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     try:
+
         def both_assigned():
             group_desc = group_state(live_settings, group)
             held = [len(m.assignment.topic_partitions) for m in group_desc.members]
@@ -179,8 +235,19 @@ def test_two_workers_share_the_partitions_and_lose_nothing_when_one_is_killed(li
         producer = Producer({"bootstrap.servers": live_settings.kafka_bootstrap, "linger.ms": 20})
         received = datetime.now(UTC).isoformat(timespec="milliseconds")
         for i, event_id in enumerate(ids):  # spread over the four partitions by key
-            producer.produce(raw, json.dumps({"event_id": event_id, "event_type": "join_guild", "source": "default",
-                                              "received_at": received, "guild_id": "g"}).encode(), key=event_id.encode())
+            producer.produce(
+                raw,
+                json.dumps(
+                    {
+                        "event_id": event_id,
+                        "event_type": "join_guild",
+                        "source": "default",
+                        "received_at": received,
+                        "guild_id": "g",
+                    }
+                ).encode(),
+                key=event_id.encode(),
+            )
             if i % 5000 == 4999:
                 producer.flush(30)
                 if i == 9999:  # mid-stream: the second worker dies without a word

@@ -26,8 +26,13 @@ SERVICES = ["kafka", "namenode", "datanode", "trino", "collector", "router", "si
 
 def status(settings, *args: str) -> tuple[int, dict, float]:
     started = time.monotonic()
-    proc = subprocess.run([QUESTLOG, "status", "--json", *args], env={**os.environ, **settings.to_env()},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [QUESTLOG, "status", "--json", *args],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     took = time.monotonic() - started
     assert proc.stdout.startswith("{"), proc.stderr
     return proc.returncode, json.loads(proc.stdout), took
@@ -41,8 +46,11 @@ def send(settings, events: list[dict]) -> None:
 def test_status_healthy_then_router_killed_then_healthy_again(pipeline, live_settings):
     settings = live_settings
     run = uuid.uuid4().hex[:8]
-    send(settings, [{"event_type": "purchase_sword", "sword_type": f"s-{run}", "price": 1.0} for _ in range(5)]
-         + [{"event_type": "purchase_sword", "sword_type": "x", "price": "a lot"}])
+    send(
+        settings,
+        [{"event_type": "purchase_sword", "sword_type": f"s-{run}", "price": 1.0} for _ in range(5)]
+        + [{"event_type": "purchase_sword", "sword_type": "x", "price": "a lot"}],
+    )
 
     # Every figure, Trino's included: on this shared 2-core machine (load 30 to 40) Trino takes 1.5 to
     # 9 s for a query, so the figures are asked with a longer deadline; the default one is below.
@@ -50,8 +58,13 @@ def test_status_healthy_then_router_killed_then_healthy_again(pipeline, live_set
         code, answer, took = status(settings, "--deadline", "60")
         tables = {t["name"]: t for t in answer["tables"]}
         swords = tables["sword_purchases"]
-        if not (code == 0 and swords["rows_today"] and swords["rows_today"] >= 5 and swords["files"]
-                and (answer["dead_letters_last_hour"] or {}).get("wrong type")):
+        if not (
+            code == 0
+            and swords["rows_today"]
+            and swords["rows_today"] >= 5
+            and swords["files"]
+            and (answer["dead_letters_last_hour"] or {}).get("wrong type")
+        ):
             return None
         return code, answer, took
 
@@ -79,6 +92,7 @@ def test_status_healthy_then_router_killed_then_healthy_again(pipeline, live_set
                 code, answer, _ = status(settings)
                 lag = answer["router_lag"] or {}
                 return (code, answer) if (lag.get("records") or 0) >= at_least and lag.get("seconds") else None
+
             return probe
 
         code, first = wait_for(behind(20), timeout_s=60, interval_s=1, what="the router's lag to show")
@@ -87,8 +101,9 @@ def test_status_healthy_then_router_killed_then_healthy_again(pipeline, live_set
         assert router["up"] is False and router["healthy"] is False
         time.sleep(2)
         send(settings, [{"event_type": "join_guild", "guild_id": f"g-{run}"} for _ in range(10)])
-        code, later = wait_for(behind(first["router_lag"]["records"] + 10), timeout_s=60, interval_s=1,
-                               what="the router's lag to grow")
+        code, later = wait_for(
+            behind(first["router_lag"]["records"] + 10), timeout_s=60, interval_s=1, what="the router's lag to grow"
+        )
         assert code == 1
         assert later["router_lag"]["seconds"] > first["router_lag"]["seconds"]
     finally:  # leave the pipeline as it was: the router back, healthy, caught up
@@ -99,6 +114,7 @@ def test_status_healthy_then_router_killed_then_healthy_again(pipeline, live_set
     def caught_up():
         code, answer, _ = status(settings)
         return code == 0 and answer["router_lag"] and answer["router_lag"]["records"] == 0
+
     wait_for(caught_up, timeout_s=120, interval_s=2, what="a healthy status with the router caught up")
 
 
@@ -107,8 +123,15 @@ def test_status_of_a_stack_started_elsewhere_with_a_table_not_created_yet(pipeli
     verdict for each from probing it, no pid, uptime or restarts; and a catalog type whose table
     does not exist yet costs only its own figures, the other tables' still answer."""
     catalog = json.loads(Path(live_settings.catalog).read_text())
-    catalog["types"].append({"event_type": "open_chest", "version": 1, "table": "chest_opens",
-                             "description": "A player opened a chest (no table yet).", "fields": []})
+    catalog["types"].append(
+        {
+            "event_type": "open_chest",
+            "version": 1,
+            "table": "chest_opens",
+            "description": "A player opened a chest (no table yet).",
+            "fields": [],
+        }
+    )
     (tmp_path / "catalog.json").write_text(json.dumps(catalog))
     settings = live_settings.replace(home=str(tmp_path / "home"), catalog=str(tmp_path / "catalog.json"))
 

@@ -33,8 +33,9 @@ def tls_proxy(target_host: str, target_port: int, context: ssl.SSLContext) -> Th
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "accept-encoding")}
             upstream.request(self.command, self.path, body=body, headers=headers)
             response = upstream.getresponse()
-            data = response.read().replace(f"http://{self.headers['Host']}".encode(),
-                                           f"https://{self.headers['Host']}".encode())
+            data = response.read().replace(
+                f"http://{self.headers['Host']}".encode(), f"https://{self.headers['Host']}".encode()
+            )
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in ("content-length", "transfer-encoding", "connection"):

@@ -62,8 +62,9 @@ def mvn(tmp_path, monkeypatch):
     return log
 
 
-def publish(cache: Path, group: str, artifact: str, version: str, name: str, content: bytes,
-            sha1: str | None = None) -> Path:
+def publish(
+    cache: Path, group: str, artifact: str, version: str, name: str, content: bytes, sha1: str | None = None
+) -> Path:
     """An artifact in Maven's local repository with the .sha1 Maven Central published for it."""
     path = cache / "m2" / group.replace(".", "/") / artifact / version / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,7 @@ def leftovers(directory: Path) -> list[str]:
 
 # The checks themselves ---------------------------------------------------------------------------
 
+
 def test_a_file_matching_its_pinned_sha256_passes(tmp_path):
     f = tmp_path / "trino-cli.jar"
     f.write_bytes(GOOD)
@@ -91,8 +93,11 @@ def test_a_file_matching_its_pinned_sha256_passes(tmp_path):
 def test_a_corrupted_file_is_refused_against_its_pinned_sha256(tmp_path):
     f = tmp_path / "trino-cli.jar"
     f.write_bytes(BAD)
-    with pytest.raises(ChecksumError, match=rf"checksum mismatch for trino-cli.jar: SHA-256 {sha256(BAD)}, "
-                                            rf"expected {sha256(GOOD)}"):
+    with pytest.raises(
+        ChecksumError,
+        match=rf"checksum mismatch for trino-cli.jar: SHA-256 {sha256(BAD)}, "
+        rf"expected {sha256(GOOD)}",
+    ):
         artifacts.verify_sha256(f, sha256(GOOD))
 
 
@@ -109,8 +114,11 @@ def test_a_corrupted_copy_is_refused_against_the_published_sha1(tmp_path):
     publish(cache, "org.example", "lib", "1.0", "lib-1.0.jar", GOOD)
     copy = tmp_path / "lib-1.0.jar"
     copy.write_bytes(BAD)
-    with pytest.raises(ChecksumError, match=rf"lib-1.0.jar: SHA1 {hashlib.sha1(BAD).hexdigest()}, "
-                                            rf"Maven Central publishes {hashlib.sha1(GOOD).hexdigest()}"):
+    with pytest.raises(
+        ChecksumError,
+        match=rf"lib-1.0.jar: SHA1 {hashlib.sha1(BAD).hexdigest()}, "
+        rf"Maven Central publishes {hashlib.sha1(GOOD).hexdigest()}",
+    ):
         artifacts.verify_against_repository([copy], cache / "m2")
 
 
@@ -147,6 +155,7 @@ def test_the_pinned_checksums_are_sha256_of_the_pinned_versions():
 
 # Fetching: Maven's strict checksums, and nothing half-installed ----------------------------------
 
+
 def test_maven_runs_with_strict_checksums(tmp_path, mvn):
     cache = tmp_path / "cache"
     publish(cache, "org.example", "lib", "1.0", "lib-1.0.jar", GOOD)
@@ -167,8 +176,11 @@ def test_a_corrupted_classpath_jar_stops_the_fetch_and_leaves_nothing(tmp_path, 
 def test_a_download_maven_refuses_stops_the_fetch_and_leaves_nothing(tmp_path, mvn, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("FAKE_MVN_FAIL", "checksum")  # what Maven 3.8 prints with --strict-checksums
-    with pytest.raises(ChecksumError, match="does not match the checksum Maven Central publishes"
-                                            "(.|\n)*Checksum validation failed, expected abc but is def"):
+    with pytest.raises(
+        ChecksumError,
+        match="does not match the checksum Maven Central publishes"
+        "(.|\n)*Checksum validation failed, expected abc but is def",
+    ):
         artifacts.maven_classpath(cache, "example", ["org.example:lib:1.0"])
     assert leftovers(cache / "dist") == []
     with pytest.raises(ChecksumError):

@@ -4,7 +4,7 @@ from benchmarks import report
 from benchmarks.cases.collector import parse_ab
 from benchmarks.cases.e2e import percentile
 from benchmarks.stack import PORT_SHIFT, bench_settings
-from questlog.settings import REPO_ROOT, Settings
+from questlog.settings import REPO_ROOT, Settings, split_address
 from tests.conftest import TEST_OVERRIDES
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -44,9 +44,20 @@ def test_the_bench_runs_beside_make_run_and_the_tests(tmp_path):
     assert bench.kafka_port == default.kafka_port + PORT_SHIFT
     assert bench.collector_port == default.collector_port + PORT_SHIFT
     assert bench.trino_port == default.trino_port + PORT_SHIFT
-    ports = lambda s: {s.kafka_port, s.kafka_controller_port, s.collector_port, s.router_web_port,  # noqa: E731
-                       int(s.hdfs_url.rsplit(":", 1)[1]), int(s.webhdfs_url.rsplit(":", 1)[1]),
-                       s.hdfs_datanode_port, s.trino_port}
+
+    def ports(s: Settings) -> set[int]:
+        return {
+            s.kafka_port,
+            s.kafka_controller_port,
+            s.collector_port,
+            s.router_web_port,
+            split_address(s.hdfs_rpc_address)[1],
+            split_address(s.webhdfs_address)[1],
+            s.hdfs_datanode_port,
+            s.trino_port,
+            split_address(s.sink_metrics_bind)[1],
+        }
+
     assert not ports(bench) & ports(default)
     assert not ports(bench) & ports(Settings.from_env({}, **TEST_OVERRIDES))
 
@@ -59,8 +70,9 @@ def test_the_table_escapes_cells():
 def test_the_readme_shows_the_committed_results_with_date_machine_and_command():
     latest = (RESULTS / "latest.md").read_text()
     readme = (REPO_ROOT / "README.md").read_text()
-    assert report.readme_bench_section(readme) == report.readme_section(latest, "benchmarks/results"), \
+    assert report.readme_bench_section(readme) == report.readme_section(latest, "benchmarks/results"), (
         "README's performance section differs from benchmarks/results/latest.md: run `make bench`"
+    )
     section = report.readme_bench_section(readme)
     assert "Measured 20" in section and " cores, " in section and " GiB RAM" in section
     assert "`make bench`" in section

@@ -15,14 +15,23 @@ from questlog.catalog import (
 
 
 def valid(event_type="purchase_sword", **fields):
-    return {"event_id": "e-1", "event_type": event_type, "received_at": "2026-11-29T10:00:00.000+00:00",
-            "host": "user1.comcast.com", **fields}
+    return {
+        "event_id": "e-1",
+        "event_type": event_type,
+        "received_at": "2026-11-29T10:00:00.000+00:00",
+        "host": "user1.comcast.com",
+        **fields,
+    }
 
 
 def test_packaged_catalog_has_the_seed_types_and_their_tables(catalog):
     assert {et.name: et.table for et in catalog} == {
-        "default": "default_hits", "join_guild": "guild_joins", "purchase_sword": "sword_purchases",
-        "leave_guild": "guild_leaves", "level_up": "level_ups"}
+        "default": "default_hits",
+        "join_guild": "guild_joins",
+        "purchase_sword": "sword_purchases",
+        "leave_guild": "guild_leaves",
+        "level_up": "level_ups",
+    }
     assert catalog.routes["/purchase_a_sword"].name == "purchase_sword"
     assert catalog.routes["/join_a_guild"].name == "join_guild"
     assert catalog.routes["/"].name == "default"
@@ -32,7 +41,12 @@ def test_tables_include_dead_letters_with_topics_derived_from_types(catalog):
     tables = {t.name: t for t in catalog.tables("events", "events.dlq")}
     assert tables["sword_purchases"].topic == "events.purchase_sword"
     assert tables["sword_purchases"].key == ("source", "event_id")
-    assert [c.name for c in tables["sword_purchases"].columns][:4] == ["event_id", "source", "event_type", "received_at"]
+    assert [c.name for c in tables["sword_purchases"].columns][:4] == [
+        "event_id",
+        "source",
+        "event_type",
+        "received_at",
+    ]
     assert tables[DEAD_LETTER_TABLE].topic == "events.dlq"
     assert tables[DEAD_LETTER_TABLE].time_column == "failed_at"
 
@@ -42,20 +56,23 @@ def test_valid_event_has_no_errors(catalog):
     assert validate(valid(price=12), catalog) == []  # an integer is a fine double
 
 
-@pytest.mark.parametrize("event, expected", [
-    ([1, 2], "event must be a JSON object, got array"),
-    (valid(event_type="fly_dragon"), "unknown event_type 'fly_dragon'"),
-    ({**valid(), "event_type": None}, "unknown event_type None"),
-    (valid(price="abc"), "field 'price': expected double, got string 'abc'"),
-    (valid(quantity=1.5), "field 'quantity': expected long, got number 1.5"),
-    (valid(quantity=True), "field 'quantity': expected long, got boolean True"),
-    (valid(sword_type=7), "field 'sword_type': expected string, got integer 7"),
-    ({k: v for k, v in valid().items() if k != "event_id"}, "field 'event_id': required, missing"),
-    (valid(received_at="yesterday"), "field 'received_at': expected ISO-8601 timestamp with time zone"),
-    (valid(received_at="2026-11-29T10:00:00"), "field 'received_at': expected ISO-8601 timestamp with time zone"),
-    (valid(event_id=""), "field 'event_id': expected 1 to 128 characters"),
-    (valid(colour="red"), "field 'colour': not in the 'purchase_sword' schema"),
-])
+@pytest.mark.parametrize(
+    "event, expected",
+    [
+        ([1, 2], "event must be a JSON object, got array"),
+        (valid(event_type="fly_dragon"), "unknown event_type 'fly_dragon'"),
+        ({**valid(), "event_type": None}, "unknown event_type None"),
+        (valid(price="abc"), "field 'price': expected double, got string 'abc'"),
+        (valid(quantity=1.5), "field 'quantity': expected long, got number 1.5"),
+        (valid(quantity=True), "field 'quantity': expected long, got boolean True"),
+        (valid(sword_type=7), "field 'sword_type': expected string, got integer 7"),
+        ({k: v for k, v in valid().items() if k != "event_id"}, "field 'event_id': required, missing"),
+        (valid(received_at="yesterday"), "field 'received_at': expected ISO-8601 timestamp with time zone"),
+        (valid(received_at="2026-11-29T10:00:00"), "field 'received_at': expected ISO-8601 timestamp with time zone"),
+        (valid(event_id=""), "field 'event_id': expected 1 to 128 characters"),
+        (valid(colour="red"), "field 'colour': not in the 'purchase_sword' schema"),
+    ],
+)
 def test_invalid_events_get_a_reason_naming_field_expectation_and_value(catalog, event, expected):
     errors = validate(event, catalog)
     assert any(e.startswith(expected) for e in errors), errors
@@ -66,10 +83,18 @@ def test_every_problem_is_reported_not_just_the_first(catalog):
     assert len(errors) == 3
 
 
-@pytest.mark.parametrize("field_type, text, expected", [
-    ("long", "3", 3), ("long", "3.5", "3.5"), ("double", "2.5", 2.5), ("double", "x", "x"),
-    ("boolean", "TRUE", True), ("boolean", "no", "no"), ("string", "5", "5"),
-])
+@pytest.mark.parametrize(
+    "field_type, text, expected",
+    [
+        ("long", "3", 3),
+        ("long", "3.5", "3.5"),
+        ("double", "2.5", 2.5),
+        ("double", "x", "x"),
+        ("boolean", "TRUE", True),
+        ("boolean", "no", "no"),
+        ("string", "5", "5"),
+    ],
+)
 def test_query_text_is_coerced_or_left_for_validation_to_report(field_type, text, expected):
     assert coerce_text(Field("f", field_type), text) == expected
 
@@ -79,14 +104,17 @@ def test_null_is_fine_for_optional_fields_only(catalog):
     assert validate(valid("level_up", level=None), catalog) == ["field 'level': required, got null"]
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"event_type": "x", "table": "xs", "fields": {"a": {"type": "int"}}}, "has type 'int'"),
-    ({"event_type": "x", "table": "xs", "fields": {"event_id": {"type": "string"}}}, "is reserved"),
-    ({"event_type": "x", "table": "xs", "fields": {"dt": {"type": "string"}}}, "is reserved"),
-    ({"event_type": "X-1", "table": "xs"}, "event_type must be a lower-case identifier"),
-    ({"event_type": "x", "table": "dead_letters"}, "table name 'dead_letters' is reserved"),
-    ({"event_type": "dlq", "table": "x"}, "event_type 'dlq' is reserved"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"event_type": "x", "table": "xs", "fields": {"a": {"type": "int"}}}, "has type 'int'"),
+        ({"event_type": "x", "table": "xs", "fields": {"event_id": {"type": "string"}}}, "is reserved"),
+        ({"event_type": "x", "table": "xs", "fields": {"dt": {"type": "string"}}}, "is reserved"),
+        ({"event_type": "X-1", "table": "xs"}, "event_type must be a lower-case identifier"),
+        ({"event_type": "x", "table": "dead_letters"}, "table name 'dead_letters' is reserved"),
+        ({"event_type": "dlq", "table": "x"}, "event_type 'dlq' is reserved"),
+    ],
+)
 def test_malformed_schemas_are_refused_with_the_file_named(doc, message):
     with pytest.raises(CatalogError, match=message) as info:
         parse_schema("x.toml", doc)
@@ -105,7 +133,8 @@ def test_two_types_cannot_share_a_table_or_a_route():
 
 def test_a_new_type_is_one_file(tmp_path):
     (tmp_path / "level_up.toml").write_text(
-        'event_type = "level_up"\ntable = "level_ups"\n[fields.level]\ntype = "long"\nrequired = true\n')
+        'event_type = "level_up"\ntable = "level_ups"\n[fields.level]\ntype = "long"\nrequired = true\n'
+    )
     catalog = load_schemas(tmp_path)
     assert [t.name for t in catalog.tables()] == ["level_ups", DEAD_LETTER_TABLE]
     assert validate(valid("level_up", level=3), catalog) == []
@@ -122,10 +151,22 @@ def test_a_type_cannot_write_to_the_dead_letter_or_raw_topic(catalog):
         catalog.tables("events", "events.level_up")
 
 
-@pytest.mark.parametrize("event_id, ok", [
-    ("a", True), ("x" * 128, True), ("Ab0._:-", True), ("", False), ("x" * 129, False), ("a b", False),
-    ("a/b", False), ("é", False), ("a\n", False), (7, False), (None, False),
-])
+@pytest.mark.parametrize(
+    "event_id, ok",
+    [
+        ("a", True),
+        ("x" * 128, True),
+        ("Ab0._:-", True),
+        ("", False),
+        ("x" * 129, False),
+        ("a b", False),
+        ("a/b", False),
+        ("é", False),
+        ("a\n", False),
+        (7, False),
+        (None, False),
+    ],
+)
 def test_event_id_rule(event_id, ok):
     assert valid_event_id(event_id) is ok
 

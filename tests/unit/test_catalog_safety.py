@@ -61,15 +61,21 @@ def mode(path) -> int:
 
 # deploy: readable by all -------------------------------------------------------------------------
 
+
 def test_deploy_writes_a_catalog_readable_by_all(tmp_path, target, home):
     schemas = tmp_path / "schemas"
     shutil.copytree(SCHEMA_DIR, schemas)
-    (schemas / "open_chest.toml").write_text('event_type = "open_chest"\nversion = 1\ntable = "chest_openings"\n'
-                                            'description = "A chest."\n[fields.gold]\ntype = "long"\n')
+    (schemas / "open_chest.toml").write_text(
+        'event_type = "open_chest"\nversion = 1\ntable = "chest_openings"\n'
+        'description = "A chest."\n[fields.gold]\ntype = "long"\n'
+    )
     old_umask = os.umask(0o077)  # even for a user whose files are private by default
     try:
-        result = CliRunner().invoke(main, ["catalog", "deploy", "--schemas", str(schemas)],
-                                    env={"QUESTLOG_CATALOG": str(target), "QUESTLOG_HOME": str(home)})
+        result = CliRunner().invoke(
+            main,
+            ["catalog", "deploy", "--schemas", str(schemas)],
+            env={"QUESTLOG_CATALOG": str(target), "QUESTLOG_HOME": str(home)},
+        )
     finally:
         os.umask(old_umask)
     assert result.exit_code == 0, result.output
@@ -98,6 +104,7 @@ def test_deploy_checks_against_what_the_stages_accepted_and_replaces_a_malformed
 
 # A stage's memory ---------------------------------------------------------------------------------
 
+
 def test_a_stage_remembers_the_catalog_it_accepted(target, home):
     source = CatalogSource(target, home=home)
     memory = last_good_path(home)
@@ -117,6 +124,7 @@ def test_the_memory_defaults_to_questlog_home(target, home, monkeypatch):
 
 
 # At start -----------------------------------------------------------------------------------------
+
 
 def test_a_stage_starting_on_a_malformed_file_runs_on_the_last_good_one(target, home, caplog):
     CatalogSource(target, home=home)
@@ -185,6 +193,7 @@ def test_a_stage_runs_on_when_it_cannot_write_its_memory(target, tmp_path, caplo
 
 
 # While running ------------------------------------------------------------------------------------
+
 
 def test_a_running_stage_keeps_the_last_good_one_through_a_malformed_file(target, home, caplog):
     source = CatalogSource(target, interval_s=0, home=home)

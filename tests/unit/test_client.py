@@ -113,8 +113,7 @@ def test_ids_and_client_ts_are_given_at_track_time(collector):
 
 def test_retries_keep_the_same_ids_and_back_off(collector):
     collector.script = [(503, {}), (500, {}), (502, {})]
-    t = Tracker(collector.url, batch_size=10, flush_interval_s=0.05, backoff_base_s=0.2, backoff_max_s=5,
-                catalog=None)
+    t = Tracker(collector.url, batch_size=10, flush_interval_s=0.05, backoff_base_s=0.2, backoff_max_s=5, catalog=None)
     ids = [t.track("default") for _ in range(10)]
     assert t.flush(20)
     assert len(collector.requests) == 4
@@ -124,7 +123,7 @@ def test_retries_keep_the_same_ids_and_back_off(collector):
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(collector.requests)]
     # equal jitter: attempt k waits between half and all of 0.2 * 2**k
     for k, gap in enumerate(gaps):
-        assert 0.2 * 2 ** k / 2 - 0.02 <= gap <= 0.2 * 2 ** k + 1.0, gaps
+        assert 0.2 * 2**k / 2 - 0.02 <= gap <= 0.2 * 2**k + 1.0, gaps
     assert t.stats.retries == 3 and t.stats.errors == Counter({"503": 1, "500": 1, "502": 1})
     assert t.stats.accepted == 10
     t.close()
@@ -133,7 +132,7 @@ def test_retries_keep_the_same_ids_and_back_off(collector):
 def test_backoff_is_exponential_capped_and_jittered():
     waits = [[backoff(k, 0.5, 8.0) for _ in range(200)] for k in range(8)]
     for k, ws in enumerate(waits):
-        cap = min(8.0, 0.5 * 2 ** k)
+        cap = min(8.0, 0.5 * 2**k)
         assert all(cap / 2 <= w <= cap for w in ws)
         assert len(set(ws)) > 150  # jittered, not one value
     assert max(waits[7]) <= 8.0
@@ -168,8 +167,13 @@ def test_timeouts_and_connection_errors_are_retried(collector):
 def test_4xx_is_reported_and_not_retried(collector, caplog):
     collector.script = [(400, {})]
     refused = []
-    t = Tracker(collector.url, batch_size=4, flush_interval_s=0.05, catalog=None,
-                on_refused=lambda events, status, reason: refused.append((events, status, reason)))
+    t = Tracker(
+        collector.url,
+        batch_size=4,
+        flush_interval_s=0.05,
+        catalog=None,
+        on_refused=lambda events, status, reason: refused.append((events, status, reason)),
+    )
     for _ in range(4):
         t.track("default")
     assert t.flush(10)
@@ -183,8 +187,15 @@ def test_4xx_is_reported_and_not_retried(collector, caplog):
 
 
 def test_queue_full_drop_oldest_counts_what_it_drops():
-    t = Tracker(closed_port(), batch_size=1000, flush_interval_s=60, max_queue=10, on_full="drop_oldest",
-                catalog=None, senders=1)
+    t = Tracker(
+        closed_port(),
+        batch_size=1000,
+        flush_interval_s=60,
+        max_queue=10,
+        on_full="drop_oldest",
+        catalog=None,
+        senders=1,
+    )
     ids = [t.track("default") for _ in range(25)]
     assert t.stats.dropped == 15 and t.stats.tracked == 25
     assert [e["event_id"] for e in t._queue] == ids[15:]  # the newest ten are kept
@@ -196,8 +207,17 @@ def test_queue_full_drop_oldest_counts_what_it_drops():
 def test_queue_full_block_waits_then_drops():
     # One sender stuck retrying its batch, four batches waiting for it (the in-memory limit), then
     # the queue's five: the eleventh event finds no room.
-    t = Tracker(closed_port(), batch_size=1, flush_interval_s=0.01, max_queue=5, on_full="block",
-                block_timeout_s=0.3, catalog=None, senders=1, backoff_base_s=1)
+    t = Tracker(
+        closed_port(),
+        batch_size=1,
+        flush_interval_s=0.01,
+        max_queue=5,
+        on_full="block",
+        block_timeout_s=0.3,
+        catalog=None,
+        senders=1,
+        backoff_base_s=1,
+    )
     for _ in range(10):
         t.track("default")
     time.sleep(1.5)
@@ -211,8 +231,15 @@ def test_queue_full_block_waits_then_drops():
 
 
 def test_queue_full_block_resumes_when_room_is_made(collector):
-    t = Tracker(collector.url, batch_size=5, flush_interval_s=0.05, max_queue=5, on_full="block",
-                block_timeout_s=10, catalog=None)
+    t = Tracker(
+        collector.url,
+        batch_size=5,
+        flush_interval_s=0.05,
+        max_queue=5,
+        on_full="block",
+        block_timeout_s=10,
+        catalog=None,
+    )
     for _ in range(200):
         t.track("default")
     assert t.flush(10)
@@ -238,8 +265,9 @@ def test_catalog_check_fails_early(catalog):
 
 def test_spool_a_second_tracker_sends_what_the_first_could_not(collector, tmp_path):
     spool = tmp_path / "spool"
-    first = Tracker(closed_port(), batch_size=50, flush_interval_s=0.05, spool_dir=spool, catalog=None,
-                    backoff_base_s=0.05)
+    first = Tracker(
+        closed_port(), batch_size=50, flush_interval_s=0.05, spool_dir=spool, catalog=None, backoff_base_s=0.05
+    )
     ids = [first.track("default", n=i) for i in range(120)]
     assert not first.close(0.5)  # the collector is unreachable: the events stay in the spool
     assert first.stats.lost == 0 and list(spool.glob("spool-*.log"))
@@ -270,14 +298,19 @@ time.sleep(60)
 
 def test_spool_survives_kill_9(collector, tmp_path):
     spool = tmp_path / "spool"
-    proc = subprocess.Popen([sys.executable, "-c", CRASHING, closed_port(), str(spool)], stdout=subprocess.PIPE,
-                            text=True, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASHING, closed_port(), str(spool)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     ids = proc.stdout.readline().split()
     assert len(ids) == 100
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     with open(next(spool.glob("spool-*.log")), "ab") as f:
-        f.write(b"B 99 5000\n[{\"torn")  # and a record torn by the crash mid-write is ignored
+        f.write(b'B 99 5000\n[{"torn')  # and a record torn by the crash mid-write is ignored
     second = Tracker(collector.url, spool_dir=spool, catalog=None)
     assert second.stats.recovered == 100
     assert second.flush(10)
@@ -294,8 +327,15 @@ def test_one_tracker_per_spool(tmp_path):
 
 def test_many_batches_spooled_are_read_back_in_order(collector, tmp_path):
     # More batches than kept in memory, across segments: bodies are read back from disk.
-    t = Tracker(collector.url, batch_size=10, flush_interval_s=0.01, spool_dir=tmp_path, catalog=None,
-                spool_segment_bytes=2000, fsync="never")
+    t = Tracker(
+        collector.url,
+        batch_size=10,
+        flush_interval_s=0.01,
+        spool_dir=tmp_path,
+        catalog=None,
+        spool_segment_bytes=2000,
+        fsync="never",
+    )
     ids = [t.track("default", n=i) for i in range(500)]
     assert t.flush(20)
     assert sorted(collector.ids()) == sorted(ids)
@@ -312,8 +352,14 @@ print(" ".join(t.track("default", n=i) for i in range(30)), flush=True)
 
 
 def test_close_runs_at_interpreter_exit(collector):
-    out = subprocess.run([sys.executable, "-c", EXITING, collector.url], capture_output=True, text=True,
-                         cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", EXITING, collector.url],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     ids = out.stdout.split()
     assert len(ids) == 30 and sorted(collector.ids()) == sorted(ids)

@@ -30,7 +30,9 @@ def test_small_files_are_packed_up_to_the_target_in_landing_order_and_the_rest_c
     files.append(FileInfo("c-0000.parquet", 100 * MB))  # big already: carried
     plan = plan_partition(files, 128 * MB, run="a0000001", last_commit=6)
     assert [[f.name for f in g] for g in plan.groups] == [
-        [part("a0000001", b) for b in range(4)], [part("a0000001", b) for b in range(4, 7)]]
+        [part("a0000001", b) for b in range(4)],
+        [part("a0000001", b) for b in range(4, 7)],
+    ]
     assert [f.name for f in plan.carry] == ["c-0000.parquet", part("a0000001", 7)]
     assert plan.merged_files == 7
 
@@ -38,8 +40,9 @@ def test_small_files_are_packed_up_to_the_target_in_landing_order_and_the_rest_c
 def test_nothing_is_done_below_the_minimum_and_a_group_of_one_is_only_carried():
     files = [FileInfo(part("a0000001", b), 1 * MB) for b in range(3)]
     assert not plan_partition(files, 128 * MB, "a0000001", 2, min_files=4).useful
-    plan = plan_partition([FileInfo(part("a0000001", 0), 1 * MB), FileInfo(part("a0000001", 1), 60 * MB)],
-                          64 * MB, "a0000001", 2)
+    plan = plan_partition(
+        [FileInfo(part("a0000001", 0), 1 * MB), FileInfo(part("a0000001", 1), 60 * MB)], 64 * MB, "a0000001", 2
+    )
     assert not plan.useful and len(plan.carry) == 2
 
 

@@ -49,9 +49,17 @@ MONITORING_PORTS = {"prometheus": 9090, "grafana": 3000}
 # The apache/kafka image turns each KAFKA_* variable into a server property except these
 # (kafka.docker.KafkaDockerWrapper, ExcludeServerPropsEnv).
 KAFKA_NON_PROPERTY_ENV = {
-    "KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
-    "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL", "KAFKA_LOG4J_LOGGERS",
-    "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME",
+    "KAFKA_VERSION",
+    "KAFKA_HEAP_OPTS",
+    "KAFKA_LOG4J_OPTS",
+    "KAFKA_OPTS",
+    "KAFKA_JMX_OPTS",
+    "KAFKA_JVM_PERFORMANCE_OPTS",
+    "KAFKA_GC_LOG_OPTS",
+    "KAFKA_LOG4J_ROOT_LOGLEVEL",
+    "KAFKA_LOG4J_LOGGERS",
+    "KAFKA_TOOLS_LOG4J_LOGLEVEL",
+    "KAFKA_JMX_HOSTNAME",
 }
 # The apache/hadoop image's entrypoint (envtoconf.py) writes a config file for each variable named
 # like CORE-SITE.XML_key: with the configs mounted read-only, no service may set one.
@@ -59,6 +67,7 @@ HADOOP_ENVTOCONF_FORMATS = {"xml", "properties", "yaml", "yml", "env", "sh", "cf
 
 
 # Reading the files ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
@@ -121,8 +130,12 @@ def mounts(service: dict) -> list[tuple[str, str, bool]]:
 
 
 def bind_mounts(compose) -> list[tuple[str, str, str, bool]]:
-    return [(name, src, dst, ro) for name, s in compose["services"].items()
-            for src, dst, ro in mounts(s) if src.startswith((".", "/"))]
+    return [
+        (name, src, dst, ro)
+        for name, s in compose["services"].items()
+        for src, dst, ro in mounts(s)
+        if src.startswith((".", "/"))
+    ]
 
 
 def d_options(command: list[str]) -> dict[str, str]:
@@ -151,8 +164,7 @@ def properties(path: Path) -> dict[str, str]:
 
 def kafka_property(env_name: str) -> str:
     """The server property the apache/kafka image derives from a KAFKA_* variable."""
-    return (env_name.replace("KAFKA_", "", 1).lower()
-            .replace("_", ".").replace("...", "-").replace("..", "_"))
+    return env_name.replace("KAFKA_", "", 1).lower().replace("_", ".").replace("...", "-").replace("..", "_")
 
 
 def listeners(value: str) -> dict[str, str]:
@@ -208,6 +220,7 @@ def strings(node):
 
 # The Compose file as a whole --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def compose_spec():
     """The Compose specification's JSON schema, as shipped by check-jsonschema (vendor.compose-spec).
@@ -230,12 +243,16 @@ def test_valid_against_the_compose_specification(compose_spec, compose):
     assert spec_errors(compose_spec, compose) == []
 
 
-@pytest.mark.parametrize("breakage", [
-    lambda c: c["services"]["kafka"]["healthcheck"].update(start_period=["30s"]),
-    lambda c: c["services"]["collector"].update(depends_on={"kafka": {"condition": "when_ready"}}),
-    lambda c: c["services"]["trino"].update(healthchek={"test": ["CMD", "true"]}),
-    lambda c: c.update(volume={"kafka-data": None}),
-], ids=["start_period-not-a-duration", "unknown-condition", "misspelt-service-key", "misspelt-top-level-key"])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda c: c["services"]["kafka"]["healthcheck"].update(start_period=["30s"]),
+        lambda c: c["services"]["collector"].update(depends_on={"kafka": {"condition": "when_ready"}}),
+        lambda c: c["services"]["trino"].update(healthchek={"test": ["CMD", "true"]}),
+        lambda c: c.update(volume={"kafka-data": None}),
+    ],
+    ids=["start_period-not-a-duration", "unknown-condition", "misspelt-service-key", "misspelt-top-level-key"],
+)
 def test_the_specification_check_catches_a_broken_file(compose_spec, compose, breakage):
     broken = copy.deepcopy(compose)
     breakage(broken)
@@ -307,23 +324,26 @@ def test_depends_on_waits_for_health_or_completion(svc):
                 assert condition == "service_completed_successfully" and dep in ONE_SHOT, f"{name} -> {dep}"
 
 
-@pytest.mark.parametrize("name,dep,condition", [
-    ("namenode", "hdfs-init", "service_completed_successfully"),
-    ("datanode", "hdfs-init", "service_completed_successfully"),
-    ("datanode", "namenode", "service_healthy"),
-    ("topics", "kafka", "service_healthy"),
-    ("collector", "kafka", "service_healthy"),
-    ("collector", "topics", "service_completed_successfully"),
-    ("router", "kafka", "service_healthy"),
-    ("router", "topics", "service_completed_successfully"),
-    ("sink", "kafka", "service_healthy"),
-    ("sink", "datanode", "service_healthy"),
-    ("sink", "trino", "service_healthy"),
-    ("sink", "topics", "service_completed_successfully"),
-    ("loadgen", "collector", "service_healthy"),
-    ("kafka", "jmx-agent", "service_completed_successfully"),
-    ("trino", "jmx-agent", "service_completed_successfully"),
-])
+@pytest.mark.parametrize(
+    "name,dep,condition",
+    [
+        ("namenode", "hdfs-init", "service_completed_successfully"),
+        ("datanode", "hdfs-init", "service_completed_successfully"),
+        ("datanode", "namenode", "service_healthy"),
+        ("topics", "kafka", "service_healthy"),
+        ("collector", "kafka", "service_healthy"),
+        ("collector", "topics", "service_completed_successfully"),
+        ("router", "kafka", "service_healthy"),
+        ("router", "topics", "service_completed_successfully"),
+        ("sink", "kafka", "service_healthy"),
+        ("sink", "datanode", "service_healthy"),
+        ("sink", "trino", "service_healthy"),
+        ("sink", "topics", "service_completed_successfully"),
+        ("loadgen", "collector", "service_healthy"),
+        ("kafka", "jmx-agent", "service_completed_successfully"),
+        ("trino", "jmx-agent", "service_completed_successfully"),
+    ],
+)
 def test_each_service_waits_for_what_it_uses(svc, name, dep, condition):
     assert svc[name]["depends_on"][dep]["condition"] == condition
 
@@ -339,6 +359,7 @@ def test_no_dependency_cycle(svc):
 
 
 # Config files: the local stack's, mounted read-only ----------------------------------------------
+
 
 def test_mounted_files_exist_and_are_read_only(compose):
     binds = bind_mounts(compose)
@@ -356,15 +377,23 @@ def test_every_shared_config_file_is_mounted(compose):
         assert any(path == m or m in path.parents for m in mounted), f"{path.relative_to(REPO_ROOT)} is not mounted"
 
 
-@pytest.mark.parametrize("name,src,dst", [
-    ("kafka", "kafka/server.properties", "/mnt/shared/config/server.properties"),
-    *[(node, f"hadoop/{f}", f"/opt/hadoop/etc/hadoop/{f}")
-      for node in ("namenode", "datanode") for f in ("core-site.xml", "hdfs-site.xml", "log4j.properties")],
-    *[("trino", f"trino/{f}", f"/etc/trino/{f}")
-      for f in ("config.properties", "jvm.config", "log.properties", "catalog")],
-    ("kafka", "jmx/jmx-exporter.yaml", "/etc/jmx-exporter.yaml"),
-    ("trino", "jmx/jmx-exporter.yaml", "/etc/jmx-exporter.yaml"),
-])
+@pytest.mark.parametrize(
+    "name,src,dst",
+    [
+        ("kafka", "kafka/server.properties", "/mnt/shared/config/server.properties"),
+        *[
+            (node, f"hadoop/{f}", f"/opt/hadoop/etc/hadoop/{f}")
+            for node in ("namenode", "datanode")
+            for f in ("core-site.xml", "hdfs-site.xml", "log4j.properties")
+        ],
+        *[
+            ("trino", f"trino/{f}", f"/etc/trino/{f}")
+            for f in ("config.properties", "jvm.config", "log.properties", "catalog")
+        ],
+        ("kafka", "jmx/jmx-exporter.yaml", "/etc/jmx-exporter.yaml"),
+        ("trino", "jmx/jmx-exporter.yaml", "/etc/jmx-exporter.yaml"),
+    ],
+)
 def test_configs_are_mounted_where_the_images_read_them(svc, name, src, dst):
     assert (COMPOSE_DIR / src).resolve() in {(COMPOSE_DIR / s).resolve() for s, d, _ in mounts(svc[name]) if d == dst}
 
@@ -379,6 +408,7 @@ def test_data_lives_on_named_volumes(compose, svc):
 
 
 # Environment: the local stack's QUESTLOG_* variables, pointed at the containers --------------------
+
 
 def services_with_questlog_env() -> list[str]:
     return [name for name, s in yaml.safe_load(COMPOSE_FILE.read_text())["services"].items() if questlog_env(s)]
@@ -424,6 +454,7 @@ def test_apps_are_built_from_this_repository(svc):
 
 
 # Addresses: each side of every connection agrees --------------------------------------------------
+
 
 def test_published_ports_are_bound_to_loopback(svc):
     ports = [(name, p) for name, s in svc.items() for p in published(s)]
@@ -507,8 +538,11 @@ def test_no_variable_makes_the_hadoop_image_rewrite_a_mounted_config(svc, name):
 
 
 def test_trino_gets_what_its_catalogs_read_and_serves_the_pipelines_address(svc):
-    wanted = {m for p in (COMPOSE_DIR / "trino" / "catalog").glob("*.properties")
-              for m in re.findall(r"\$\{ENV:(\w+)\}", p.read_text())}
+    wanted = {
+        m
+        for p in (COMPOSE_DIR / "trino" / "catalog").glob("*.properties")
+        for m in re.findall(r"\$\{ENV:(\w+)\}", p.read_text())
+    }
     assert wanted and wanted <= set(env_of(svc["trino"]))
     trino_url = questlog_env(svc["collector"])["QUESTLOG_TRINO_URL"]
     port = int(properties(COMPOSE_DIR / "trino" / "config.properties")["http-server.http.port"])
@@ -535,7 +569,7 @@ def test_the_collector_runs_the_local_runners_command(svc):
 def test_keys_are_on_in_compose_and_the_key_file_is_mounted(svc):
     path = questlog_env(svc["collector"])["QUESTLOG_WRITE_KEYS"]
     [(source, target)] = [(src, dst) for src, dst, ro in mounts(svc["collector"]) if path.startswith(dst + "/") and ro]
-    keys = (COMPOSE_DIR / source / path[len(target) + 1:])
+    keys = COMPOSE_DIR / source / path[len(target) + 1 :]
     from producer.auth import WriteKeys
 
     assert WriteKeys(keys).source_for(LOADGEN_KEY) == "demo"
@@ -592,6 +626,7 @@ def test_inline_python_uses_code_that_exists(name, code):
 
 # The pipeline's image -------------------------------------------------------------------------
 
+
 def test_image_is_python_311_with_a_java_17_runtime_and_ab():
     instructions = dockerfile_instructions()
     assert re.fullmatch(r"python:3\.11-[\w.-]+", next(rest for word, rest in instructions if word == "FROM"))
@@ -603,8 +638,9 @@ def test_image_installs_the_dependencies_from_setup_cfg():
     instructions = dockerfile_instructions()
     pip = [i for i, (word, rest) in enumerate(instructions) if word == "RUN" and "pip install" in rest]
     assert pip
-    copies_setup_cfg = [i for i, (word, rest) in enumerate(instructions)
-                        if word == "COPY" and "setup.cfg" in rest.split()]
+    copies_setup_cfg = [
+        i for i, (word, rest) in enumerate(instructions) if word == "COPY" and "setup.cfg" in rest.split()
+    ]
     assert copies_setup_cfg and copies_setup_cfg[0] < pip[0]
     for i in pip:
         run = instructions[i][1]
@@ -654,8 +690,11 @@ def test_connector_matches_the_installed_pyspark():
 
 
 def test_dockerignore_keeps_state_out_and_the_project_in():
-    patterns = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     ignored = lambda name: any(fnmatch.fnmatch(name, p.lstrip("/")) for p in patterns)  # noqa: E731
     assert ignored(".venv") and ignored(".questlog") and ignored(".git")
     cfg = configparser.ConfigParser()
@@ -672,13 +711,12 @@ def test_the_stages_share_the_deployed_catalog_from_the_repo(svc, name):
     sources = [(source, target) for source, target, _ in mounts(svc[name]) if path.startswith(target + "/")]
     assert len(sources) == 1, mounts(svc[name])
     source, target = sources[0]
-    host_file = (COMPOSE_DIR / source / path[len(target) + 1:]).resolve()
+    host_file = (COMPOSE_DIR / source / path[len(target) + 1 :]).resolve()
     assert host_file == (REPO_ROOT / "questlog" / "catalog" / "catalog.json").resolve()
 
 
 def test_the_collectors_metrics_are_summed_over_its_workers_as_locally(svc):
     assert env_of(svc["collector"]).get("PROMETHEUS_MULTIPROC_DIR")
-
 
 
 def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_path):
@@ -696,12 +734,16 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     monkeypatch.setenv("QUESTLOG_HOME", str(tmp_path))  # its last-good catalog copy
     monkeypatch.setenv("QUESTLOG_CATALOG", str(REPO_ROOT / "questlog" / "catalog" / "catalog.json"))
     created = []
-    monkeypatch.setattr(kafka_admin, "ensure_topics",
-                        lambda bootstrap, topics, partitions: created.append((bootstrap, list(topics), partitions)))
+    monkeypatch.setattr(
+        kafka_admin,
+        "ensure_topics",
+        lambda bootstrap, topics, partitions: created.append((bootstrap, list(topics), partitions)),
+    )
     kafka_admin.main()
     settings = Settings.from_env()
     topics = load_catalog(str(REPO_ROOT / "questlog" / "catalog" / "catalog.json")).topics(
-        settings.raw_topic, settings.dlq_topic)
+        settings.raw_topic, settings.dlq_topic
+    )
     assert created == [(settings.kafka_bootstrap, topics, settings.topic_partitions)]
     assert settings.raw_topic in topics and settings.dlq_topic in topics
     assert all(settings.topic_for(name) in topics for name in load_catalog(settings.catalog).names)

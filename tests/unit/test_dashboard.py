@@ -25,19 +25,40 @@ from questlog.stack.services import JMX_AGENT_SERIES
 COMPOSE = REPO_ROOT / "compose"
 DASHBOARD = COMPOSE / "grafana" / "dashboards" / "questlog.json"
 # Series of the stages, by the job that scrapes them: what the dashboard may read from each.
-STAGE_PREFIXES = {"collector": ("questlog_events_", "questlog_requests_", "questlog_produce_"),
-                  "router": ("questlog_router_",), "sink": ("questlog_sink_",)}
+STAGE_PREFIXES = {
+    "collector": ("questlog_events_", "questlog_requests_", "questlog_produce_"),
+    "router": ("questlog_router_",),
+    "sink": ("questlog_sink_",),
+}
 HADOOP_SERIES = re.compile(r"^jvm_metrics_[a-z_]+$")  # Hadoop's PrometheusMetricsSink names
-PROMQL_WORDS = {"sum", "by", "rate", "max", "min", "avg", "histogram_quantile", "le", "without", "increase",
-                "irate", "job", "count", "on", "ignoring"}
+PROMQL_WORDS = {
+    "sum",
+    "by",
+    "rate",
+    "max",
+    "min",
+    "avg",
+    "histogram_quantile",
+    "le",
+    "without",
+    "increase",
+    "irate",
+    "job",
+    "count",
+    "on",
+    "ignoring",
+}
 
 
 def exported() -> set[str]:
     """Every series name the code registers: a counter's with _total, a histogram's with _bucket,
     _sum and _count (labelled families have no samples until used: their names come from the type)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {family.name + suffix for family in prometheus_client.REGISTRY.collect()
-            for suffix in suffixes.get(family.type, ("",))}
+    return {
+        family.name + suffix
+        for family in prometheus_client.REGISTRY.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
 
 
 def dashboard_series() -> set[str]:
@@ -58,9 +79,15 @@ def compose() -> dict:
 
 def test_every_panel_reads_a_series_the_code_exports_or_hadoop_serves():
     series = dashboard_series()
-    assert {"questlog_events_accepted_total", "questlog_router_events_routed_total",
-            "questlog_sink_rows_written_total", "questlog_router_lag_records", "questlog_sink_lag_records",
-            "questlog_sink_freshness_seconds", "questlog_router_dead_letters_total"} <= series
+    assert {
+        "questlog_events_accepted_total",
+        "questlog_router_events_routed_total",
+        "questlog_sink_rows_written_total",
+        "questlog_router_lag_records",
+        "questlog_sink_lag_records",
+        "questlog_sink_freshness_seconds",
+        "questlog_router_dead_letters_total",
+    } <= series
     assert unknown(series) == []
 
 
@@ -84,10 +111,14 @@ def test_the_heap_panel_shows_every_jvm_of_the_stack():
 
 def test_the_jmx_agent_is_attached_in_compose_where_prometheus_scrapes_it(compose):
     svc = compose["services"]
-    jobs = {j["job_name"]: j for j in yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())[
-        "scrape_configs"]}
-    options = {"kafka": svc["kafka"]["environment"]["KAFKA_OPTS"],
-               "trino": svc["trino"]["environment"]["JAVA_TOOL_OPTIONS"]}
+    jobs = {
+        j["job_name"]: j
+        for j in yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    }
+    options = {
+        "kafka": svc["kafka"]["environment"]["KAFKA_OPTS"],
+        "trino": svc["trino"]["environment"]["JAVA_TOOL_OPTIONS"],
+    }
     for name, option in options.items():
         jar, port, config = re.fullmatch(r"-javaagent:(\S+)=(\d+):(\S+)", option).groups()
         mounts = {v.split(":")[1]: v.split(":")[0] for v in svc[name]["volumes"]}
@@ -105,24 +136,34 @@ def test_the_jmx_agent_is_attached_in_compose_where_prometheus_scrapes_it(compos
 
 
 def test_a_misspelt_or_unserved_series_would_be_caught():
-    assert unknown({"questlog_router_events_routd_total", "questlog_sink_lag_records", "jvm_memory_used_bytes",
-                    "kafka_server_heap_bytes"}) == ["kafka_server_heap_bytes", "questlog_router_events_routd_total"]
+    assert unknown(
+        {
+            "questlog_router_events_routd_total",
+            "questlog_sink_lag_records",
+            "jvm_memory_used_bytes",
+            "kafka_server_heap_bytes",
+        }
+    ) == ["kafka_server_heap_bytes", "questlog_router_events_routd_total"]
 
 
 def test_hadoops_prom_endpoint_is_on_where_the_heap_panel_reads_it():
     root = ET.parse(COMPOSE / "hadoop" / "core-site.xml").getroot()
     props = {p.findtext("name"): p.findtext("value") for p in root.findall("property")}
     assert props["hadoop.prometheus.endpoint.enabled"] == "true"
-    jobs = {j["job_name"]: j for j in yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())[
-        "scrape_configs"]}
+    jobs = {
+        j["job_name"]: j
+        for j in yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    }
     assert jobs["namenode"]["metrics_path"] == jobs["datanode"]["metrics_path"] == "/prom"
 
 
 def test_prometheus_scrapes_each_stage_where_it_serves_metrics(compose):
     env = compose["x-app-environment"]
     settings = Settings.from_env({k: str(v) for k, v in env.items()})
-    jobs = {j["job_name"]: j for j in yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())[
-        "scrape_configs"]}
+    jobs = {
+        j["job_name"]: j
+        for j in yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    }
     targets = {name: j["static_configs"][0]["targets"] for name, j in jobs.items()}
     assert targets["collector"] == [f"collector:{settings.collector_port}"]
     assert targets["router"] == [f"{settings.router_web_host}:{settings.router_web_port}"]

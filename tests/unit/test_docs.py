@@ -68,8 +68,7 @@ def test_every_module_is_on_the_architecture_page():
 def test_every_dotted_name_on_the_architecture_page_resolves():
     import importlib
 
-    names = [q for q in _quoted(ARCHITECTURE)
-             if re.fullmatch(r"(?:{})(?:\.\w+)+".format("|".join(CODE_PACKAGES)), q)]
+    names = [q for q in _quoted(ARCHITECTURE) if re.fullmatch(r"(?:{})(?:\.\w+)+".format("|".join(CODE_PACKAGES)), q)]
     assert len(names) > 20, names
     for name in names:
         parts = name.split(".")

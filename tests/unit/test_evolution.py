@@ -44,12 +44,14 @@ def add_field(schemas: Path, name: str, field: str, type_: str = "string", extra
 
 def test_the_committed_catalog_is_the_deployed_schemas():
     assert DEPLOYED_CATALOG.read_text() == catalog_to_json(load_schemas(SCHEMA_DIR)), (
-        "questlog/catalog/schemas/ changed without a deploy: run `questlog catalog deploy`")
+        "questlog/catalog/schemas/ changed without a deploy: run `questlog catalog deploy`"
+    )
 
 
 def test_the_event_reference_is_generated_from_the_catalog():
     assert (REPO_ROOT / "docs" / "events.md").read_text() == render_markdown(load_catalog()), (
-        "docs/events.md is stale: run `questlog catalog docs -o docs/events.md`")
+        "docs/events.md is stale: run `questlog catalog docs -o docs/events.md`"
+    )
 
 
 def test_a_new_optional_field_with_a_version_bump_deploys(schemas, tmp_path):
@@ -71,21 +73,41 @@ def test_a_new_type_deploys(schemas, tmp_path):
     assert changes == ["new type open_chest (table chest_openings)"]
 
 
-@pytest.mark.parametrize("change, problem", [
-    (lambda s: (s / "level_up.toml").unlink(), "level_up: the type was removed"),
-    (lambda s: (s / "join_guild.toml").write_text((s / "join_guild.toml").read_text().split("[fields.role]")[0]),
-     "join_guild: field 'role' was removed"),
-    (lambda s: edit(s, "purchase_sword", 'quantity]\ntype = "long"', 'quantity]\ntype = "double"'),
-     "purchase_sword: field 'quantity' changed type from long to double"),
-    (lambda s: edit(s, "join_guild", 'guild_id]\ntype = "string"', 'guild_id]\ntype = "string"\nrequired = true'),
-     "join_guild: field 'guild_id' became required"),
-    (lambda s: (add_field(s, "level_up", "zone", extra="required = true\n"),
-                edit(s, "level_up", "version = 1", "version = 2")),
-     "level_up: new field 'zone' is required"),
-    (lambda s: add_field(s, "level_up", "zone"), "level_up: fields were added but the version is still 1; set version = 2"),
-    (lambda s: edit(s, "join_guild", 'table = "guild_joins"', 'table = "guild_members"'),
-     "join_guild: table renamed from 'guild_joins' to 'guild_members'"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda s: (s / "level_up.toml").unlink(), "level_up: the type was removed"),
+        (
+            lambda s: (s / "join_guild.toml").write_text((s / "join_guild.toml").read_text().split("[fields.role]")[0]),
+            "join_guild: field 'role' was removed",
+        ),
+        (
+            lambda s: edit(s, "purchase_sword", 'quantity]\ntype = "long"', 'quantity]\ntype = "double"'),
+            "purchase_sword: field 'quantity' changed type from long to double",
+        ),
+        (
+            lambda s: edit(
+                s, "join_guild", 'guild_id]\ntype = "string"', 'guild_id]\ntype = "string"\nrequired = true'
+            ),
+            "join_guild: field 'guild_id' became required",
+        ),
+        (
+            lambda s: (
+                add_field(s, "level_up", "zone", extra="required = true\n"),
+                edit(s, "level_up", "version = 1", "version = 2"),
+            ),
+            "level_up: new field 'zone' is required",
+        ),
+        (
+            lambda s: add_field(s, "level_up", "zone"),
+            "level_up: fields were added but the version is still 1; set version = 2",
+        ),
+        (
+            lambda s: edit(s, "join_guild", 'table = "guild_joins"', 'table = "guild_members"'),
+            "join_guild: table renamed from 'guild_joins' to 'guild_members'",
+        ),
+    ],
+)
 def test_incompatible_changes_are_refused_and_nothing_is_deployed(schemas, tmp_path, change, problem):
     target = tmp_path / "catalog.json"
     shutil.copy(DEPLOYED_CATALOG, target)

@@ -33,8 +33,11 @@ def test_addresses_are_decoded_as_the_kernel_writes_them():
 
 def test_only_listening_sockets_are_kept():
     assert parse_proc_net(TCP, "tcp") == {101: ("tcp", "127.0.0.1", 8080), 102: ("tcp", "0.0.0.0", 8081)}
-    assert parse_proc_net(TCP6, "tcp6") == {104: ("tcp", "::", 8083), 105: ("tcp", "127.0.0.1", 8084),
-                                            106: ("tcp", "::1", 8085)}
+    assert parse_proc_net(TCP6, "tcp6") == {
+        104: ("tcp", "::", 8083),
+        105: ("tcp", "127.0.0.1", 8084),
+        106: ("tcp", "::1", 8085),
+    }
     assert parse_proc_net(UDP, "udp") == {107: ("udp", "0.0.0.0", 5353)}  # a connected client is not listed
 
 
@@ -45,8 +48,12 @@ def test_sockets_of_every_process_in_the_group_are_found(tmp_path):
     (proc / "net" / "tcp6").write_text(TCP6)
     (proc / "net" / "udp").write_text(UDP)
     # pid 10 leads group 10; 11 is its child (a worker); 12 is another group; 13 a zombie of group 10
-    for pid, state, pgid, inodes in ((10, "S", 10, [101]), (11, "S", 10, [104, 999]), (12, "S", 12, [102]),
-                                     (13, "Z", 10, [106])):
+    for pid, state, pgid, inodes in (
+        (10, "S", 10, [101]),
+        (11, "S", 10, [104, 999]),
+        (12, "S", 12, [102]),
+        (13, "Z", 10, [106]),
+    ):
         d = proc / str(pid)
         (d / "fd").mkdir(parents=True)
         (d / "stat").write_text(f"{pid} (java) {state} 1 {pgid} {pgid} 0 -1 0")
@@ -54,5 +61,7 @@ def test_sockets_of_every_process_in_the_group_are_found(tmp_path):
         for n, inode in enumerate(inodes):
             os.symlink(f"socket:[{inode}]", d / "fd" / str(n))
     found = listeners({"trino": 10}, proc)
-    assert [(s.service, s.address, s.port, s.pid) for s in found] == [("trino", "127.0.0.1", 8080, 10),
-                                                                      ("trino", "::", 8083, 11)]
+    assert [(s.service, s.address, s.port, s.pid) for s in found] == [
+        ("trino", "127.0.0.1", 8080, 10),
+        ("trino", "::", 8083, 11),
+    ]

@@ -50,8 +50,17 @@ def test_run_load_counts_what_was_accepted(catalog):
     collector = Collector()
     collector.script = [(503, {"Retry-After": "0.1"})]
     try:
-        result = run_load(collector.url, catalog, players=10, rate=2000, count=1500, bad_share=0.05, seed=1,
-                          batch_size=100, flush_interval_s=0.05)
+        result = run_load(
+            collector.url,
+            catalog,
+            players=10,
+            rate=2000,
+            count=1500,
+            bad_share=0.05,
+            seed=1,
+            batch_size=100,
+            flush_interval_s=0.05,
+        )
     finally:
         collector.close()
     assert result.total_sent == 1500 and sum(result.accepted.values()) == 1500

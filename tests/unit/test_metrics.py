@@ -9,8 +9,7 @@ from questlog.settings import REPO_ROOT
 
 def run(code: str, metrics_dir) -> str:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
 
 
 def test_counters_of_separate_worker_processes_add_up(tmp_path):

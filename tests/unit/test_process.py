@@ -52,8 +52,9 @@ def test_a_pid_file_of_another_process_is_never_signalled(tmp_path):
 
 def test_a_service_that_dies_while_starting_is_reported_with_its_log(tmp_path):
     sup = Supervisor(tmp_path)
-    svc = Service("broken", [sys.executable, "-c", "print('bad config line 3'); raise SystemExit(2)"],
-                  health=lambda: False)
+    svc = Service(
+        "broken", [sys.executable, "-c", "print('bad config line 3'); raise SystemExit(2)"], health=lambda: False
+    )
     sup.start(svc)
     with pytest.raises(ServiceError, match="broken exited with code 2 while starting") as info:
         sup.wait_healthy(svc)
@@ -76,10 +77,18 @@ def test_a_pipeline_restarts_what_dies_and_only_the_user_stops_it(settings, tmp_
     from questlog.stack.runner import Pipeline
 
     flag = tmp_path / "crashed-once"
-    flaky = Service("router", [sys.executable, "-c", f"import pathlib, sys, time\n"
-                                                     f"p = pathlib.Path({str(flag)!r})\n"
-                                                     f"if not p.exists(): p.touch(); sys.exit(70)\n"
-                                                     f"time.sleep(60)"], health=flag.exists)
+    flaky = Service(
+        "router",
+        [
+            sys.executable,
+            "-c",
+            f"import pathlib, sys, time\n"
+            f"p = pathlib.Path({str(flag)!r})\n"
+            f"if not p.exists(): p.touch(); sys.exit(70)\n"
+            f"time.sleep(60)",
+        ],
+        health=flag.exists,
+    )
     broken = Service("sink", [sys.executable, "-c", "raise SystemExit(1)"], health=lambda: False)
     pipe = Pipeline(settings.replace(home=str(tmp_path / "home")), apps=False)
     try:

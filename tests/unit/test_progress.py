@@ -75,11 +75,14 @@ for i in 1 2 3 4 5 6; do head -c 100000 /dev/zero >> {folder}/trino-server-476.t
     monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
     monkeypatch.setattr(Meter, "EVERY_S", 0.0)
     meter = Meter("fetching trino-server-476.tar.gz", 600_000)
-    artifacts._mvn(tmp_path, ["dependency:copy"], tmp_path,
-                   lambda: meter.update(artifacts._growing_file_bytes(folder, "trino-server-476.tar.gz")))
+    artifacts._mvn(
+        tmp_path,
+        ["dependency:copy"],
+        tmp_path,
+        lambda: meter.update(artifacts._growing_file_bytes(folder, "trino-server-476.tar.gz")),
+    )
     sizes = [line.split(": ", 2)[2].split(" MiB")[0] for line in capsys.readouterr().err.splitlines()]
     assert len(set(sizes)) >= 3  # it grew while Maven ran, and each step was shown
-
 
 
 def test_a_replay_shows_each_step_with_its_counts():
@@ -95,6 +98,9 @@ def test_a_replay_shows_each_step_with_its_counts():
         progress.advance()
     progress.end()
     lines = out.getvalue().splitlines()
-    assert lines[:2] == ["questlog: replay: reading dead letters: 1,000", "questlog: replay: reading dead letters: 1,234"]
+    assert lines[:2] == [
+        "questlog: replay: reading dead letters: 1,000",
+        "questlog: replay: reading dead letters: 1,234",
+    ]
     assert lines[-1] == "questlog: replay: sending: 3 of 3"
     assert lines.count("questlog: replay: reading dead letters: 1,234") == 2  # and once when the step ended

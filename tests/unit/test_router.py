@@ -72,8 +72,11 @@ def test_whatever_the_payload_the_record_fits_a_small_limit(catalog, seed):
     limit = rnd.choice([20_000, 50_000, 120_000])
     pieces = [b"\x00", b"\xff", "й".encode(), b'"', b"\\", b"a", b"\x01", "\U0001f600".encode(), b"\\ud800"]
     blob = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 60_000)))
-    payloads = [blob, json.dumps({**EVENT, "guild_name": blob.decode("utf-8", "replace")}).encode(),
-                json.dumps({**EVENT, **{blob.decode("utf-8", "replace")[:5000] + str(i): i for i in range(50)}}).encode()]
+    payloads = [
+        blob,
+        json.dumps({**EVENT, "guild_name": blob.decode("utf-8", "replace")}).encode(),
+        json.dumps({**EVENT, **{blob.decode("utf-8", "replace")[:5000] + str(i): i for i in range(50)}}).encode(),
+    ]
     for payload in payloads:
         assert fits(route(payload, SRC, catalog, "events", "events.dlq", limit=limit), limit)
 
@@ -83,9 +86,15 @@ def test_errors_are_sorted_into_permanent_and_transient():
     assert is_permanent(kafka_errors.RecordListTooLargeError())
     assert is_permanent(kafka_errors.InvalidTopicError())
     assert is_permanent(TypeError("value must be bytes"))
-    for transient in (kafka_errors.KafkaTimeoutError(), kafka_errors.KafkaConnectionError(),
-                      kafka_errors.NotLeaderForPartitionError(), kafka_errors.RequestTimedOutError(),
-                      kafka_errors.UnknownTopicOrPartitionError(), ConnectionResetError(), RuntimeError("?")):
+    for transient in (
+        kafka_errors.KafkaTimeoutError(),
+        kafka_errors.KafkaConnectionError(),
+        kafka_errors.NotLeaderForPartitionError(),
+        kafka_errors.RequestTimedOutError(),
+        kafka_errors.UnknownTopicOrPartitionError(),
+        ConnectionResetError(),
+        RuntimeError("?"),
+    ):
         assert not is_permanent(transient), transient
 
 
@@ -95,6 +104,7 @@ def test_backoff_doubles_up_to_a_cap():
 
 
 # The delivery loop against a scripted producer ----------------------------------------------------
+
 
 class ScriptedProducer:
     """Records every batch sent; ``refuse(topic, records) -> exception or None`` decides each."""
@@ -176,8 +186,11 @@ def test_transient_failures_are_retried_without_committing_until_they_pass(catal
 
 def test_a_batch_refused_for_good_is_split_and_only_the_refused_record_becomes_a_dead_letter(catalog):
     def refuse(topic, items):  # the broker refuses any batch holding the marked record
-        return kafka_errors.MessageSizeTooLargeError() if any(b"e-bad" in v for v in items) and \
-            topic != "events.dlq" else None
+        return (
+            kafka_errors.MessageSizeTooLargeError()
+            if any(b"e-bad" in v for v in items) and topic != "events.dlq"
+            else None
+        )
 
     router = make_router(catalog, refuse)
     asyncio.run(router.process(records(event(1), event("bad"), event(3))))
@@ -192,8 +205,11 @@ def test_a_batch_refused_for_good_is_split_and_only_the_refused_record_becomes_a
 
 def test_a_dead_letter_refused_for_good_is_written_without_its_payload(catalog):
     def refuse(topic, items):
-        return kafka_errors.MessageSizeTooLargeError() if any(b"raw payload was dropped" not in v for v in items) \
-            and topic == "events.dlq" else None
+        return (
+            kafka_errors.MessageSizeTooLargeError()
+            if any(b"raw payload was dropped" not in v for v in items) and topic == "events.dlq"
+            else None
+        )
 
     router = make_router(catalog, refuse)
     asyncio.run(router.process(records(b"garbage")))

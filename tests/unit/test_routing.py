@@ -12,8 +12,13 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 def raw(**fields):
-    event = {"event_id": "e-1", "event_type": "join_guild", "received_at": "2026-11-29T10:00:00.000+00:00",
-             "guild_id": "g1", **fields}
+    event = {
+        "event_id": "e-1",
+        "event_type": "join_guild",
+        "received_at": "2026-11-29T10:00:00.000+00:00",
+        "guild_id": "g1",
+        **fields,
+    }
     return json.dumps(event).encode()
 
 
@@ -23,13 +28,16 @@ def test_a_valid_event_goes_to_its_typed_topic_keyed_by_event_id(catalog):
     assert json.loads(routed.value)["guild_id"] == "g1"
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b"\xff\xfe not json", "payload is not valid JSON"),
-    (b"", "payload is not valid JSON"),
-    (b"[1]", "event must be a JSON object"),
-    (raw(event_type="fly_dragon"), "unknown event_type 'fly_dragon'"),
-    (raw(guild_id=5), "field 'guild_id': expected string, got integer 5"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"\xff\xfe not json", "payload is not valid JSON"),
+        (b"", "payload is not valid JSON"),
+        (b"[1]", "event must be a JSON object"),
+        (raw(event_type="fly_dragon"), "unknown event_type 'fly_dragon'"),
+        (raw(guild_id=5), "field 'guild_id': expected string, got integer 5"),
+    ],
+)
 def test_an_invalid_event_becomes_a_dead_letter_with_reason_raw_and_source(catalog, payload, reason):
     routed = route(payload, SRC, catalog, "events", "events.dlq", NOW)
     assert routed.topic == "events.dlq" and routed.dead
@@ -48,17 +56,29 @@ def test_a_dead_letter_keeps_the_identity_it_could_read(catalog):
 
 
 def test_timestamps_are_rewritten_in_one_spelling_every_reader_parses(catalog):
-    routed = route(raw(received_at="20261129T100000Z", client_ts="2026-11-29T10:00:00,5+01:00"),
-                   SRC, catalog, "events", "events.dlq", NOW)
+    routed = route(
+        raw(received_at="20261129T100000Z", client_ts="2026-11-29T10:00:00,5+01:00"),
+        SRC,
+        catalog,
+        "events",
+        "events.dlq",
+        NOW,
+    )
     event = json.loads(routed.value)
     assert event["received_at"] == "2026-11-29T10:00:00.000+00:00"
     assert event["client_ts"] == "2026-11-29T10:00:00.500+01:00"
 
 
 def test_an_unpaired_surrogate_never_crashes_routing(catalog):
-    routed = route(b'{"event_id": "e\\ud800", "event_type": "join_guild", '
-                   b'"received_at": "2026-11-29T10:00:00+00:00", "guild_name": "\\udc00"}',
-                   SRC, catalog, "events", "events.dlq", NOW)
+    routed = route(
+        b'{"event_id": "e\\ud800", "event_type": "join_guild", '
+        b'"received_at": "2026-11-29T10:00:00+00:00", "guild_name": "\\udc00"}',
+        SRC,
+        catalog,
+        "events",
+        "events.dlq",
+        NOW,
+    )
     assert routed.dead and "field 'event_id': expected 1 to 128 characters" in routed.reason  # the id rule
     routed = route(raw(guild_name="\udc00"), SRC, catalog, "events", "events.dlq", NOW)
     assert not routed.dead and b"\\udc00" in routed.value  # kept, escaped

@@ -42,8 +42,13 @@ def test_under_spark_submit_its_master_packages_and_conf_rule(settings, monkeypa
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
     import pyspark
 
-    monkeypatch.setattr(pyspark, "SparkConf", lambda: SimpleNamespace(
-        getAll=lambda: [("spark.master", "spark://x:7077"), ("spark.sql.shuffle.partitions", "16")]))
+    monkeypatch.setattr(
+        pyspark,
+        "SparkConf",
+        lambda: SimpleNamespace(
+            getAll=lambda: [("spark.master", "spark://x:7077"), ("spark.sql.shuffle.partitions", "16")]
+        ),
+    )
     conf = built_conf(monkeypatch, settings)
     assert "master" not in conf and "spark.jars.packages" not in conf and "spark.jars.ivy" not in conf
     assert "spark.sql.shuffle.partitions" not in conf and conf["spark.driver.memory"] == "1g"
@@ -60,12 +65,26 @@ def test_the_local_sink_reads_compose_spark_unless_spark_conf_dir_is_set(setting
 
 
 def test_a_progress_line_says_where_the_batch_went_and_how_big_the_state_is():
-    line = job.progress_line({
-        "batchId": 4, "numInputRows": 5000,
-        "durationMs": {"triggerExecution": 1500, "addBatch": 1200, "walCommit": 100, "latestOffset": 20},
-        "stateOperators": [{"numRowsUpdated": 4990, "numRowsRemoved": 0, "allUpdatesTimeMs": 300,
-                            "allRemovalsTimeMs": 40, "commitTimeMs": 50, "memoryUsedBytes": 3 * 2**20,
-                            "customMetrics": {"numDroppedDuplicateRows": 10, "rocksdbSstFileSize": 5 * 2**20}}]})
-    assert line == ("batch 4: 5000 rows, triggerExecution 1.50s, latestOffset 0.02s, walCommit 0.10s, addBatch 1.20s; "
-                    "state: 4990 new keys, 0 evicted, 10 repeats dropped, updates 0.30s, eviction 0.04s, "
-                    "commit 0.05s, 5.0 MiB of SST files, 3.0 MiB in memory")
+    line = job.progress_line(
+        {
+            "batchId": 4,
+            "numInputRows": 5000,
+            "durationMs": {"triggerExecution": 1500, "addBatch": 1200, "walCommit": 100, "latestOffset": 20},
+            "stateOperators": [
+                {
+                    "numRowsUpdated": 4990,
+                    "numRowsRemoved": 0,
+                    "allUpdatesTimeMs": 300,
+                    "allRemovalsTimeMs": 40,
+                    "commitTimeMs": 50,
+                    "memoryUsedBytes": 3 * 2**20,
+                    "customMetrics": {"numDroppedDuplicateRows": 10, "rocksdbSstFileSize": 5 * 2**20},
+                }
+            ],
+        }
+    )
+    assert line == (
+        "batch 4: 5000 rows, triggerExecution 1.50s, latestOffset 0.02s, walCommit 0.10s, addBatch 1.20s; "
+        "state: 4990 new keys, 0 evicted, 10 repeats dropped, updates 0.30s, eviction 0.04s, "
+        "commit 0.05s, 5.0 MiB of SST files, 3.0 MiB in memory"
+    )

@@ -10,8 +10,10 @@ from tests.unit.test_transform import spark  # noqa: F401  (the session's one lo
 
 
 def rows(spark, *items):  # noqa: F811
-    return spark.createDataFrame([(event_id, ts, ts.strftime("%Y-%m-%d")) for event_id, ts in items],
-                                 "event_id string, received_at timestamp, dt string")
+    return spark.createDataFrame(
+        [(event_id, ts, ts.strftime("%Y-%m-%d")) for event_id, ts in items],
+        "event_id string, received_at timestamp, dt string",
+    )
 
 
 def table(spark, root):  # noqa: F811
@@ -28,7 +30,9 @@ DAY1, DAY2 = dt.datetime(2026, 11, 29, 23, 59), dt.datetime(2026, 11, 30, 0, 1)
 def test_a_batch_lands_in_its_date_directories_under_names_of_its_run_and_id(spark, tmp_path):  # noqa: F811
     root = tmp_path / "t"
     assert write_batch(spark, rows(spark, ("a", DAY1), ("b", DAY2)), f"file://{root}", "r1", 7) == [
-        "2026-11-29", "2026-11-30"]
+        "2026-11-29",
+        "2026-11-30",
+    ]
     assert table(spark, root) == [("a", "2026-11-29"), ("b", "2026-11-30")]
     prefix = batch_prefix("r1", 7)
     assert [f.split("/")[0] for f in files(root)] == ["dt=2026-11-29", "dt=2026-11-30"]

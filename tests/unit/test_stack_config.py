@@ -16,8 +16,11 @@ def test_properties_override_replaces_in_place_and_appends_new_keys():
 
 def test_kafka_config_keeps_the_shared_file_and_moves_only_addresses(settings):
     shared = (COMPOSE / "kafka" / "server.properties").read_text()
-    merged = props(merge_properties(shared, kafka_config(settings.replace(kafka_bootstrap="127.0.0.1:19092",
-                                                                           kafka_controller_port=19093))))
+    merged = props(
+        merge_properties(
+            shared, kafka_config(settings.replace(kafka_bootstrap="127.0.0.1:19092", kafka_controller_port=19093))
+        )
+    )
     assert merged["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert merged["controller.quorum.voters"] == "1@127.0.0.1:19093"
     assert merged["log.dirs"].startswith(settings.home)

@@ -21,14 +21,18 @@ def value(name: str, **labels) -> float:
 
 
 def test_the_router_counts_routed_events_by_type_and_dead_letters_by_reason_class(catalog):
-    before = (value("questlog_router_events_routed_total", event_type="join_guild"),
-              value("questlog_router_dead_letters_total", reason_class="not JSON"),
-              value("questlog_router_dead_letters_total", reason_class="wrong type"))
+    before = (
+        value("questlog_router_events_routed_total", event_type="join_guild"),
+        value("questlog_router_dead_letters_total", reason_class="not JSON"),
+        value("questlog_router_dead_letters_total", reason_class="wrong type"),
+    )
     router = make_router(catalog, lambda topic, items: None)
     asyncio.run(router.process(records(event(1), b"not json", event(2), event(3, guild_id=42))))
-    after = (value("questlog_router_events_routed_total", event_type="join_guild"),
-             value("questlog_router_dead_letters_total", reason_class="not JSON"),
-             value("questlog_router_dead_letters_total", reason_class="wrong type"))
+    after = (
+        value("questlog_router_events_routed_total", event_type="join_guild"),
+        value("questlog_router_dead_letters_total", reason_class="not JSON"),
+        value("questlog_router_dead_letters_total", reason_class="wrong type"),
+    )
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
 
 
@@ -54,15 +58,20 @@ def test_the_router_lag_is_what_its_fetch_left_behind(catalog):
 
 
 PROGRESS = {
-    "batchId": 7, "numInputRows": 250, "inputRowsPerSecond": 125.0, "processedRowsPerSecond": 500.0,
+    "batchId": 7,
+    "numInputRows": 250,
+    "inputRowsPerSecond": 125.0,
+    "processedRowsPerSecond": 500.0,
     "durationMs": {"triggerExecution": 1500, "addBatch": 1200},
-    "sources": [{
-        "description": "KafkaV2[Subscribe[events.dlq,events.purchase_sword]]",
-        "startOffset": {"events.purchase_sword": {"0": 0}, "events.dlq": {"0": 0}},
-        "endOffset": {"events.purchase_sword": {"0": 240}, "events.dlq": {"0": 10}},
-        "latestOffset": {"events.purchase_sword": {"0": 300}, "events.dlq": {"0": 10}},
-        "numInputRows": 250,
-    }],
+    "sources": [
+        {
+            "description": "KafkaV2[Subscribe[events.dlq,events.purchase_sword]]",
+            "startOffset": {"events.purchase_sword": {"0": 0}, "events.dlq": {"0": 0}},
+            "endOffset": {"events.purchase_sword": {"0": 240}, "events.dlq": {"0": 10}},
+            "latestOffset": {"events.purchase_sword": {"0": 300}, "events.dlq": {"0": 10}},
+            "numInputRows": 250,
+        }
+    ],
 }
 
 
@@ -77,9 +86,16 @@ def test_the_sink_reads_duration_rates_and_lag_from_sparks_progress():
     assert value("questlog_sink_lag_records", topic="events.purchase_sword") == 60
     assert value("questlog_sink_lag_records", topic="events.dlq") == 0
     # Spark may give offsets as JSON text
-    text = {**PROGRESS, "sources": [{**PROGRESS["sources"][0],
-                                     "endOffset": json.dumps(PROGRESS["sources"][0]["endOffset"]),
-                                     "latestOffset": json.dumps({"events.purchase_sword": {"0": 250}})}]}
+    text = {
+        **PROGRESS,
+        "sources": [
+            {
+                **PROGRESS["sources"][0],
+                "endOffset": json.dumps(PROGRESS["sources"][0]["endOffset"]),
+                "latestOffset": json.dumps({"events.purchase_sword": {"0": 250}}),
+            }
+        ],
+    }
     sink_metrics.observe(text)
     assert value("questlog_sink_lag_records", topic="events.purchase_sword") == 10
 

@@ -19,22 +19,25 @@ from questlog.stack.process import Service, Supervisor
 from questlog.stack.runner import Watchdog
 
 
-@pytest.mark.parametrize("reason, expected", [
-    ("payload is not valid JSON: unexpected character", "not JSON"),
-    ("event must be a JSON object, got list [1]", "not an object"),
-    ("unknown event_type 'nope'; known types: default, join_guild", "unknown event_type"),
-    ("field 'event_id': expected 1 to 128 characters, got string '<>'", "bad event_id"),
-    ("field 'price': required, missing; field 'sword_type': required, missing", "missing field"),
-    ("field 'price': required, got null", "null in required field"),
-    ("field 'colour': not in the 'purchase_sword' schema (fields: price, sword_type)", "unknown field"),
-    ("3 fields not in the 'join_guild' schema: a, b, c (fields: guild_id)", "unknown field"),
-    ("field 'price': expected double, got string 'a lot'", "wrong type"),
-    ("field 'price': expected double, got string 'a lot'; field 'x': required, missing", "wrong type"),
-    ("the typed copy is 1000123 bytes, over the 1000000-byte limit", "too large"),
-    ("Kafka refused the record for events.x: MessageSizeTooLargeError()", "refused by Kafka"),
-    ("something new", "other"),
-    (None, "other"),
-])
+@pytest.mark.parametrize(
+    "reason, expected",
+    [
+        ("payload is not valid JSON: unexpected character", "not JSON"),
+        ("event must be a JSON object, got list [1]", "not an object"),
+        ("unknown event_type 'nope'; known types: default, join_guild", "unknown event_type"),
+        ("field 'event_id': expected 1 to 128 characters, got string '<>'", "bad event_id"),
+        ("field 'price': required, missing; field 'sword_type': required, missing", "missing field"),
+        ("field 'price': required, got null", "null in required field"),
+        ("field 'colour': not in the 'purchase_sword' schema (fields: price, sword_type)", "unknown field"),
+        ("3 fields not in the 'join_guild' schema: a, b, c (fields: guild_id)", "unknown field"),
+        ("field 'price': expected double, got string 'a lot'", "wrong type"),
+        ("field 'price': expected double, got string 'a lot'; field 'x': required, missing", "wrong type"),
+        ("the typed copy is 1000123 bytes, over the 1000000-byte limit", "too large"),
+        ("Kafka refused the record for events.x: MessageSizeTooLargeError()", "refused by Kafka"),
+        ("something new", "other"),
+        (None, "other"),
+    ],
+)
 def test_reason_classes(reason, expected):
     assert st.reason_class(reason) == expected
 
@@ -57,15 +60,20 @@ def test_the_watchdog_writes_its_restart_counts_where_status_reads_them(tmp_path
 
 def sample() -> st.Status:
     return st.Status(
-        healthy=False, took_s=0.42,
-        services=[st.ServiceStatus("kafka", True, True, "ok, 9 topics", 11, 3725.0, 0),
-                  st.ServiceStatus("router", False, False, "down (not running)", None, None, 3)],
+        healthy=False,
+        took_s=0.42,
+        services=[
+            st.ServiceStatus("kafka", True, True, "ok, 9 topics", 11, 3725.0, 0),
+            st.ServiceStatus("router", False, False, "down (not running)", None, None, 3),
+        ],
         router_lag=st.Lag(1234, 75.0),
         sink_lag={"events.purchase_sword": st.Lag(0, 0.0)},
-        tables=[st.TableStatus("sword_purchases", "events.purchase_sword", 12.0, "2026-11-29 22:00:00.000", 150, 3,
-                               40960)],
+        tables=[
+            st.TableStatus("sword_purchases", "events.purchase_sword", 12.0, "2026-11-29 22:00:00.000", 150, 3, 40960)
+        ],
         dead_letters_last_hour={"wrong type": 7, "not JSON": 1},
-        errors={"hdfs usage": "no answer within 1.5s"})
+        errors={"hdfs usage": "no answer within 1.5s"},
+    )
 
 
 def test_the_table_names_every_figure():
@@ -84,12 +92,24 @@ def test_the_table_names_every_figure():
 
 def test_status_answers_within_its_deadline_when_nothing_listens(tmp_path):
     # Ports nobody listens on: every probe fails or times out; the answer still comes, unhealthy.
-    settings = Settings.from_env({}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1",
-                                 webhdfs_url="http://10.255.255.1:9", trino_url="http://10.255.255.1:9",
-                                 collector_bind="127.0.0.1:2", router_web_port=3, sink_metrics_bind="127.0.0.1:4")
+    settings = Settings.from_env(
+        {},
+        home=str(tmp_path),
+        kafka_bootstrap="127.0.0.1:1",
+        webhdfs_url="http://10.255.255.1:9",
+        trino_url="http://10.255.255.1:9",
+        collector_bind="127.0.0.1:2",
+        router_web_port=3,
+        sink_metrics_bind="127.0.0.1:4",
+    )
     started = time.monotonic()  # the command itself: it leaves with os._exit, not to be run in-process
-    result = subprocess.run([str(Path(sys.executable).parent / "questlog"), "status", "--json"],
-                            env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "questlog"), "status", "--json"],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     took = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     answer = json.loads(result.stdout)

@@ -47,8 +47,11 @@ def test_a_frame_has_a_row_per_stage_with_its_rate_sparkline_and_total():
     now = [0.0]
     scraped = [pages(0, 0, 0, 0), pages(100, 90, 10, 80), pages(300, 280, 20, 200)]
     current = {}
-    top = Top({"collector": "http://c/metrics", "router": "http://r/metrics", "sink": "http://s/metrics"},
-              scrape=lambda url: current[url], clock=lambda: now[0])
+    top = Top(
+        {"collector": "http://c/metrics", "router": "http://r/metrics", "sink": "http://s/metrics"},
+        scrape=lambda url: current[url],
+        clock=lambda: now[0],
+    )
     for t, page in zip((0.0, 2.0, 4.0), scraped, strict=True):
         now[0] = t
         current.update(page)
@@ -75,8 +78,9 @@ def test_a_stage_that_does_not_answer_is_shown_and_the_others_go_on():
             raise ConnectionRefusedError("connection refused")
         return current[url]
 
-    top = Top({"collector": "http://c/metrics", "router": "http://r/metrics", "sink": "http://s/metrics"},
-              scrape=scrape)
+    top = Top(
+        {"collector": "http://c/metrics", "router": "http://r/metrics", "sink": "http://s/metrics"}, scrape=scrape
+    )
     top.sample()
     text = frame(top)
     assert "sink not answering" in text

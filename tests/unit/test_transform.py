@@ -16,9 +16,14 @@ def spark():
     os.environ.setdefault("JAVA_HOME", java_home(find_java(17, 21, purpose="Spark")))
     from pyspark.sql import SparkSession
 
-    session = (SparkSession.builder.master("local[1]").appName("questlog-unit")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
-               .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("questlog-unit")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
     yield session
     session.stop()
 
@@ -29,40 +34,86 @@ def tables(catalog):
 
 
 def records(spark, *items):
-    rows = [(topic, v if isinstance(v, bytes) else json.dumps(v).encode(), 0, offset)
-            for offset, (topic, v) in enumerate(items)]
+    rows = [
+        (topic, v if isinstance(v, bytes) else json.dumps(v).encode(), 0, offset)
+        for offset, (topic, v) in enumerate(items)
+    ]
     return spark.createDataFrame(rows, "topic string, value binary, partition int, offset long")
 
 
 def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition(spark, tables):
-    event = {"event_id": "a", "event_type": "purchase_sword", "received_at": "2026-11-29T23:30:00.000-02:00",
-             "host": "h", "price": 3, "sword_type": "katana", "schema_version": 1, "user_id": "u1"}
-    df = records(spark, ("events.purchase_sword", event),
-                 ("events.join_guild", {**event, "event_id": "b", "event_type": "join_guild"}))
+    event = {
+        "event_id": "a",
+        "event_type": "purchase_sword",
+        "received_at": "2026-11-29T23:30:00.000-02:00",
+        "host": "h",
+        "price": 3,
+        "sword_type": "katana",
+        "schema_version": 1,
+        "user_id": "u1",
+    }
+    df = records(
+        spark,
+        ("events.purchase_sword", event),
+        ("events.join_guild", {**event, "event_id": "b", "event_type": "join_guild"}),
+    )
     expected = spark.createDataFrame(
-        [("a", None, "purchase_sword", dt.datetime(2026, 11, 30, 1, 30), None, "u1", 1, "h", None, None, "katana",
-          None, 3.0, None, None, "2026-11-30")],
+        [
+            (
+                "a",
+                None,
+                "purchase_sword",
+                dt.datetime(2026, 11, 30, 1, 30),
+                None,
+                "u1",
+                1,
+                "h",
+                None,
+                None,
+                "katana",
+                None,
+                3.0,
+                None,
+                None,
+                "2026-11-30",
+            )
+        ],
         "event_id string, source string, event_type string, received_at timestamp, client_ts timestamp, user_id string, "
         "schema_version bigint, host string, user_agent string, accept string, sword_type string, "
-        "rarity string, price double, currency string, quantity bigint, dt string")
+        "rarity string, price double, currency string, quantity bigint, dt string",
+    )
     assertDataFrameEqual(to_rows(df, tables["sword_purchases"]), expected)
 
 
 def test_dedupe_keys_are_source_and_event_id_or_source_positions(spark, tables):
-    letter = {"reason": "r", "raw": "x", "source_topic": "events", "source_partition": 0, "source_offset": 7,
-              "failed_at": "2026-11-29T10:00:00.000+00:00"}
-    df = records(spark, ("events.purchase_sword", {"event_id": "e-1"}), ("events.dlq", letter),
-                 ("events.level_up", {"source": "game-a", "event_id": "e-9", "level": 3}),
-                 ("events.purchase_sword", b"{}"), ("events.unknown", {"event_id": "e-2"}))
+    letter = {
+        "reason": "r",
+        "raw": "x",
+        "source_topic": "events",
+        "source_partition": 0,
+        "source_offset": 7,
+        "failed_at": "2026-11-29T10:00:00.000+00:00",
+    }
+    df = records(
+        spark,
+        ("events.purchase_sword", {"event_id": "e-1"}),
+        ("events.dlq", letter),
+        ("events.level_up", {"source": "game-a", "event_id": "e-9", "level": 3}),
+        ("events.purchase_sword", b"{}"),
+        ("events.unknown", {"event_id": "e-2"}),
+    )
     keys = [r.k for r in with_dedupe_key(df, tables.values(), "k").orderBy("offset").collect()]
     # The same strings as before json_tuple read them: a running sink's dedupe state still matches.
     assert keys == ["e-1", "events\u00010\u00017", "game-a\u0001e-9", "@:0:3", "@:0:4"]
 
 
 def test_two_sources_with_the_same_event_id_are_two_records(spark, tables):
-    df = records(spark, ("events.purchase_sword", {"source": "game-a", "event_id": "1"}),
-                 ("events.purchase_sword", {"source": "game-b", "event_id": "1"}),
-                 ("events.purchase_sword", {"source": "game-a", "event_id": "1"}))
+    df = records(
+        spark,
+        ("events.purchase_sword", {"source": "game-a", "event_id": "1"}),
+        ("events.purchase_sword", {"source": "game-b", "event_id": "1"}),
+        ("events.purchase_sword", {"source": "game-a", "event_id": "1"}),
+    )
     keys = [r.k for r in with_dedupe_key(df, tables.values(), "k").orderBy("offset").collect()]
     assert keys == ["game-a\u00011", "game-b\u00011", "game-a\u00011"]
 

@@ -33,8 +33,12 @@ def first_match(rules: list[dict], user: str, **names: str) -> dict | None:
 
 
 def test_the_local_stack_binds_trino_to_its_urls_host():
-    merged = props(merge_properties((COMPOSE / "trino" / "config.properties").read_text(),
-                                    trino_config(Settings.from_env({}, trino_url="http://127.0.0.1:18080"))))
+    merged = props(
+        merge_properties(
+            (COMPOSE / "trino" / "config.properties").read_text(),
+            trino_config(Settings.from_env({}, trino_url="http://127.0.0.1:18080")),
+        )
+    )
     assert merged["node.bind-ip"] == "127.0.0.1"
     assert merged["http-server.http.port"] == "18080"
     assert trino_config(Settings.from_env({}, trino_url="http://localhost:8080"))["node.bind-ip"] == "127.0.0.1"
@@ -67,7 +71,10 @@ def test_only_the_sinks_user_may_write(rules):
     assert sink != reader
     for table in ("sword_purchases", "dead_letters", "sword_purchases$partitions", "anything_new"):
         assert set(first_match(rules["tables"], sink, schema="events", table=table)["privileges"]) == {
-            "SELECT", "INSERT", "OWNERSHIP"}
+            "SELECT",
+            "INSERT",
+            "OWNERSHIP",
+        }
         for user in (reader, "mallory", "questlog-sink2", "xquestlog-sink"):
             assert first_match(rules["tables"], user, schema="events", table=table)["privileges"] == ["SELECT"]
     assert first_match(rules["schemas"], sink, schema="events")["owner"] is True
