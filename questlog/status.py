@@ -34,7 +34,7 @@ from typing import Any
 
 from questlog.settings import Settings
 
-SERVICES = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink")
+SERVICES = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink", "compactor")
 DEADLINE_S = 1.5  # every probe's answer is in by then, or it is reported as timed out
 PROBE_TIMEOUT_S = 1.2  # each client's own timeout, below the deadline
 WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by questlog.stack.runner.Watchdog
@@ -212,6 +212,15 @@ def _check_router(settings: Settings) -> tuple[bool, str]:
             f"consumer group {group.state.name.lower()}, {len(owned)} partitions of {settings.raw_topic} owned",
         )
     return True, f"ok, {len(group.members)} worker(s), {len(owned)} partition(s)"
+
+
+def _check_compactor(settings: Settings) -> tuple[bool, str]:
+    """Healthy when its loop runs: it has no port, only the file it writes once it loops (a
+    compactor on another machine is not visible from here, like its pid)."""
+    ready = settings.home_path / "run" / "compactor.ready"
+    if not ready.exists():
+        raise RuntimeError(f"no {ready.name} in {ready.parent}: its loop does not run here")
+    return True, f"ok, every {settings.compact_interval_s:.0f} s"
 
 
 def _check_sink(settings: Settings) -> tuple[bool, str]:
@@ -493,6 +502,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     probes.start("collector", lambda: _check_collector(settings))
     probes.start("router", lambda: _check_router(settings))
     probes.start("sink", lambda: _check_sink(settings))
+    probes.start("compactor", lambda: _check_compactor(settings))
     probes.start("sink offsets", lambda: _sink_offsets(settings))
     tables = _tables(settings)
     typed_topics = [t.topic for t in tables]

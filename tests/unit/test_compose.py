@@ -32,9 +32,9 @@ COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
 
-PIPELINE = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink", "loadgen")
+PIPELINE = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink", "compactor", "loadgen")
 ONE_SHOT = ("hdfs-init", "jmx-agent", "topics", "loadgen")  # run to completion; the rest run until stopped
-APPS = ("topics", "collector", "router", "sink", "loadgen")  # built from compose/Dockerfile
+APPS = ("topics", "collector", "router", "sink", "compactor", "loadgen")  # built from compose/Dockerfile
 IMAGES = [
     ("kafka", "apache/kafka", artifacts.KAFKA_VERSION),
     ("hdfs-init", "apache/hadoop", artifacts.HADOOP_VERSION),
@@ -339,6 +339,8 @@ def test_depends_on_waits_for_health_or_completion(svc):
         ("sink", "datanode", "service_healthy"),
         ("sink", "trino", "service_healthy"),
         ("sink", "topics", "service_completed_successfully"),
+        ("compactor", "datanode", "service_healthy"),
+        ("compactor", "trino", "service_healthy"),
         ("loadgen", "collector", "service_healthy"),
         ("kafka", "jmx-agent", "service_completed_successfully"),
         ("trino", "jmx-agent", "service_completed_successfully"),
