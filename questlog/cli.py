@@ -198,7 +198,7 @@ def top(settings: Settings, interval: float, window: float) -> None:
 @click.option("--lines", "-n", default=50, show_default=True, help="How many lines to show.")
 @click.pass_obj
 def logs(settings: Settings, service: str, lines: int) -> None:
-    """Show the end of SERVICE's log (kafka, namenode, datanode, trino, collector, router, sink)."""
+    """Show the end of SERVICE's log (kafka, namenode, datanode, trino, collector, router, sink, compactor)."""
     from questlog.stack.process import tail
 
     path = settings.home_path / "logs" / f"{service}.log"
