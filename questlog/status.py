@@ -528,7 +528,12 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     results, errors = probes.results, probes.errors
 
     out: list[ServiceStatus] = []
+    # The compactor has no port: only a local run (its pid, its ready file) shows it; pointed at
+    # services started elsewhere, status has nothing to ask it and leaves it out.
+    compactor_here = pids["compactor"] is not None or (settings.home_path / "run" / "compactor.ready").exists()
     for name in SERVICES:
+        if name == "compactor" and not compactor_here:
+            continue
         pid = pids[name]
         probe = "namenode" if name in ("namenode", "datanode") else name
         answered = probe not in errors
