@@ -250,16 +250,6 @@ def _restarts(settings: Settings) -> dict[str, int] | None:
     return {k: int(v) for k, v in state.get("restarts", {}).items()}
 
 
-def _uptime(pid: int) -> float | None:
-    """Seconds since ``pid`` started."""
-    import psutil
-
-    try:
-        return max(0.0, time.time() - psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
 # Lag ----------------------------------------------------------------------------------------
 
 
@@ -489,7 +479,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     one too: up when it answers (or, for a service the local runner started, while its process
     runs), healthy when its check passes. Pid, uptime and restarts only where a local `questlog
     run` started it (its pid file in $QUESTLOG_HOME/run)."""
-    from questlog.stack.process import Supervisor
+    from questlog.stack.process import Supervisor, uptime_s
 
     started = time.monotonic()
     deadline = started + DEADLINE_S
@@ -502,7 +492,6 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     probes.start("collector", lambda: _check_collector(settings))
     probes.start("router", lambda: _check_router(settings))
     probes.start("sink", lambda: _check_sink(settings))
-    probes.start("compactor", lambda: _check_compactor(settings))
     probes.start("sink offsets", lambda: _sink_offsets(settings))
     tables = _tables(settings)
     typed_topics = [t.topic for t in tables]
@@ -521,6 +510,15 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     supervisor = Supervisor(settings.home_path)
     pids = {name: supervisor.running_pid(name) for name in SERVICES}
     local_run = any(pids.values())  # a `questlog run` of this QUESTLOG_HOME is running
+    # The compactor has no port: only a local run (its pid, its ready file) shows it; pointed at
+    # services started elsewhere, status has nothing to ask it and leaves it out.
+    shown = [
+        name
+        for name in SERVICES
+        if name != "compactor" or pids[name] is not None or (settings.home_path / "run" / "compactor.ready").exists()
+    ]
+    if "compactor" in shown:
+        probes.start("compactor", lambda: _check_compactor(settings))
     restarts = _restarts(settings) if local_run else None
     if meanwhile is not None:
         meanwhile()
@@ -528,16 +526,11 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     results, errors = probes.results, probes.errors
 
     out: list[ServiceStatus] = []
-    # The compactor has no port: only a local run (its pid, its ready file) shows it; pointed at
-    # services started elsewhere, status has nothing to ask it and leaves it out.
-    compactor_here = pids["compactor"] is not None or (settings.home_path / "run" / "compactor.ready").exists()
-    for name in SERVICES:
-        if name == "compactor" and not compactor_here:
-            continue
+    for name in shown:
         pid = pids[name]
         probe = "namenode" if name in ("namenode", "datanode") else name
         answered = probe not in errors
-        uptime = _uptime(pid) if pid else None
+        uptime = uptime_s(pid) if pid else None
         svc = ServiceStatus(
             name,
             up=pid is not None or answered,

@@ -75,6 +75,12 @@ def _same_start(now: str, recorded: str) -> bool:
         return False
 
 
+def uptime_s(pid: int) -> float | None:
+    """Seconds since ``pid`` started, or None if it is gone."""
+    started = _start_time(pid)
+    return None if started is None else max(0.0, time.time() - float(started))
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # exited, not reaped yet
