@@ -23,7 +23,7 @@ def sink_topics(settings: Settings) -> list[str]:
 
 def sink_checkpoint(settings: Settings) -> dict[str, int]:
     """Offsets per topic (summed over partitions) up to which the sink's last committed batch read."""
-    base = f"{settings.webhdfs_url}/webhdfs/v1{settings.checkpoint_dir}/sink"
+    base = f"{settings.webhdfs_url}/webhdfs/v1{settings.sink_checkpoint_dir}"
     listing = requests.get(f"{base}/commits", params={"op": "LISTSTATUS"}, timeout=10)
     if listing.status_code == 404:
         return {}

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from questlog.catalog import Catalog, event_key, parse_timestamp, typed_topic, validate
+from questlog.catalog import Catalog, dead_letter_key, event_key, parse_timestamp, typed_topic, validate
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def dead_letter(
         received = event.get("received_at")
         if isinstance(received, str) and len(received) <= 64 and parse_timestamp(received) is not None:
             record["received_at"] = received
-    key = f"{source.topic}:{source.partition}:{source.offset}".encode()
+    key = dead_letter_key(source.topic, source.partition, source.offset)
     value = dumps(record)
     if len(key) + len(value) > limit or len(reason) > MAX_REASON_CHARS:
         record = _cut_to_fit(record, raw, limit - len(key))

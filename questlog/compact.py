@@ -350,7 +350,7 @@ class Compactor:
     # The sink's checkpoint
     def sink_progress(self) -> tuple[str | None, int | None]:
         """(run id, last committed batch) of the sink's checkpoint."""
-        root = f"{self.settings.checkpoint_dir.rstrip('/')}/sink"
+        root = self.settings.sink_checkpoint_dir
         try:
             run = json.loads(self.fs.read(f"{root}/metadata").decode().splitlines()[0])["id"].split("-")[0]
         except Exception:

@@ -192,6 +192,23 @@ class Settings:
     def checkpoint_url(self) -> str:
         return self.hdfs_url.rstrip("/") + self.checkpoint_dir
 
+    @property
+    def sink_checkpoint_dir(self) -> str:
+        """The sink's Spark checkpoint (offsets and commits) on HDFS. `sink-v2`: the query has no
+        Spark state since the dedupe index moved to the driver (`spark_sink.dedupe`); a v1
+        checkpoint (`sink`, with the old state operator) cannot run the new query, so the sink
+        starts v2 where v1 had committed."""
+        return f"{self.checkpoint_dir.rstrip('/')}/sink-v2"
+
+    @property
+    def sink_checkpoint_v1_dir(self) -> str:
+        return f"{self.checkpoint_dir.rstrip('/')}/sink"
+
+    @property
+    def dedupe_index_dir(self) -> Path:
+        """The sink's dedupe index (RocksDB, on the driver's disk): keep it with the checkpoint."""
+        return Path(self.home) / "sink" / "dedupe-index"
+
     def topic_for(self, event_type: str) -> str:
         from questlog.catalog import typed_topic
 

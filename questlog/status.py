@@ -255,8 +255,8 @@ def _restarts(settings: Settings) -> dict[str, int] | None:
 
 def _sink_offsets(settings: Settings) -> dict[str, dict[int, int]]:
     """{topic: {partition: next offset to read}} of the last batch the sink committed: Spark's
-    offsets log `<checkpoint>/sink/offsets/<n>` for the highest n with a `commits/<n>`."""
-    root = f"{settings.checkpoint_dir.rstrip('/')}/sink"
+    offsets log `<checkpoint>/sink-v2/offsets/<n>` for the highest n with a `commits/<n>`."""
+    root = settings.sink_checkpoint_dir
     try:
         listing = json.loads(_webhdfs(settings, f"{root}/commits", "LISTSTATUS"))
     except urllib.error.HTTPError as exc:

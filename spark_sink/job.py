@@ -4,26 +4,30 @@ Run: `python -m spark_sink.job` (settings from QUESTLOG_* environment variables,
 `$SPARK_CONF_DIR/spark-defaults.conf`), or on a cluster:
 `spark-submit --master spark://HOST:7077 --packages <KAFKA_PACKAGE> spark_sink/job.py` (README).
 
-`main()` only wires extract -> transform -> load: read every table's topic from Kafka, drop
-repeated events (`transform.with_dedupe_key`), turn each micro-batch into rows per table
-(`transform.to_rows`), write them batch-idempotently (`writer`) and register new date
-partitions in Trino (`registry`). Progress is checkpointed on HDFS only after a batch is written,
-so a restart resumes without loss.
+`main()` only wires extract -> transform -> load: read every table's topic from Kafka with each
+record's key (`transform.with_dedupe_key`), drop repeats of records already landed (`dedupe`, an
+index on the driver's disk), turn each micro-batch into rows per table (`transform.to_rows`),
+write them batch-idempotently (`writer`) and register new date partitions in Trino (`registry`).
+Progress is checkpointed on HDFS only after a batch is written, so a restart resumes without loss.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from questlog.catalog import Catalog, Table
 from questlog.catalog.watch import CatalogSource
@@ -31,9 +35,10 @@ from questlog.kafka_admin import ensure_pipeline_topics
 from questlog.settings import Settings
 from spark_sink import metrics as sink_metrics
 from spark_sink.connector import KAFKA_PACKAGE
+from spark_sink.dedupe import DedupeIndex, repeats
 from spark_sink.registry import TrinoRegistry
-from spark_sink.transform import dedupe_timing, seen_bucket, to_rows, with_dedupe_key
-from spark_sink.writer import checkpoint_run_id, publish, stage
+from spark_sink.transform import to_rows, with_dedupe_key
+from spark_sink.writer import checkpoint_run_id, discard, publish, stage
 
 log = logging.getLogger("spark_sink")
 stage = sink_metrics.counting_files(stage)  # GET /metrics counts the files of each table
@@ -48,13 +53,10 @@ TUNING: Mapping[str, str] = {
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.sql.shuffle.partitions": "2",
-    "spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows": "false",
     "spark.sql.streaming.noDataMicroBatches.enabled": "false",
     "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.hadoop.dfs.client.use.datanode.hostname": "true",
-    "spark.sql.streaming.stateStore.rocksdb.boundedMemoryUsage": "true",
-    "spark.sql.streaming.stateStore.rocksdb.maxMemoryUsageMB": "128",
 }
 
 # A table's rows of a batch up to this many are written as one file per date (no parallel
@@ -64,14 +66,12 @@ SINGLE_FILE_ROWS = 50_000
 
 def required_conf(settings: Settings) -> dict[str, str]:
     """What the rows and the checkpoint depend on, whatever the tuning: UTC dates, Trino's
-    timestamp type, the file system, the state store format of the checkpoint."""
+    timestamp type, the file system."""
     return {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.sources.partitionOverwriteMode": "static",
         "spark.hadoop.fs.defaultFS": settings.hdfs_url,
-        "spark.sql.streaming.stateStore.providerClass": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
-        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     }
 
 
@@ -128,9 +128,10 @@ class CatalogChanged(RuntimeError):
 class Lander:
     """The body of each micro-batch: rows per table, written, moved into place, registered.
 
-    One job reads the batch (Kafka, dedupe state, cache) and counts its rows per topic; then
-    every table of the batch is written by a job of its own, all at once, each moving its files
-    into place and registering its new dates in Trino as soon as it is written."""
+    One job reads the batch (Kafka, cache) and brings its records' keys to the driver, where the
+    dedupe index says which are repeats; then every table of the batch is written by a job of its
+    own, all at once, each moving its files into place and registering its new dates in Trino as
+    soon as it is written."""
 
     def __init__(
         self,
@@ -139,32 +140,46 @@ class Lander:
         source: CatalogSource,
         catalog: Catalog,
         registry: TrinoRegistry,
+        index: DedupeIndex,
         checkpoint: str,
     ) -> None:
         self.spark, self.settings, self.source, self.catalog = spark, settings, source, catalog
-        self.registry, self.checkpoint = registry, checkpoint
+        self.registry, self.index, self.checkpoint = registry, index, checkpoint
         self.tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
         self.run_id: str | None = None  # the checkpoint's query id, read once the query has written it
         self.first = True  # the first batch after a start may be one Spark runs again
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.tables)), thread_name_prefix="land")
 
-    def _land_table(
-        self, batch: DataFrame, table: Table, rows: int, batch_id: int
-    ) -> tuple[list[str], float, float, float]:
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def _stage_table(self, batch: DataFrame, table: Table, rows: int, batch_id: int) -> tuple[str, float]:
+        """Write the table's rows of the batch under its staging directory: (the directory, seconds)."""
         started = time.monotonic()
         data = to_rows(batch, table)
         if rows <= SINGLE_FILE_ROWS:
             data = data.coalesce(1)  # one file per date for a small batch: fewer files a day
-        root = f"{self.settings.warehouse_url}/{table.name}"
         assert self.run_id is not None  # read before any table is landed
-        staging = stage(data, root, self.run_id, batch_id)
-        staged = time.monotonic()
+        staging = stage(data, f"{self.settings.warehouse_url}/{table.name}", self.run_id, batch_id)
+        return staging, time.monotonic() - started
+
+    def _publish_table(self, table: Table, staging: str, batch_id: int) -> tuple[list[str], float, float]:
+        """Move the staged files into place and register new dates: (dates, move s, register s)."""
+        started = time.monotonic()
+        assert self.run_id is not None
+        root = f"{self.settings.warehouse_url}/{table.name}"
         dates = publish(self.spark, root, staging, self.run_id, batch_id, rerun=self.first)
         moved = time.monotonic()
-        # New dates are registered here, beside the other tables' writes: the batch commits (and
+        # New dates are registered here, beside the other tables' moves: the batch commits (and
         # its rows are queryable) only once every table's are.
         self.registry.register_partitions(table.name, dates)
-        return dates, staged - started, moved - staged, time.monotonic() - moved
+        return dates, moved - started, time.monotonic() - moved
+
+    def _stage_all(self, batch: DataFrame, counts: Mapping[str, int], batch_id: int) -> dict[str, Future]:
+        return {
+            topic: self.pool.submit(self._stage_table, batch, self.tables[topic], n, batch_id)
+            for topic, n in sorted(counts.items())
+        }
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -175,81 +190,161 @@ class Lander:
             self.run_id = checkpoint_run_id(self.spark, self.checkpoint)
         batch.persist()
         try:
-            counts = {r["topic"]: r["count"] for r in batch.groupBy("topic").count().collect()}
+            # One job reads the batch (Kafka, keys, cache); its keys come to the driver as Arrow.
+            ids = batch.select("topic", "dedupe_key", "partition", "offset").toArrow()
             read = time.monotonic()
+            counts = per_topic(ids)
             unknown = sorted(set(counts) - set(self.tables))
             if unknown:
                 raise RuntimeError(f"batch {batch_id} has records of topics no table reads: {unknown}")
-            jobs = {
-                topic: self.pool.submit(self._land_table, batch, self.tables[topic], n, batch_id)
-                for topic, n in sorted(counts.items())
+            # Every table is written to its staging directory while this thread asks the dedupe
+            # index which records are repeats: nothing is moved into place before the answer.
+            staging = self._stage_all(batch, counts, batch_id)
+            name = f"{self.run_id}:{batch_id}".encode()
+            drop, new = repeats(ids, self.index, name)
+            self.index.record(new, name)
+            deduped = time.monotonic()
+            staged = {topic: job.result() for topic, job in staging.items()}
+            if drop:  # written again without them (the same staging directories, overwritten)
+                dropped = ids.take(drop)
+                batch = self._without(batch, dropped)
+                counts = +(Counter(counts) - Counter(per_topic(dropped)))  # tables left empty are not written
+                for topic in set(staged) - set(counts):
+                    discard(self.spark, staged[topic][0])
+                staged = {topic: job.result() for topic, job in self._stage_all(batch, counts, batch_id).items()}
+            written = time.monotonic()
+            publishing = {
+                topic: self.pool.submit(self._publish_table, self.tables[topic], staged[topic][0], batch_id)
+                for topic in sorted(staged)
             }
-            landed = {self.tables[topic].name: job.result() for topic, job in jobs.items()}
+            published = {topic: job.result() for topic, job in publishing.items()}
+            landed = {self.tables[t].name: (staged[t][1], *published[t][1:]) for t in published}
             sink_metrics.landed({self.tables[topic].name: n for topic, n in counts.items()})
+            sink_metrics.repeats(len(drop))
+            sink_metrics.INDEX_SECONDS.observe(deduped - read)
             self.first = False
         finally:
             batch.unpersist()
-        if counts:
+        if counts or drop:
+            held, on_disk = self.index.size()
             log.info(
-                "batch %d: %d rows of %s in %.2fs: read+dedupe %.2fs, write+move+register %.2fs (per table, "
-                "summed: write %.2fs, move %.2fs, register %.2fs)",
+                "batch %d: %d rows of %s in %.2fs (%d repeats dropped): read %.2fs, write %.2fs (dedupe "
+                "meanwhile %.2fs), move+register %.2fs (per table, summed: write %.2fs, move %.2fs, "
+                "register %.2fs); dedupe index ~%d keys, %.1f MiB of SST files",
                 batch_id,
                 sum(counts.values()),
-                ", ".join(sorted(landed)),
+                ", ".join(sorted(landed)) or "no table",
                 time.monotonic() - started,
+                len(drop),
                 read - started,
-                time.monotonic() - read,
+                written - read,
+                deduped - read,
+                time.monotonic() - written,
+                sum(t[0] for t in landed.values()),
                 sum(t[1] for t in landed.values()),
                 sum(t[2] for t in landed.values()),
-                sum(t[3] for t in landed.values()),
+                held,
+                on_disk / 2**20,
             )
 
+    def _without(self, batch: DataFrame, repeats: pa.Table) -> DataFrame:
+        """``batch`` less the records at the positions of ``repeats`` (a broadcast anti-join)."""
+        positions = self.spark.createDataFrame(repeats.select(["topic", "partition", "offset"]))
+        return batch.join(F.broadcast(positions), ["topic", "partition", "offset"], "left_anti")
 
-def build_query(
-    spark: SparkSession, settings: Settings, source: CatalogSource, catalog: Catalog, registry: TrinoRegistry
-):
-    """The streaming query over every table's topic of ``catalog``.
 
-    Records are deduplicated by (topic, key) for at least QUESTLOG_DEDUPE_WINDOW_H after they
-    were first seen, in a RocksDB state store checkpointed with the offsets: a client retry, a
-    router re-delivery or a replay of an event already landed is dropped. A batch that finds a
-    newer deployed catalog fails instead of writing rows with stale columns; the query restarts
-    on the new catalog and the batch runs again.
+def per_topic(ids: pa.Table) -> dict[str, int]:
+    """{topic: records} of a batch's ``ids`` (column ``topic``)."""
+    counts = ids.column("topic").value_counts()
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def build_query(spark: SparkSession, settings: Settings, tables: list[Table], lander: Lander, starting: str):
+    """The streaming query over the topics of ``tables``, from ``starting`` offsets (Spark's
+    `startingOffsets`; only used by a checkpoint's first batch).
+
+    Each record carries its dedupe key; the batch body (``lander``) drops repeats of records
+    landed within QUESTLOG_DEDUPE_WINDOW_H (client retries, router re-deliveries, replays) with the
+    dedupe index. No Spark state, no shuffle: each batch is read by every task slot and written
+    from there. A batch that finds a newer deployed catalog fails instead of writing rows with
+    stale columns; the query restarts on the new catalog and the batch runs again.
     """
-    tables = catalog.tables(settings.raw_topic, settings.dlq_topic)
-    bucket_s, delay_s = dedupe_timing(int(settings.dedupe_window_h * 3600))
-    checkpoint = f"{settings.checkpoint_url}/sink"
-    records = (
-        with_dedupe_key(
-            spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
-            .option("subscribe", ",".join(sorted(t.topic for t in tables)))
-            .option("startingOffsets", "earliest")
-            .option("maxOffsetsPerTrigger", settings.sink_max_batch_records)
-            # Every task slot reads: a topic partition's records of a batch are split between
-            # tasks (one task per topic partition otherwise, one core for a lone busy topic).
-            .option("minPartitions", spark.sparkContext.defaultParallelism)
-            .load(),
-            tables,
-        )
-        # The watermark runs on the batch's own time, never on the records': a record is never
-        # too late to be landed, only a repeat within the window is dropped.
-        .select("topic", "value", "dedupe_key", seen_bucket(bucket_s).alias("seen_at"))
-        .withWatermark("seen_at", f"{delay_s} seconds")
-        .dropDuplicatesWithinWatermark(["topic", "dedupe_key"])
-        .select("topic", "value")
-    )
+    records = with_dedupe_key(
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", ",".join(sorted(t.topic for t in tables)))
+        .option("startingOffsets", starting)
+        .option("maxOffsetsPerTrigger", settings.sink_max_batch_records)
+        # Every task slot reads: a topic partition's records of a batch are split between
+        # tasks (one task per topic partition otherwise, one core for a lone busy topic).
+        .option("minPartitions", spark.sparkContext.defaultParallelism)
+        .load(),
+        tables,
+    ).select("topic", "partition", "offset", "dedupe_key", "value")
     return (
         records.writeStream.queryName("questlog-sink")
-        .foreachBatch(Lander(spark, settings, source, catalog, registry, checkpoint))
-        .option("checkpointLocation", checkpoint)
+        .foreachBatch(lander)
+        .option("checkpointLocation", lander.checkpoint)
         .trigger(processingTime=f"{settings.sink_trigger_s} seconds")
         .start()
     )
 
 
+def starting_offsets(spark: SparkSession, settings: Settings, topics: list[str]) -> str:
+    """Where a new checkpoint starts: Kafka's earliest offsets, or, when a v1 checkpoint of an
+    earlier Questlog (`Settings.sink_checkpoint_v1_dir`) committed batches, the offsets its last
+    committed batch ended at (earliest for partitions it did not read), so an upgrade neither
+    lands a record twice nor skips one."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session
+    Path_ = jvm.org.apache.hadoop.fs.Path
+    fs = Path_(settings.checkpoint_url).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    v1, v2 = settings.sink_checkpoint_v1_dir, settings.sink_checkpoint_dir
+    if fs.exists(Path_(f"{v2}/offsets")) or not fs.exists(Path_(f"{v1}/commits")):
+        return "earliest"
+    committed = [
+        int(st.getPath().getName()) for st in fs.listStatus(Path_(f"{v1}/commits")) if st.getPath().getName().isdigit()
+    ]
+    if not committed:
+        return "earliest"
+    stream = fs.open(Path_(f"{v1}/offsets/{max(committed)}"))
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    offsets = resume_offsets(text, {t: kafka_partitions(settings, t) for t in topics})
+    log.warning(
+        "starting the v2 checkpoint %s where the v1 checkpoint %s ended (batch %d); repeats of records "
+        "landed before this upgrade are not recognised (the dedupe index starts empty)",
+        v2,
+        v1,
+        max(committed),
+    )
+    return json.dumps(offsets)
+
+
+def resume_offsets(offsets_log: str, partitions: Mapping[str, list[int]]) -> dict[str, dict[str, int]]:
+    """Spark's `startingOffsets` for ``partitions`` (topic -> partition numbers) from one file of a
+    checkpoint's offsets log (a version line, the batch's metadata, then one JSON line per source
+    with the offsets the batch ended at): where that batch ended, or earliest (-2) for a
+    partition it did not read."""
+    ended: dict[str, dict[str, int]] = {}
+    for line in offsets_log.splitlines()[2:]:
+        if line.strip().startswith("{"):
+            for topic, parts in json.loads(line).items():
+                ended.setdefault(topic, {}).update({str(p): int(o) for p, o in parts.items()})
+    return {t: {str(p): ended.get(t, {}).get(str(p), -2) for p in ps} for t, ps in partitions.items()}
+
+
+def kafka_partitions(settings: Settings, topic: str) -> list[int]:
+    from questlog.kafka_admin import admin_client
+
+    meta = admin_client(settings.kafka_bootstrap).list_topics(topic, timeout=30)
+    return sorted(meta.topics[topic].partitions)
+
+
 def progress_line(progress: dict) -> str:
-    """One log line from a batch's progress: where its time went in Spark and the state size."""
+    """One log line from a batch's progress: where its time went in Spark."""
     d = progress.get("durationMs", {})
     parts = [
         f"batch {progress.get('batchId')}: {progress.get('numInputRows', 0)} rows, "
@@ -259,15 +354,6 @@ def progress_line(progress: dict) -> str:
             if k in d
         )
     ]
-    for op in progress.get("stateOperators", []):
-        m = op.get("customMetrics", {})
-        parts.append(
-            f"state: {op.get('numRowsUpdated', 0)} new keys, {op.get('numRowsRemoved', 0)} evicted, "
-            f"{m.get('numDroppedDuplicateRows', 0)} repeats dropped, updates {op.get('allUpdatesTimeMs', 0) / 1000:.2f}s, "
-            f"eviction {op.get('allRemovalsTimeMs', 0) / 1000:.2f}s, commit {op.get('commitTimeMs', 0) / 1000:.2f}s, "
-            f"{m.get('rocksdbSstFileSize', 0) / 2**20:.1f} MiB of SST files, "
-            f"{op.get('memoryUsedBytes', 0) / 2**20:.1f} MiB in memory"
-        )
     return "; ".join(parts)
 
 
@@ -276,6 +362,7 @@ def run(
     settings: Settings,
     source: CatalogSource,
     registry: TrinoRegistry,
+    index: DedupeIndex,
     stopping: threading.Event,
     ready: Path,
 ) -> None:
@@ -286,28 +373,43 @@ def run(
         tables = catalog.tables(settings.raw_topic, settings.dlq_topic)
         ensure_pipeline_topics(settings, catalog)
         registry.ensure_tables(tables)
-        query = build_query(spark, settings, source, catalog, registry)
-        ready.write_text(str(time.time()))
-        log.info(
-            "sink running: %d topics -> %s (trigger %ss)", len(tables), settings.warehouse_url, settings.sink_trigger_s
-        )
-        logged = None
-        while True:
-            try:
-                if query.awaitTermination(1):
-                    raise RuntimeError("the streaming query stopped by itself")
-            except Exception as exc:
-                if source.refresh() is not catalog:
-                    log.info("catalog changed: restarting the query")
-                    break
-                raise RuntimeError(f"the streaming query failed: {exc}") from exc
-            progress = query.lastProgress
-            if progress and progress.get("batchId") != logged and progress.get("numInputRows"):
-                logged = progress.get("batchId")
-                log.info("progress %s", progress_line(progress))
-            if stopping.is_set() or source.get() is not catalog:
-                query.stop()
-                break
+        checkpoint = settings.hdfs_url.rstrip("/") + settings.sink_checkpoint_dir
+        lander = Lander(spark, settings, source, catalog, registry, index, checkpoint)
+        starting = starting_offsets(spark, settings, [t.topic for t in tables])
+        try:
+            watch(build_query(spark, settings, tables, lander, starting), source, catalog, stopping, ready, settings)
+        finally:
+            lander.close()
+
+
+def watch(
+    query, source: CatalogSource, catalog: Catalog, stopping: threading.Event, ready: Path, settings: Settings
+) -> None:
+    """Wait on a running query, logging each batch's progress, until it must stop or restart."""
+    ready.write_text(str(time.time()))
+    log.info(
+        "sink running: %d topics -> %s (trigger %ss)",
+        len(catalog.tables(settings.raw_topic, settings.dlq_topic)),
+        settings.warehouse_url,
+        settings.sink_trigger_s,
+    )
+    logged = None
+    while True:
+        try:
+            if query.awaitTermination(1):
+                raise RuntimeError("the streaming query stopped by itself")
+        except Exception as exc:
+            if source.refresh() is not catalog:
+                log.info("catalog changed: restarting the query")
+                return
+            raise RuntimeError(f"the streaming query failed: {exc}") from exc
+        progress = query.lastProgress
+        if progress and progress.get("batchId") != logged and progress.get("numInputRows"):
+            logged = progress.get("batchId")
+            log.info("progress %s", progress_line(progress))
+        if stopping.is_set() or source.get() is not catalog:
+            query.stop()
+            return
 
 
 def main() -> int:
@@ -328,11 +430,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     ready = Path(settings.home) / "run" / "sink.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
+    index = DedupeIndex(settings.dedupe_index_dir, settings.dedupe_window_h * 3600)
     try:
-        run(spark, settings, source, registry, stopping, ready)
+        run(spark, settings, source, registry, index, stopping, ready)
     finally:
         ready.unlink(missing_ok=True)
         spark.stop()
+        index.close()
     log.info("sink stopped")
     return 0
 

@@ -39,6 +39,15 @@ PROCESSED_RATE = prom.Gauge(
     "Records per second the sink processed (Spark's processedRowsPerSecond, last batch).",
 )
 ROWS = prom.Counter("questlog_sink_rows_written_total", "Rows landed on HDFS, by table (after dedupe).", ["table"])
+REPEATS = prom.Counter(
+    "questlog_sink_repeats_dropped_total",
+    "Records dropped as repeats of a record already landed (client retries, router re-deliveries, replays).",
+)
+INDEX_SECONDS = prom.Histogram(
+    "questlog_sink_dedupe_seconds",
+    "Time a batch spent in the dedupe index (look-up and write of its keys).",
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
 FILES = prom.Counter("questlog_sink_files_written_total", "Parquet files landed on HDFS, by table.", ["table"])
 LAG = prom.Gauge(
     "questlog_sink_lag_records",
@@ -103,6 +112,10 @@ def landed(rows: Mapping[str, int], now: float | None = None) -> None:
             if table not in _last_landed:
                 FRESHNESS.labels(table).set_function(partial(_age, table))
             _last_landed[table] = now
+
+
+def repeats(n: int) -> None:
+    REPEATS.inc(n)
 
 
 def counting_files(stage: Callable[..., str]) -> Callable[..., str]:

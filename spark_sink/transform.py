@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, StructField, StructType
 
@@ -15,48 +15,30 @@ def spark_schema(table: Table) -> StructType:
     return StructType([StructField(c.name, DataType.fromDDL(c.spark_type), True) for c in table.columns])
 
 
-def key_fields(tables: Iterable[Table]) -> list[str]:
-    """Every field some table's key is made of, in a stable order."""
-    return sorted({k for table in tables for k in table.key})
-
-
 def with_dedupe_key(records: DataFrame, tables: Iterable[Table], name: str = "dedupe_key") -> DataFrame:
-    """``records`` (Kafka's columns) plus ``name``: the identity of each record, from its JSON,
-    read in one pass (`json_tuple`) whatever the number of tables: the table's key columns
-    joined by U+0001 (``source``, ``event_id`` for events; the source position for dead letters);
-    the Kafka position for a record without them."""
-    tables = list(tables)
-    fields = key_fields(tables)
-    parsed = [f"_k{i}" for i in range(len(fields))]
-    out = records.select("*", F.json_tuple(F.col("value").cast("string"), *fields).alias(*parsed))
-    column = dict(zip(fields, parsed, strict=True))
-    key = None
+    """``records`` (Kafka's columns) plus ``name``: the identity of each record, the table's key
+    columns joined by U+0001 (``source``, ``event_id`` for events; the source position for dead
+    letters). It is read from the record's Kafka key, where the router put the same columns joined
+    by the table's ``key_separator`` (`event_key`, `dead_letter_key`): no JSON parse. A record
+    without a Kafka key has its key columns read from its JSON; one without either is identified by
+    its own Kafka position. The strings are those the sink's dedupe state always held, so a running
+    sink's state still matches after an upgrade."""
+    kafka_key = F.col("key").cast("string")
+    value = F.col("value").cast("string")
+    from_key = from_json = None
     for table in tables:
-        parts = F.concat_ws("\u0001", *[F.col(column[k]) for k in table.key])
-        key = (
-            F.when(F.col("topic") == table.topic, parts)
-            if key is None
-            else key.when(F.col("topic") == table.topic, parts)
-        )
-    key = key.otherwise(F.lit("")) if key is not None else F.lit("")
+        is_table = F.col("topic") == table.topic
+        by_key = F.translate(kafka_key, table.key_separator, "\u0001")
+        by_json = F.concat_ws("\u0001", *[F.get_json_object(value, f"$.{k}") for k in table.key])
+        from_key = F.when(is_table, by_key) if from_key is None else from_key.when(is_table, by_key)
+        from_json = F.when(is_table, by_json) if from_json is None else from_json.when(is_table, by_json)
+    key = (
+        F.lit(None)
+        if from_key is None or from_json is None
+        else F.when(kafka_key.isNotNull(), from_key).otherwise(from_json)
+    )
     position = F.concat_ws(":", F.lit("@"), F.col("partition").cast("string"), F.col("offset").cast("string"))
-    return out.withColumn(name, F.when(key == "", position).otherwise(key)).drop(*parsed)
-
-
-def seen_bucket(bucket_s: int) -> Column:
-    """The batch's time rounded down to ``bucket_s`` seconds: the dedupe state's event time. The
-    watermark, and with it the eviction of old keys, moves only when a new bucket begins, so a
-    batch does not trigger an extra no-data batch of its own."""
-    return F.timestamp_seconds(F.floor(F.unix_timestamp(F.current_timestamp()) / bucket_s) * bucket_s)
-
-
-def dedupe_timing(window_s: int) -> tuple[int, int]:
-    """(bucket, watermark delay) in seconds such that a key is kept at least ``window_s`` and at
-    most one bucket longer. Spark keeps a key of `dropDuplicatesWithinWatermark` until the
-    watermark (latest event time - delay) passes its event time + delay, i.e. for twice the
-    delay after its bucket began."""
-    bucket = max(1, min(3600, window_s // 8))
-    return bucket, -(-(window_s + bucket) // 2)
+    return records.withColumn(name, F.when(F.coalesce(key, F.lit("")) == "", position).otherwise(key))
 
 
 def to_rows(records: DataFrame, table: Table) -> DataFrame:

@@ -81,6 +81,14 @@ def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_
     return sorted(dates)
 
 
+def discard(spark: SparkSession, staging: str) -> None:
+    """Remove a staging directory whose files will not be published."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session
+    path = jvm.org.apache.hadoop.fs.Path(staging)
+    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
+
 def acquire(jvm, fs, lock, expiry_s: float) -> None:
     """Take the table's publish lock (an exclusive create); break it if its holder left it longer
     than ``expiry_s`` ago (killed). The compactor holds it for a second or two at most."""

@@ -39,6 +39,7 @@ from questlog.catalog.model import (  # noqa: F401
     EventType,
     Field,
     Table,
+    dead_letter_key,
     event_key,
     typed_topic,
     valid_event_id,

@@ -105,7 +105,18 @@ def valid_event_id(value: object) -> bool:
 def event_key(source: str | None, event_id: str) -> bytes:
     """The Kafka key of an event: ``source/event_id`` (neither may contain a ``/``), or the bare
     event_id for an event from before sources existed."""
-    return (f"{source}/{event_id}" if source else event_id).encode()
+    return (f"{source}{EVENT_KEY_SEPARATOR}{event_id}" if source else event_id).encode()
+
+
+def dead_letter_key(topic: str, partition: int, offset: int) -> bytes:
+    """The Kafka key of a dead letter: where its payload was read, ``topic:partition:offset``."""
+    return DEAD_LETTER_KEY_SEPARATOR.join((topic, str(partition), str(offset))).encode()
+
+
+# How the router joins a table's key columns into its records' Kafka key: the sink takes its dedupe
+# key from there (no JSON parse), so a topic's separator is one none of its key values contains.
+EVENT_KEY_SEPARATOR = "/"
+DEAD_LETTER_KEY_SEPARATOR = ":"  # Kafka topic names have no ':'
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,7 @@ class Table:
     columns: tuple[Field, ...]
     time_column: str  # the timestamp the date partition is taken from
     key: tuple[str, ...]  # columns that identify a row; duplicates by key are removed
+    key_separator: str = EVENT_KEY_SEPARATOR  # the records' Kafka key is the key columns joined by this (event_key)
 
 
 @dataclass(frozen=True)
@@ -190,7 +202,10 @@ class Catalog:
             raise CatalogError(
                 f"event type {clash[0]!r} would write to the topic {dlq_topic!r} or {raw_topic!r}; choose another name"
             )
-        tables = [Table(et.table, typed_topic(raw_topic, et.name), et.columns, "received_at", EVENT_KEY) for et in self]
+        tables = [
+            Table(et.table, typed_topic(raw_topic, et.name), et.columns, "received_at", EVENT_KEY, EVENT_KEY_SEPARATOR)
+            for et in self
+        ]
         tables.append(
             Table(
                 DEAD_LETTER_TABLE,
@@ -198,6 +213,7 @@ class Catalog:
                 DEAD_LETTER_COLUMNS,
                 "failed_at",
                 ("source_topic", "source_partition", "source_offset"),
+                DEAD_LETTER_KEY_SEPARATOR,
             )
         )
         return tables

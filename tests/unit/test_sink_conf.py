@@ -64,27 +64,27 @@ def test_the_local_sink_reads_compose_spark_unless_spark_conf_dir_is_set(setting
     assert services.sink(settings).env["SPARK_CONF_DIR"] == (exported or str(SHIPPED.parent))
 
 
-def test_a_progress_line_says_where_the_batch_went_and_how_big_the_state_is():
+def test_a_progress_line_says_where_the_batch_went():
     line = job.progress_line(
         {
             "batchId": 4,
             "numInputRows": 5000,
             "durationMs": {"triggerExecution": 1500, "addBatch": 1200, "walCommit": 100, "latestOffset": 20},
-            "stateOperators": [
-                {
-                    "numRowsUpdated": 4990,
-                    "numRowsRemoved": 0,
-                    "allUpdatesTimeMs": 300,
-                    "allRemovalsTimeMs": 40,
-                    "commitTimeMs": 50,
-                    "memoryUsedBytes": 3 * 2**20,
-                    "customMetrics": {"numDroppedDuplicateRows": 10, "rocksdbSstFileSize": 5 * 2**20},
-                }
-            ],
         }
     )
-    assert line == (
-        "batch 4: 5000 rows, triggerExecution 1.50s, latestOffset 0.02s, walCommit 0.10s, addBatch 1.20s; "
-        "state: 4990 new keys, 0 evicted, 10 repeats dropped, updates 0.30s, eviction 0.04s, "
-        "commit 0.05s, 5.0 MiB of SST files, 3.0 MiB in memory"
+    assert line == "batch 4: 5000 rows, triggerExecution 1.50s, latestOffset 0.02s, walCommit 0.10s, addBatch 1.20s"
+
+
+def test_an_upgraded_sink_resumes_where_the_v1_checkpoint_ended_and_reads_new_partitions_from_the_start():
+    # One file of Spark's offsets log, as the v1 sink's checkpoint holds it (`offsets/<batch>`).
+    log_file = (
+        "v1\n"
+        '{"batchWatermarkMs":0,"batchTimestampMs":1796420000000,"conf":{"spark.sql.shuffle.partitions":"2"}}\n'
+        '{"events.level_up":{"0":120,"1":7},"events.dlq":{"0":3}}\n'
     )
+    partitions = {"events.level_up": [0, 1, 2], "events.dlq": [0], "events.open_chest": [0]}
+    assert job.resume_offsets(log_file, partitions) == {
+        "events.level_up": {"0": 120, "1": 7, "2": -2},
+        "events.dlq": {"0": 3},
+        "events.open_chest": {"0": -2},
+    }

@@ -7,8 +7,9 @@ import os
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from faust_app.routing import Source, route
 from questlog.stack.java import find_java, java_home
-from spark_sink.transform import dedupe_timing, to_rows, with_dedupe_key
+from spark_sink.transform import to_rows, with_dedupe_key
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +35,18 @@ def tables(catalog):
 
 
 def records(spark, *items):
+    """Kafka records from (topic, value) or (topic, value, key) items."""
     rows = [
-        (topic, v if isinstance(v, bytes) else json.dumps(v).encode(), 0, offset)
-        for offset, (topic, v) in enumerate(items)
+        (
+            item[0],
+            item[1] if isinstance(item[1], bytes) else json.dumps(item[1]).encode(),
+            (item[2:] or (None,))[0],
+            0,
+            n,
+        )
+        for n, item in enumerate(items)
     ]
-    return spark.createDataFrame(rows, "topic string, value binary, partition int, offset long")
+    return spark.createDataFrame(rows, "topic string, value binary, key binary, partition int, offset long")
 
 
 def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition(spark, tables):
@@ -107,6 +115,31 @@ def test_dedupe_keys_are_source_and_event_id_or_source_positions(spark, tables):
     assert keys == ["e-1", "events\u00010\u00017", "game-a\u0001e-9", "@:0:3", "@:0:4"]
 
 
+def test_dedupe_keys_from_the_routers_kafka_keys_are_the_keys_read_from_json(spark, catalog, tables):
+    """The sink reads a record's key from its Kafka key (no JSON parse); for what the router
+    writes it is the very string the JSON gives, so a dedupe state built either way matches."""
+    envelopes = [
+        {
+            "event_id": "e-1:x.y_z-9",
+            "source": "game-a",
+            "event_type": "purchase_sword",
+            "received_at": "2026-11-29T10:00:00Z",
+        },
+        {"event_id": "e-2", "event_type": "purchase_sword", "received_at": "2026-11-29T10:00:00Z"},  # no source
+        {"event_id": "e-3", "source": "game-b", "event_type": "purchase_sword", "price": "not a number"},  # dead letter
+    ]
+    routed = [
+        route(json.dumps(e).encode(), Source("events", 2, n), catalog, "events", "events.dlq")
+        for n, e in enumerate(envelopes)
+    ]
+    assert [r.dead for r in routed] == [False, False, True]
+    with_keys = records(spark, *[(r.topic, r.value, r.key) for r in routed])
+    without = records(spark, *[(r.topic, r.value) for r in routed])
+    from_kafka = [r.k for r in with_dedupe_key(with_keys, tables.values(), "k").orderBy("offset").collect()]
+    from_json = [r.k for r in with_dedupe_key(without, tables.values(), "k").orderBy("offset").collect()]
+    assert from_kafka == from_json == ["game-a\u0001e-1:x.y_z-9", "e-2", "events\u00012\u00012"]
+
+
 def test_two_sources_with_the_same_event_id_are_two_records(spark, tables):
     df = records(
         spark,
@@ -116,13 +149,3 @@ def test_two_sources_with_the_same_event_id_are_two_records(spark, tables):
     )
     keys = [r.k for r in with_dedupe_key(df, tables.values(), "k").orderBy("offset").collect()]
     assert keys == ["game-a\u00011", "game-b\u00011", "game-a\u00011"]
-
-
-@pytest.mark.parametrize("window_h", [168.0, 24.0, 1.0, 0.01])
-def test_dedupe_timing_keeps_a_key_at_least_the_window_and_at_most_a_bucket_longer(window_h):
-    window_s = int(window_h * 3600)
-    bucket, delay = dedupe_timing(window_s)
-    # a key seen anywhere in a bucket lives until that bucket's start + 2 * delay
-    shortest, longest = 2 * delay - bucket, 2 * delay
-    assert window_s <= shortest and longest <= window_s + 2 * bucket
-    assert bucket <= 3600
