@@ -57,6 +57,7 @@ TUNING: Mapping[str, str] = {
     "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.hadoop.dfs.client.use.datanode.hostname": "true",
+    "spark.hadoop.dfs.client.block.write.locateFollowingBlock.initial.delay.ms": "20",
 }
 
 # A table's rows of a batch up to this many are written as one file per date (no parallel
