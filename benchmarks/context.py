@@ -52,7 +52,7 @@ SIZES = {
         e2e_seconds=60,
         e2e_drain_cap_s=20,
         settle_cap_s=10,
-        budget_s=14 * 60,
+        budget_s=16 * 60,
     ),
     "tiny": Size(
         "tiny",

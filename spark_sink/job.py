@@ -189,7 +189,7 @@ class Lander:
             raise CatalogChanged(f"catalog changed before batch {batch_id}")
         if self.run_id is None:
             self.run_id = checkpoint_run_id(self.spark, self.checkpoint)
-        batch.persist()
+        cached = batch.persist()  # `batch` may become the cache less its repeats below
         try:
             # One job reads the batch (Kafka, keys, cache); its keys come to the driver as Arrow.
             ids = batch.select("topic", "dedupe_key", "partition", "offset").toArrow()
@@ -225,7 +225,7 @@ class Lander:
             sink_metrics.INDEX_SECONDS.observe(deduped - read)
             self.first = False
         finally:
-            batch.unpersist()
+            cached.unpersist()
         if counts or drop:
             held, on_disk = self.index.size()
             log.info(
