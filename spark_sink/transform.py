@@ -21,8 +21,8 @@ def with_dedupe_key(records: DataFrame, tables: Iterable[Table], name: str = "de
     letters). It is read from the record's Kafka key, where the router put the same columns joined
     by the table's ``key_separator`` (`event_key`, `dead_letter_key`): no JSON parse. A record
     without a Kafka key has its key columns read from its JSON; one without either is identified by
-    its own Kafka position. The strings are those the sink's dedupe state always held, so a running
-    sink's state still matches after an upgrade."""
+    its own Kafka position. Either way a record gets the same string, so a repeat is recognised
+    whether or not its copy was keyed."""
     kafka_key = F.col("key").cast("string")
     value = F.col("value").cast("string")
     from_key = from_json = None
