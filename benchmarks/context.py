@@ -22,6 +22,7 @@ class Size:
     name: str
     ab_seconds: float  # each ab run stops after this long...
     ab_requests: int  # ...or this many requests
+    ab_rounds: int  # rounds alternating between the servers; the median round is reported
     post_requests: int  # POST /events batches of 100, per server
     router_events: int  # the backlog each router measurement drains
     router_cap_s: float  # ...or what it drained by then
@@ -41,6 +42,7 @@ SIZES = {
         "full",
         ab_seconds=5,
         ab_requests=50_000,
+        ab_rounds=3,
         post_requests=50_000,
         router_events=100_000,
         router_cap_s=25,
@@ -58,6 +60,7 @@ SIZES = {
         "tiny",
         ab_seconds=1,
         ab_requests=100,
+        ab_rounds=1,
         post_requests=20,
         router_events=300,
         router_cap_s=20,
