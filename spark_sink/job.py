@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 
 from questlog.catalog import Catalog, Table
 from questlog.catalog.watch import CatalogSource
-from questlog.kafka_admin import ensure_pipeline_topics
+from questlog.kafka_admin import admin_client, ensure_pipeline_topics
 from questlog.settings import Settings
 from spark_sink import metrics as sink_metrics
 from spark_sink.connector import KAFKA_PACKAGE
@@ -221,7 +221,7 @@ class Lander:
             published = {topic: job.result() for topic, job in publishing.items()}
             landed = {self.tables[t].name: (staged[t][1], *published[t][1:]) for t in published}
             sink_metrics.landed({self.tables[topic].name: n for topic, n in counts.items()})
-            sink_metrics.repeats(len(drop))
+            sink_metrics.REPEATS.inc(len(drop))
             sink_metrics.INDEX_SECONDS.observe(deduped - read)
             self.first = False
         finally:
@@ -313,7 +313,7 @@ def starting_offsets(spark: SparkSession, settings: Settings, topics: list[str])
         text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
     finally:
         stream.close()
-    offsets = resume_offsets(text, {t: kafka_partitions(settings, t) for t in topics})
+    offsets = resume_offsets(text, kafka_partitions(settings, topics))
     log.warning(
         "starting the v2 checkpoint %s where the v1 checkpoint %s ended (batch %d); repeats of records "
         "landed before this upgrade are not recognised (the dedupe index starts empty)",
@@ -337,11 +337,10 @@ def resume_offsets(offsets_log: str, partitions: Mapping[str, list[int]]) -> dic
     return {t: {str(p): ended.get(t, {}).get(str(p), -2) for p in ps} for t, ps in partitions.items()}
 
 
-def kafka_partitions(settings: Settings, topic: str) -> list[int]:
-    from questlog.kafka_admin import admin_client
-
-    meta = admin_client(settings.kafka_bootstrap).list_topics(topic, timeout=30)
-    return sorted(meta.topics[topic].partitions)
+def kafka_partitions(settings: Settings, topics: list[str]) -> dict[str, list[int]]:
+    """{topic: its partition numbers}, from one metadata request."""
+    meta = admin_client(settings.kafka_bootstrap).list_topics(timeout=30)
+    return {t: sorted(meta.topics[t].partitions) for t in topics}
 
 
 def progress_line(progress: dict) -> str:

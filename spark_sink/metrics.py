@@ -114,10 +114,6 @@ def landed(rows: Mapping[str, int], now: float | None = None) -> None:
             _last_landed[table] = now
 
 
-def repeats(n: int) -> None:
-    REPEATS.inc(n)
-
-
 def counting_files(stage: Callable[..., str]) -> Callable[..., str]:
     """``stage`` (spark_sink.writer.stage) that also counts the parquet files it staged, per table
     (the last part of the table root), with one recursive listing of the batch's small staging
