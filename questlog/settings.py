@@ -69,7 +69,7 @@ class Settings:
     spark_master: str = setting("QUESTLOG_SPARK_MASTER", "local[2]")
     sink_trigger_s: float = setting("QUESTLOG_SINK_TRIGGER_S", 2.0)
     # the most Kafka records one sink micro-batch reads (Spark's maxOffsetsPerTrigger)
-    sink_max_batch_records: int = setting("QUESTLOG_SINK_MAX_BATCH_RECORDS", 200_000)
+    sink_max_batch_records: int = setting("QUESTLOG_SINK_MAX_BATCH_RECORDS", 500_000)
     dedupe_window_h: float = setting("QUESTLOG_DEDUPE_WINDOW_H", 168.0)
     # where the sink serves GET /metrics (Prometheus); loopback by default
     sink_metrics_bind: str = setting("QUESTLOG_SINK_METRICS_BIND", "127.0.0.1:6070")

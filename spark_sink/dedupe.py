@@ -20,7 +20,7 @@ nothing twice within the window either.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,34 @@ def index_key(topic: str, key: str) -> bytes:
 def index_keys(ids: pa.Table) -> list[bytes]:
     """The index keys of a batch's records (columns ``topic`` and ``dedupe_key``), as `index_key`
     makes them, in one vectorised pass."""
-    joined = pc.binary_join_element_wise(ids.column("topic"), ids.column("dedupe_key"), SEPARATOR.decode())
-    return joined.cast(pa.binary()).to_pylist()
+    topic, key = (ids.column(c).cast(pa.binary()) for c in ("topic", "dedupe_key"))
+    return pc.binary_join_element_wise(topic, key, SEPARATOR).to_pylist()
+
+
+def dedupe_keys(ids: pa.Table, separators: Mapping[str, str]) -> pa.ChunkedArray:
+    """Each record's identity (binary), from a batch's columns ``topic``, ``key`` (Kafka's),
+    ``fallback_key`` (`transform.with_fallback_key`), ``partition`` and ``offset``: the Kafka key
+    with its topic's separator (``separators``: topic -> `Table.key_separator`) turned into U+0001,
+    which is what the JSON of an unkeyed copy gives; else the key read from the JSON; else, for a
+    record with neither (or of a topic without a table), its own position ``@:<partition>:<offset>``.
+    The router puts a table's key columns into the Kafka key joined by the separator, which none
+    of them contains, so a record is recognised whether or not its copy was keyed."""
+    key = ids.column("key").cast(pa.binary())
+    by_key = pa.nulls(len(ids), pa.binary())
+    for separator in sorted(set(separators.values())):
+        topics = pa.array([t for t, s in separators.items() if s == separator], pa.string())
+        mine = pc.is_in(ids.column("topic"), value_set=topics)
+        by_key = pc.if_else(mine, pc.replace_substring(key, separator, "\u0001"), by_key)
+    by_json = ids.column("fallback_key").cast(pa.binary())
+    found = pc.coalesce(_non_empty(by_key), _non_empty(by_json))
+    if found.null_count == 0:
+        return found
+    strings = [ids.column(c).cast(pa.string()).cast(pa.binary()) for c in ("partition", "offset")]
+    return pc.coalesce(found, pc.binary_join_element_wise(b"@", *strings, b":"))
+
+
+def _non_empty(keys: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.if_else(pc.greater(pc.binary_length(keys), 0), keys, pa.nulls(len(keys), pa.binary()))
 
 
 def repeats(ids: pa.Table, index: DedupeIndex, batch: bytes) -> tuple[list[int], list[bytes]]:

@@ -5,9 +5,10 @@ Run: `python -m spark_sink.job` (settings from QUESTLOG_* environment variables,
 `spark-submit --master spark://HOST:7077 --packages <KAFKA_PACKAGE> spark_sink/job.py` (README).
 
 `main()` only wires extract -> transform -> load: read every table's topic from Kafka with each
-record's key (`transform.with_dedupe_key`), drop repeats of records already landed (`dedupe`, an
-index on the driver's disk), turn each micro-batch into rows per table (`transform.to_rows`),
-write them batch-idempotently (`writer`) and register new date partitions in Trino (`registry`).
+record's key (`transform.with_fallback_key`, `dedupe.dedupe_keys`), drop repeats of records
+already landed (`dedupe`, an index on the driver's disk), turn each micro-batch into rows per
+table (`transform.to_rows`), write them batch-idempotently (`writer`) and register new date
+partitions in Trino (`registry`).
 Progress is checkpointed on HDFS only after a batch is written, so a restart resumes without loss.
 """
 
@@ -35,13 +36,13 @@ from questlog.kafka_admin import admin_client, ensure_pipeline_topics
 from questlog.settings import Settings
 from spark_sink import metrics as sink_metrics
 from spark_sink.connector import KAFKA_PACKAGE
-from spark_sink.dedupe import DedupeIndex, repeats
+from spark_sink.dedupe import DedupeIndex, dedupe_keys, repeats
 from spark_sink.registry import TrinoRegistry
-from spark_sink.transform import to_rows, with_dedupe_key
-from spark_sink.writer import checkpoint_run_id, discard, publish, stage
+from spark_sink.transform import to_rows, with_fallback_key
+from spark_sink.writer import checkpoint_run_id, discard, make_date_dirs, publish, stage, staged_dates
 
 log = logging.getLogger("spark_sink")
-stage = sink_metrics.counting_files(stage)  # GET /metrics counts the files of each table
+publish = sink_metrics.counting_files(publish)  # GET /metrics counts the files of each table
 
 
 # Tuning: used when neither spark-defaults.conf ($SPARK_CONF_DIR, the local stack's is
@@ -127,12 +128,12 @@ class CatalogChanged(RuntimeError):
 
 
 class Lander:
-    """The body of each micro-batch: rows per table, written, moved into place, registered.
+    """The body of each micro-batch: rows per table, written, registered, moved into place.
 
     One job reads the batch (Kafka, cache) and brings its records' keys to the driver, where the
-    dedupe index says which are repeats; then every table of the batch is written by a job of its
-    own, all at once, each moving its files into place and registering its new dates in Trino as
-    soon as it is written."""
+    dedupe index says which are repeats; meanwhile every table of the batch is written to its
+    staging directory by a job of its own, all at once, each registering its new dates in Trino
+    as soon as it is written. Once the index has answered, the files are moved into place."""
 
     def __init__(
         self,
@@ -147,6 +148,7 @@ class Lander:
         self.spark, self.settings, self.source, self.catalog = spark, settings, source, catalog
         self.registry, self.index, self.checkpoint = registry, index, checkpoint
         self.tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
+        self.separators = {topic: t.key_separator for topic, t in self.tables.items()}
         self.run_id: str | None = None  # the checkpoint's query id, read once the query has written it
         self.first = True  # the first batch after a start may be one Spark runs again
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.tables)), thread_name_prefix="land")
@@ -154,27 +156,33 @@ class Lander:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def _stage_table(self, batch: DataFrame, table: Table, rows: int, batch_id: int) -> tuple[str, float]:
-        """Write the table's rows of the batch under its staging directory: (the directory, seconds)."""
+    def _stage_table(self, batch: DataFrame, table: Table, rows: int, batch_id: int) -> tuple[str, float, float]:
+        """Write the table's rows of the batch under its staging directory and register the dates
+        Trino does not know yet: (the directory, write s, register s)."""
         started = time.monotonic()
         data = to_rows(batch, table)
         if rows <= SINGLE_FILE_ROWS:
             data = data.coalesce(1)  # one file per date for a small batch: fewer files a day
         assert self.run_id is not None  # read before any table is landed
-        staging = stage(data, f"{self.settings.warehouse_url}/{table.name}", self.run_id, batch_id)
-        return staging, time.monotonic() - started
+        root = f"{self.settings.warehouse_url}/{table.name}"
+        staging = stage(data, root, self.run_id, batch_id)
+        written = time.monotonic()
+        # A new date is registered now, over its still empty directory (it reads as no rows), while
+        # the other tables are written and the dedupe index answers: not after the moves, where
+        # Trino's calls would hold up the batch's commit (about a second on the first batch of a
+        # day, one call per table).
+        new = self.registry.unknown(table.name, staged_dates(self.spark, staging))
+        if new:
+            make_date_dirs(self.spark, root, new)
+            self.registry.register_partitions(table.name, new)
+        return staging, written - started, time.monotonic() - written
 
-    def _publish_table(self, table: Table, staging: str, batch_id: int) -> tuple[list[str], float, float]:
-        """Move the staged files into place and register new dates: (dates, move s, register s)."""
+    def _publish_table(self, table: Table, staging: str, batch_id: int) -> float:
+        """Move the staged files into place (their dates are registered already): the seconds it took."""
         started = time.monotonic()
         assert self.run_id is not None
-        root = f"{self.settings.warehouse_url}/{table.name}"
-        dates = publish(self.spark, root, staging, self.run_id, batch_id, rerun=self.first)
-        moved = time.monotonic()
-        # New dates are registered here, beside the other tables' moves: the batch commits (and
-        # its rows are queryable) only once every table's are.
-        self.registry.register_partitions(table.name, dates)
-        return dates, moved - started, time.monotonic() - moved
+        publish(self.spark, f"{self.settings.warehouse_url}/{table.name}", staging, self.run_id, batch_id, self.first)
+        return time.monotonic() - started
 
     def _stage_all(self, batch: DataFrame, counts: Mapping[str, int], batch_id: int) -> dict[str, Future]:
         return {
@@ -191,8 +199,9 @@ class Lander:
             self.run_id = checkpoint_run_id(self.spark, self.checkpoint)
         cached = batch.persist()  # `batch` may become the cache less its repeats below
         try:
-            # One job reads the batch (Kafka, keys, cache); its keys come to the driver as Arrow.
-            ids = batch.select("topic", "dedupe_key", "partition", "offset").toArrow()
+            # One job reads the batch (Kafka, cache); its records' keys come to the driver as Arrow.
+            ids = batch.select("topic", "key", "fallback_key", "partition", "offset").toArrow()
+            ids = ids.append_column("dedupe_key", dedupe_keys(ids, self.separators))
             read = time.monotonic()
             counts = per_topic(ids)
             unknown = sorted(set(counts) - set(self.tables))
@@ -219,7 +228,7 @@ class Lander:
                 for topic in sorted(staged)
             }
             published = {topic: job.result() for topic, job in publishing.items()}
-            landed = {self.tables[t].name: (staged[t][1], *published[t][1:]) for t in published}
+            landed = {self.tables[t].name: (staged[t][1], published[t], staged[t][2]) for t in published}
             sink_metrics.landed({self.tables[topic].name: n for topic, n in counts.items()})
             sink_metrics.REPEATS.inc(len(drop))
             sink_metrics.INDEX_SECONDS.observe(deduped - read)
@@ -230,8 +239,8 @@ class Lander:
             held, on_disk = self.index.size()
             log.info(
                 "batch %d: %d rows of %s in %.2fs (%d repeats dropped): read %.2fs, write %.2fs (dedupe "
-                "meanwhile %.2fs), move+register %.2fs (per table, summed: write %.2fs, move %.2fs, "
-                "register %.2fs); dedupe index ~%d keys, %.1f MiB of SST files",
+                "meanwhile %.2fs), move %.2fs (per table, summed: write %.2fs, move %.2fs, "
+                "register new dates while writing %.2fs); dedupe index ~%d keys, %.1f MiB of SST files",
                 batch_id,
                 sum(counts.values()),
                 ", ".join(sorted(landed)) or "no table",
@@ -264,13 +273,14 @@ def build_query(spark: SparkSession, settings: Settings, tables: list[Table], la
     """The streaming query over the topics of ``tables``, from ``starting`` offsets (Spark's
     `startingOffsets`; only used by a checkpoint's first batch).
 
-    Each record carries its dedupe key; the batch body (``lander``) drops repeats of records
+    Each record carries its Kafka key (and, without one, the key read from its JSON); the batch
+    body (``lander``) makes each record's dedupe key from them and drops repeats of records
     landed within QUESTLOG_DEDUPE_WINDOW_H (client retries, router re-deliveries, replays) with the
     dedupe index. No Spark state, no shuffle: each batch is read by every task slot and written
     from there. A batch that finds a newer deployed catalog fails instead of writing rows with
     stale columns; the query restarts on the new catalog and the batch runs again.
     """
-    records = with_dedupe_key(
+    records = with_fallback_key(
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
         .option("subscribe", ",".join(sorted(t.topic for t in tables)))
@@ -281,7 +291,7 @@ def build_query(spark: SparkSession, settings: Settings, tables: list[Table], la
         .option("minPartitions", spark.sparkContext.defaultParallelism)
         .load(),
         tables,
-    ).select("topic", "partition", "offset", "dedupe_key", "value")
+    ).select("topic", "partition", "offset", "key", "fallback_key", "value")
     return (
         records.writeStream.queryName("questlog-sink")
         .foreachBatch(lander)

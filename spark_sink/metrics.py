@@ -4,7 +4,7 @@
 StreamingQueryListener: each micro-batch's progress gives its duration, the input rate beside the
 processing rate, and the lag (the latest offsets Spark saw on each typed topic minus the end
 offsets of the batch). `landed` counts rows per table after a batch wrote them; `counting_files`
-wraps the writer's `stage` so that the files of each table are counted too. Freshness per table
+wraps the writer's `publish` so that the files of each table are counted too. Freshness per table
 is the time since the table last got rows.
 """
 
@@ -114,27 +114,30 @@ def landed(rows: Mapping[str, int], now: float | None = None) -> None:
             _last_landed[table] = now
 
 
-def counting_files(stage: Callable[..., str]) -> Callable[..., str]:
-    """``stage`` (spark_sink.writer.stage) that also counts the parquet files it staged, per table
-    (the last part of the table root), with one recursive listing of the batch's small staging
-    directory."""
+def counting_files(publish: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """``publish`` (spark_sink.writer.publish) that also counts the parquet files it moved into
+    place, per table (the last part of the table root), from one recursive listing of the batch's
+    small staging directory just before the move: a batch staged twice (written again without its
+    repeats) counts its files once."""
 
-    def staged(rows, table_root: str, *args, **kwargs) -> str:
-        staging = stage(rows, table_root, *args, **kwargs)
+    def published(spark, table_root: str, staging: str, *args, **kwargs) -> list[str]:
+        n = None
         try:
-            jvm = rows.sparkSession.sparkContext._jvm
+            jvm = spark.sparkContext._jvm
             path = jvm.org.apache.hadoop.fs.Path(staging)
-            files = path.getFileSystem(rows.sparkSession.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
+            files = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
             n = 0
             while files.hasNext():
                 if files.next().getPath().getName().endswith(".parquet"):
                     n += 1
-            FILES.labels(table_root.rstrip("/").rsplit("/", 1)[-1]).inc(n)
         except Exception as exc:  # a metric is never worth a failed batch
             log.warning("could not count the files of %s: %r", staging, exc)
-        return staging
+        dates = publish(spark, table_root, staging, *args, **kwargs)
+        if n is not None:
+            FILES.labels(table_root.rstrip("/").rsplit("/", 1)[-1]).inc(n)
+        return dates
 
-    return staged
+    return published
 
 
 def _listener_class():

@@ -93,6 +93,10 @@ class TrinoRegistry:
             self._known[table.name] = {row[0] for row in partitions}
         log.info("Trino tables ready: %s", ", ".join(sorted(self._known)))
 
+    def unknown(self, table: str, dts: Iterable[str]) -> list[str]:
+        """Those of ``dts`` not registered yet (as far as this registry knows), sorted."""
+        return sorted(set(dts) - self._known.get(table, set()))
+
     def register_partitions(self, table: str, dts: Iterable[str]) -> None:
         known = self._known.setdefault(table, set())
         for dt in sorted(set(dts) - known):

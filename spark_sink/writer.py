@@ -53,6 +53,33 @@ def stage(rows: DataFrame, table_root: str, run: str, batch_id: int) -> str:
     return staging
 
 
+def staged_dates(spark: SparkSession, staging: str) -> list[str]:
+    """The dates (``dt`` directories) of a staging directory, sorted."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session
+    path = jvm.org.apache.hadoop.fs.Path(staging)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    prefix = PARTITION_COLUMN + "="
+    return sorted(
+        s.getPath().getName()[len(prefix) :]
+        for s in fs.listStatus(path)
+        if s.isDirectory() and s.getPath().getName().startswith(prefix)
+    )
+
+
+def make_date_dirs(spark: SparkSession, table_root: str, dates: list[str]) -> None:
+    """Create the directories the date partitions ``dates`` read from (a partition can only be
+    registered over a directory that exists), before any file is moved there."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session
+    Path = jvm.org.apache.hadoop.fs.Path
+    root = Path(table_root)
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    schema = Settings.from_env().trino_schema
+    for date in dates:
+        fs.mkdirs(current_location(jvm, fs, Path, root, schema, f"{PARTITION_COLUMN}={date}"))
+
+
 def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_id: int, rerun: bool) -> list[str]:
     """Move the staged files of batch ``batch_id`` into their date directories and drop the
     staging directory; return the dates. With ``rerun``, first delete the files an earlier

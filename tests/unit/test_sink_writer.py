@@ -64,3 +64,17 @@ def test_a_new_run_never_touches_the_files_of_an_older_checkpoint(spark, tmp_pat
     write_batch(spark, rows(spark, ("old", DAY1)), f"file://{root}", "r1", 0)
     write_batch(spark, rows(spark, ("new", DAY1)), f"file://{root}", "r2", 0)
     assert table(spark, root) == [("new", "2026-11-29"), ("old", "2026-11-29")]
+
+
+def test_the_files_counter_counts_a_batch_staged_twice_once(spark, tmp_path):  # noqa: F811
+    from spark_sink.metrics import FILES, counting_files
+    from spark_sink.writer import publish, stage
+
+    root = tmp_path / "counted"
+    before = FILES.labels("counted")._value.get()
+    data = rows(spark, ("a", DAY1), ("b", DAY2))
+    stage(data.coalesce(1), f"file://{root}", "r1", 0)
+    staging = stage(data.coalesce(1), f"file://{root}", "r1", 0)  # staged again (as after repeats)
+    counting_files(publish)(spark, f"file://{root}", staging, "r1", 0, False)
+    assert FILES.labels("counted")._value.get() - before == 2  # one file per date, moved once
+    assert table(spark, root) == [("a", "2026-11-29"), ("b", "2026-11-30")]

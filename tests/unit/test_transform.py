@@ -9,7 +9,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from faust_app.routing import Source, route
 from questlog.stack.java import find_java, java_home
-from spark_sink.transform import to_rows, with_dedupe_key
+from spark_sink.dedupe import dedupe_keys
+from spark_sink.transform import to_rows, with_fallback_key
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +48,14 @@ def records(spark, *items):
         for n, item in enumerate(items)
     ]
     return spark.createDataFrame(rows, "topic string, value binary, key binary, partition int, offset long")
+
+
+def keys_of(df, tables) -> list[str]:
+    """Each record's dedupe key as the sink makes it: the JSON's key for keyless records in Spark,
+    then every key on the driver from the batch's Arrow columns; in offset order."""
+    ids = with_fallback_key(df, tables).select("topic", "key", "fallback_key", "partition", "offset").toArrow()
+    keys = dedupe_keys(ids, {t.topic: t.key_separator for t in tables}).to_pylist()
+    return [k.decode() for _, k in sorted(zip(ids.column("offset").to_pylist(), keys, strict=True))]
 
 
 def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition(spark, tables):
@@ -110,7 +119,7 @@ def test_dedupe_keys_are_source_and_event_id_or_source_positions(spark, tables):
         ("events.purchase_sword", b"{}"),
         ("events.unknown", {"event_id": "e-2"}),
     )
-    keys = [r.k for r in with_dedupe_key(df, tables.values(), "k").orderBy("offset").collect()]
+    keys = keys_of(df, tables.values())
     # The same strings as before json_tuple read them: a running sink's dedupe state still matches.
     assert keys == ["e-1", "events\u00010\u00017", "game-a\u0001e-9", "@:0:3", "@:0:4"]
 
@@ -135,8 +144,8 @@ def test_dedupe_keys_from_the_routers_kafka_keys_are_the_keys_read_from_json(spa
     assert [r.dead for r in routed] == [False, False, True]
     with_keys = records(spark, *[(r.topic, r.value, r.key) for r in routed])
     without = records(spark, *[(r.topic, r.value) for r in routed])
-    from_kafka = [r.k for r in with_dedupe_key(with_keys, tables.values(), "k").orderBy("offset").collect()]
-    from_json = [r.k for r in with_dedupe_key(without, tables.values(), "k").orderBy("offset").collect()]
+    from_kafka = keys_of(with_keys, tables.values())
+    from_json = keys_of(without, tables.values())
     assert from_kafka == from_json == ["game-a\u0001e-1:x.y_z-9", "e-2", "events\u00012\u00012"]
 
 
@@ -147,5 +156,15 @@ def test_two_sources_with_the_same_event_id_are_two_records(spark, tables):
         ("events.purchase_sword", {"source": "game-b", "event_id": "1"}),
         ("events.purchase_sword", {"source": "game-a", "event_id": "1"}),
     )
-    keys = [r.k for r in with_dedupe_key(df, tables.values(), "k").orderBy("offset").collect()]
+    keys = keys_of(df, tables.values())
     assert keys == ["game-a\u00011", "game-b\u00011", "game-a\u00011"]
+
+
+def test_an_empty_kafka_key_or_a_topic_without_a_table_is_identified_by_its_position(spark, tables):
+    df = records(
+        spark,
+        ("events.purchase_sword", {"source": "game-a", "event_id": "e-1"}, b""),  # empty, not missing: no JSON look-up
+        ("events.unknown", {"event_id": "e-2"}, b"game-a/e-2"),
+        ("events.level_up", {"event_id": "ignored"}, b"game-a/e-3"),  # the Kafka key wins over the JSON
+    )
+    assert keys_of(df, tables.values()) == ["@:0:0", "@:0:1", "game-a\u0001e-3"]
