@@ -145,7 +145,7 @@ def run(ctx: Context) -> None:
     drain(ctx, catalog, "sink", types, per_type, f"{len(types)} tables at once")
     if not ctx.size.sink_side_by_side:  # tiny only proves that both run
         one = "join_guild" if "join_guild" in types else types[0]
-        need = 240  # two Spark starts and drains on a busy machine
+        need = 120  # two Spark starts and drains: 60-66 s measured on a quiet machine, twice that when busy
         if ctx.fits(need):
             drain(ctx, catalog, "sink1", [one], per_type * len(types), "one table alone")
         else:
