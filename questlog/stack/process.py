@@ -83,9 +83,19 @@ def uptime_s(pid: int) -> float | None:
 
 def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # exited, not reaped yet
+        return _running(psutil.Process(pid))
     except psutil.Error:
         return False
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Whether ``proc`` still runs. A zombie (exited, not reaped yet) does not, unless only its
+    main thread has exited: a JVM on its way out shows as a zombie while its other threads are
+    still being torn down, holding its sockets open (seen: Kafka's port still taken right after
+    `questlog stop` had found its zombie)."""
+    if proc.status() != psutil.STATUS_ZOMBIE:
+        return True
+    return proc.num_threads() > 1
 
 
 class Supervisor:
@@ -224,9 +234,9 @@ class Supervisor:
             return False
         except PermissionError:
             pass  # some member is not ours to signal: it exists
-        for proc in psutil.process_iter(["status"]):
+        for proc in psutil.process_iter():
             try:
-                if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                if os.getpgid(proc.pid) == pgid and _running(proc):
                     return True
             except (ProcessLookupError, psutil.Error):
                 continue

@@ -123,3 +123,21 @@ def test_a_pid_file_of_the_previous_format_still_names_its_process(tmp_path):
     sup.pidfile("sleeper").write_text(f"{pid} {ticks}\n")
     assert sup.stop("sleeper")
     assert not _alive(pid)
+
+
+def test_a_process_whose_main_thread_exited_is_alive_until_its_other_threads_end():
+    """A JVM on its way out: its main thread is a zombie while the others still hold its sockets."""
+    code = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=lambda: time.sleep(2)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.7)
+        assert proc.poll() is None
+        assert _alive(proc.pid)  # the main thread is a zombie, another thread runs
+        proc.wait(timeout=10)
+        assert not _alive(proc.pid)
+    finally:
+        proc.kill()
