@@ -123,9 +123,10 @@ def counting_files(publish: Callable[..., list[str]]) -> Callable[..., list[str]
     def published(spark, table_root: str, staging: str, *args, **kwargs) -> list[str]:
         n = None
         try:
-            jvm = spark.sparkContext._jvm
-            path = jvm.org.apache.hadoop.fs.Path(staging)
-            files = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(path, True)
+            from spark_sink.writer import hadoop
+
+            _, _, path, fs = hadoop(spark, staging)
+            files = fs.listFiles(path, True)
             n = 0
             while files.hasNext():
                 if files.next().getPath().getName().endswith(".parquet"):

@@ -31,12 +31,18 @@ def batch_prefix(run: str, batch_id: int) -> str:
     return f"part-{run}-b{batch_id:012d}-"
 
 
-def checkpoint_run_id(spark: SparkSession, checkpoint: str) -> str:
-    """A short name of the query that owns ``checkpoint`` (Spark writes its id there at start)."""
+def hadoop(spark: SparkSession, path: str):
+    """(the JVM, Hadoop's ``Path`` class, ``Path(path)``, its file system) of a live session."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None  # a live session
-    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/metadata")
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    Path = jvm.org.apache.hadoop.fs.Path
+    located = Path(path)
+    return jvm, Path, located, located.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def checkpoint_run_id(spark: SparkSession, checkpoint: str) -> str:
+    """A short name of the query that owns ``checkpoint`` (Spark writes its id there at start)."""
+    jvm, _, path, fs = hadoop(spark, f"{checkpoint}/metadata")
     stream = fs.open(path)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
@@ -55,10 +61,7 @@ def stage(rows: DataFrame, table_root: str, run: str, batch_id: int) -> str:
 
 def staged_dates(spark: SparkSession, staging: str) -> list[str]:
     """The dates (``dt`` directories) of a staging directory, sorted."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # a live session
-    path = jvm.org.apache.hadoop.fs.Path(staging)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    _, _, path, fs = hadoop(spark, staging)
     prefix = PARTITION_COLUMN + "="
     return sorted(
         s.getPath().getName()[len(prefix) :]
@@ -70,11 +73,7 @@ def staged_dates(spark: SparkSession, staging: str) -> list[str]:
 def make_date_dirs(spark: SparkSession, table_root: str, dates: list[str]) -> None:
     """Create the directories the date partitions ``dates`` read from (a partition can only be
     registered over a directory that exists), before any file is moved there."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # a live session
-    Path = jvm.org.apache.hadoop.fs.Path
-    root = Path(table_root)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    jvm, Path, root, fs = hadoop(spark, table_root)
     schema = Settings.from_env().trino_schema
     for date in dates:
         fs.mkdirs(current_location(jvm, fs, Path, root, schema, f"{PARTITION_COLUMN}={date}"))
@@ -84,11 +83,7 @@ def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_
     """Move the staged files of batch ``batch_id`` into their date directories and drop the
     staging directory; return the dates. With ``rerun``, first delete the files an earlier
     attempt of this batch moved there."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # a live session
-    Path = jvm.org.apache.hadoop.fs.Path
-    root = Path(table_root)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    jvm, Path, root, fs = hadoop(spark, table_root)
     prefix = batch_prefix(run, batch_id)
     dates = []
     settings = Settings.from_env()
@@ -110,10 +105,8 @@ def publish(spark: SparkSession, table_root: str, staging: str, run: str, batch_
 
 def discard(spark: SparkSession, staging: str) -> None:
     """Remove a staging directory whose files will not be published."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None  # a live session
-    path = jvm.org.apache.hadoop.fs.Path(staging)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+    _, _, path, fs = hadoop(spark, staging)
+    fs.delete(path, True)
 
 
 def acquire(jvm, fs, lock, expiry_s: float) -> None:
