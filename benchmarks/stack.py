@@ -39,6 +39,7 @@ def bench_settings(home: Path = BENCH_HOME) -> Settings:
         hdfs_datanode_port=d.hdfs_datanode_port + s,
         trino_url=f"http://127.0.0.1:{d.trino_port + s}",
         sink_metrics_bind=f"127.0.0.1:{split_address(d.sink_metrics_bind)[1] + s}",
+        catalog_db_url=f"postgresql://{d.catalog_db_user}@127.0.0.1:{d.catalog_db_port + s}/{d.catalog_db_name}",
     )
 
 

@@ -151,10 +151,10 @@ def status(settings: Settings, as_json: bool, deadline: float) -> None:
 )
 @click.pass_obj
 def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...], dry_run: bool, min_files: int) -> None:
-    """Merge each date partition's small parquet files into files near QUESTLOG_COMPACT_TARGET_MB.
-
-    Readers never see a wrong count: merged files go to a new directory, and the partition is
-    switched to it in one metastore write (README "Compaction")."""
+    """Rewrite each date partition's small data files into files near QUESTLOG_COMPACT_TARGET_MB
+    (Trino's Iceberg `optimize`, one commit), then expire snapshots older than
+    QUESTLOG_COMPACT_GRACE_S (README "Compaction"). Readers see the table before or after, never
+    between."""
     from questlog.catalog.watch import CatalogSource
     from questlog.compact import Compactor
 
@@ -168,13 +168,10 @@ def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...],
     reports = compactor.run(list(tables) or known, list(dates) or None, min_files=min_files, dry_run=dry_run)
     click.echo(f"{'table':<22} {'date':<10} {'files':>7} {'bytes':>14}  {'compaction'}")
     for r in reports:
-        mb = lambda n: f"{n / 2**20:.1f} MiB"  # noqa: E731
-        if r.plan.useful:
-            what = (
-                f"merge {r.plan.merged_files} files ({mb(sum(f.size for g in r.plan.groups for f in g))}) into "
-                f"{len(r.plan.groups)}, carry {len(r.plan.carry)}"
-            )
-            what = f"done: {r.files} files -> {r.output_files}" if r.done else (r.note or "would " + what)
+        if r.done:
+            what = f"done: {r.files} files -> {r.output_files}"
+        elif r.small >= max(2, min_files):
+            what = f"would rewrite {r.small} small files"
         else:
             what = "nothing to do"
         click.echo(f"{r.table:<22} {r.date:<10} {r.files:>7} {r.bytes:>14,}  {what}")

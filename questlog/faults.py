@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         webhdfs_url=f"http://127.0.0.1:{9870 + offset}",
         hdfs_datanode_port=9866 + offset,
         trino_url=f"http://127.0.0.1:{8080 + offset}",
+        sink_metrics_bind=f"127.0.0.1:{6070 + offset}",
+        catalog_db_url=f"postgresql://questlog@127.0.0.1:{5433 + offset}/questlog",
         sink_trigger_s=2.0,
     )
     stop_all(settings)

@@ -75,19 +75,29 @@ class Settings:
     sink_metrics_bind: str = setting("QUESTLOG_SINK_METRICS_BIND", "127.0.0.1:6070")
     # http(s)://[user[:password]@]host[:port]; with a password, Trino's password authentication (https only)
     trino_url: str = setting("QUESTLOG_TRINO_URL", "http://127.0.0.1:8080")
-    trino_catalog: str = setting("QUESTLOG_TRINO_CATALOG", "hive")
+    # the Iceberg catalog: Trino's catalog of that name, Spark's catalog of the same name, and the
+    # catalog_name both keep their tables under in the catalog database
+    trino_catalog: str = setting("QUESTLOG_TRINO_CATALOG", "iceberg")
     trino_schema: str = setting("QUESTLOG_TRINO_SCHEMA", "events")
     trino_user: str = setting("QUESTLOG_TRINO_USER", "questlog")
-    # the only Trino user that may create, alter and fill tables (compose/trino/hive-rules.json)
-    sink_trino_user: str = setting("QUESTLOG_SINK_TRINO_USER", "questlog-sink")
-    # compaction (questlog/compact.py): merged files' size, how long an old generation stays
-    # readable after a switch, how long a lock of a killed holder blocks, how often the compactor
-    # service looks at today's partitions, and how many small files make that worth it
+    # the only Trino user that may change tables: the compactor's optimize, snapshot expiry and
+    # orphan removal (compose/trino/iceberg-rules.json); the sink writes through Spark, not Trino
+    compact_trino_user: str = setting("QUESTLOG_COMPACT_TRINO_USER", "questlog-compactor")
+    # the Iceberg JDBC catalog's database: postgresql://user@host:port/database; its password is the
+    # first line of QUESTLOG_CATALOG_DB_PASSWORD_FILE (default: $QUESTLOG_HOME/postgres/password,
+    # made by the local stack)
+    catalog_db_url: str = setting("QUESTLOG_CATALOG_DB_URL", "postgresql://questlog@127.0.0.1:5433/questlog")
+    catalog_db_password_file: str = setting("QUESTLOG_CATALOG_DB_PASSWORD_FILE", "")
+    # the password itself, for where secrets come as variables (compose); wins over the file
+    catalog_db_password_env: str = setting("QUESTLOG_CATALOG_DB_PASSWORD", "")
+    # compaction (questlog/compact.py): merged files' size, how long a replaced snapshot (and its
+    # files) stays readable, how often the compactor service looks at today's partitions, how many
+    # small files make that worth it, and how old a file no snapshot names must be to be deleted
     compact_target_mb: float = setting("QUESTLOG_COMPACT_TARGET_MB", 128.0)
     compact_grace_s: float = setting("QUESTLOG_COMPACT_GRACE_S", 600.0)
-    compact_lock_s: float = setting("QUESTLOG_COMPACT_LOCK_S", 60.0)
     compact_interval_s: float = setting("QUESTLOG_COMPACT_INTERVAL_S", 300.0)
     compact_min_files: int = setting("QUESTLOG_COMPACT_MIN_FILES", 50)
+    orphan_age_s: float = setting("QUESTLOG_ORPHAN_AGE_S", 86400.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -183,6 +193,57 @@ class Settings:
         if not url.username:
             return None
         return unquote(url.username), unquote(url.password) if url.password is not None else None
+
+    @property
+    def catalog_db(self) -> SplitResult:
+        url = urlsplit(self.catalog_db_url.strip())
+        try:
+            _ = url.port
+        except ValueError:
+            raise ValueError(f"QUESTLOG_CATALOG_DB_URL={self.catalog_db_url!r}: the port is not a number") from None
+        if url.scheme != "postgresql" or not url.hostname or not url.username or not url.path.strip("/"):
+            raise ValueError(
+                f"QUESTLOG_CATALOG_DB_URL={self.catalog_db_url!r} is not a URL like postgresql://user@host:port/database"
+            )
+        return url
+
+    @property
+    def catalog_db_host(self) -> str:
+        return self.catalog_db.hostname or ""
+
+    @property
+    def catalog_db_port(self) -> int:
+        return self.catalog_db.port or 5432
+
+    @property
+    def catalog_db_user(self) -> str:
+        return unquote(self.catalog_db.username or "")
+
+    @property
+    def catalog_db_name(self) -> str:
+        return self.catalog_db.path.strip("/")
+
+    @property
+    def catalog_jdbc_url(self) -> str:
+        """The catalog database as a JDBC URL (Spark's and Trino's Iceberg JDBC catalog)."""
+        return f"jdbc:postgresql://{join_address(self.catalog_db_host, self.catalog_db_port)}/{self.catalog_db_name}"
+
+    @property
+    def catalog_db_password_path(self) -> Path:
+        return Path(self.catalog_db_password_file or Path(self.home) / "postgres" / "password")
+
+    def catalog_db_password(self) -> str:
+        """The catalog database's password, read from its file (never from the command line)."""
+        if self.catalog_db_password_env:
+            return self.catalog_db_password_env
+        path = self.catalog_db_password_path
+        try:
+            return path.read_text().splitlines()[0]
+        except (OSError, IndexError):
+            raise RuntimeError(
+                f"no password for the catalog database in {path} (QUESTLOG_CATALOG_DB_PASSWORD_FILE): "
+                "the local stack writes it when it sets PostgreSQL up (`questlog run`)"
+            ) from None
 
     @property
     def warehouse_url(self) -> str:

@@ -1,15 +1,18 @@
-"""The streaming sink: typed Kafka topics -> parquet on HDFS -> Trino partitions.
+"""The streaming sink: typed Kafka topics -> Iceberg tables (parquet on HDFS, a JDBC catalog on
+PostgreSQL that Trino shares).
 
 Run: `python -m spark_sink.job` (settings from QUESTLOG_* environment variables, Spark tuning from
 `$SPARK_CONF_DIR/spark-defaults.conf`), or on a cluster:
-`spark-submit --master spark://HOST:7077 --packages <KAFKA_PACKAGE> spark_sink/job.py` (README).
+`spark-submit --master spark://HOST:7077 --packages <PACKAGES> spark_sink/job.py` (README; the
+packages are `python -m spark_sink.connector`'s).
 
 `main()` only wires extract -> transform -> load: read every table's topic from Kafka with each
 record's key (`transform.with_fallback_key`, `dedupe.dedupe_keys`), drop repeats of records
 already landed (`dedupe`, an index on the driver's disk), turn each micro-batch into rows per
-table (`transform.to_rows`), write them batch-idempotently (`writer`) and register new date
-partitions in Trino (`registry`).
-Progress is checkpointed on HDFS only after a batch is written, so a restart resumes without loss.
+table (`transform.to_rows`) and append them to each table as one Iceberg commit whose snapshot
+names the checkpoint and batch (`tables`), so a batch Spark runs again is never committed twice.
+Progress is checkpointed on HDFS only after every table of a batch committed, so a restart resumes
+without loss.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,14 +38,13 @@ from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import admin_client, ensure_pipeline_topics
 from questlog.settings import Settings
 from spark_sink import metrics as sink_metrics
-from spark_sink.connector import KAFKA_PACKAGE
+from spark_sink.connector import PACKAGES
 from spark_sink.dedupe import DedupeIndex, dedupe_keys, repeats
-from spark_sink.registry import TrinoRegistry
+from spark_sink.session import ICEBERG_EXTENSIONS, attach_catalog
+from spark_sink.tables import IcebergTables
 from spark_sink.transform import to_rows, with_fallback_key
-from spark_sink.writer import checkpoint_run_id, discard, make_date_dirs, publish, stage, staged_dates
 
 log = logging.getLogger("spark_sink")
-publish = sink_metrics.counting_files(publish)  # GET /metrics counts the files of each table
 
 
 # Tuning: used when neither spark-defaults.conf ($SPARK_CONF_DIR, the local stack's is
@@ -62,18 +64,18 @@ TUNING: Mapping[str, str] = {
 }
 
 # A table's rows of a batch up to this many are written as one file per date (no parallel
-# write): at a steady trigger most batches are small, and every file is one more for HDFS and Trino.
+# write): at a steady trigger most batches are small, and every file is one more for HDFS, the
+# table's manifests and Trino.
 SINGLE_FILE_ROWS = 50_000
 
 
 def required_conf(settings: Settings) -> dict[str, str]:
-    """What the rows and the checkpoint depend on, whatever the tuning: UTC dates, Trino's
-    timestamp type, the file system."""
+    """What the rows and the checkpoint depend on, whatever the tuning: UTC dates, the file system,
+    Iceberg's SQL extensions (its procedures)."""
     return {
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        "spark.sql.sources.partitionOverwriteMode": "static",
         "spark.hadoop.fs.defaultFS": settings.hdfs_url,
+        "spark.sql.extensions": ICEBERG_EXTENSIONS,
     }
 
 
@@ -112,7 +114,7 @@ def build_session(settings: Settings) -> SparkSession:
         given = {k for k, _ in SparkConf().getAll()}
     else:
         builder = builder.master(settings.spark_master)
-        builder = builder.config("spark.jars.packages", KAFKA_PACKAGE)
+        builder = builder.config("spark.jars.packages", ",".join(PACKAGES))
         builder = builder.config("spark.jars.ivy", str(Path(settings.cache) / "ivy"))
         given = set(read_spark_defaults(spark_defaults_file()))
     for key, value in TUNING.items():
@@ -120,7 +122,9 @@ def build_session(settings: Settings) -> SparkSession:
             builder = builder.config(key, value)
     for key, value in required_conf(settings).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    attach_catalog(spark, settings)  # its password set on the live session, not on a command line
+    return spark
 
 
 class CatalogChanged(RuntimeError):
@@ -128,12 +132,13 @@ class CatalogChanged(RuntimeError):
 
 
 class Lander:
-    """The body of each micro-batch: rows per table, written, registered, moved into place.
+    """The body of each micro-batch: rows per table, each table one Iceberg commit.
 
     One job reads the batch (Kafka, cache) and brings its records' keys to the driver, where the
-    dedupe index says which are repeats; meanwhile every table of the batch is written to its
-    staging directory by a job of its own, all at once, each registering its new dates in Trino
-    as soon as it is written. Once the index has answered, the files are moved into place."""
+    dedupe index says which are repeats; then every table of the batch is written and committed by
+    a job of its own, all at once (one append per table, whose snapshot names the checkpoint and the
+    batch). The first batch after a start may be one Spark runs again after a crash: tables whose
+    snapshots show that batch committed already are not written again."""
 
     def __init__(
         self,
@@ -141,12 +146,12 @@ class Lander:
         settings: Settings,
         source: CatalogSource,
         catalog: Catalog,
-        registry: TrinoRegistry,
+        tables: IcebergTables,
         index: DedupeIndex,
         checkpoint: str,
     ) -> None:
         self.spark, self.settings, self.source, self.catalog = spark, settings, source, catalog
-        self.registry, self.index, self.checkpoint = registry, index, checkpoint
+        self.iceberg, self.index, self.checkpoint = tables, index, checkpoint
         self.tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
         self.separators = {topic: t.key_separator for topic, t in self.tables.items()}
         self.run_id: str | None = None  # the checkpoint's query id, read once the query has written it
@@ -156,39 +161,26 @@ class Lander:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def _stage_table(self, batch: DataFrame, table: Table, rows: int, batch_id: int) -> tuple[str, float, float]:
-        """Write the table's rows of the batch under its staging directory and register the dates
-        Trino does not know yet: (the directory, write s, register s)."""
+    def _land_table(self, batch: DataFrame, table: Table, rows: int, batch_id: int) -> float:
+        """Write the table's rows of the batch and commit them as one snapshot: the seconds it took."""
         started = time.monotonic()
         data = to_rows(batch, table)
         if rows <= SINGLE_FILE_ROWS:
             data = data.coalesce(1)  # one file per date for a small batch: fewer files a day
         assert self.run_id is not None  # read before any table is landed
-        root = f"{self.settings.warehouse_url}/{table.name}"
-        staging = stage(data, root, self.run_id, batch_id)
-        written = time.monotonic()
-        # A new date is registered now, over its still empty directory (it reads as no rows), while
-        # the other tables are written and the dedupe index answers: not after the moves, where
-        # Trino's calls would hold up the batch's commit (about a second on the first batch of a
-        # day, one call per table).
-        new = self.registry.unknown(table.name, staged_dates(self.spark, staging))
-        if new:
-            make_date_dirs(self.spark, root, new)
-            self.registry.register_partitions(table.name, new)
-        return staging, written - started, time.monotonic() - written
-
-    def _publish_table(self, table: Table, staging: str, batch_id: int) -> float:
-        """Move the staged files into place (their dates are registered already): the seconds it took."""
-        started = time.monotonic()
-        assert self.run_id is not None
-        publish(self.spark, f"{self.settings.warehouse_url}/{table.name}", staging, self.run_id, batch_id, self.first)
+        files = self.iceberg.append(data, table.name, self.run_id, batch_id)
+        sink_metrics.FILES.labels(table.name).inc(files)
         return time.monotonic() - started
 
-    def _stage_all(self, batch: DataFrame, counts: Mapping[str, int], batch_id: int) -> dict[str, Future]:
-        return {
-            topic: self.pool.submit(self._stage_table, batch, self.tables[topic], n, batch_id)
-            for topic, n in sorted(counts.items())
-        }
+    def _committed_already(self, topics: list[str], batch_id: int) -> set[str]:
+        """Those of ``topics`` whose table committed batch ``batch_id`` of this checkpoint already."""
+        assert self.run_id is not None
+        done = set()
+        for topic in topics:
+            last = self.iceberg.committed(self.tables[topic].name, self.run_id)
+            if last is not None and last >= batch_id:
+                done.add(topic)
+        return done
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -207,29 +199,31 @@ class Lander:
             unknown = sorted(set(counts) - set(self.tables))
             if unknown:
                 raise RuntimeError(f"batch {batch_id} has records of topics no table reads: {unknown}")
-            # Every table is written to its staging directory while this thread asks the dedupe
-            # index which records are repeats: nothing is moved into place before the answer.
-            staging = self._stage_all(batch, counts, batch_id)
             name = f"{self.run_id}:{batch_id}".encode()
             drop, new = repeats(ids, self.index, name)
+            # Recorded before the commits: a crash in between re-runs this batch under the same
+            # name, which keeps these records as its own.
             self.index.record(new, name)
-            deduped = time.monotonic()
-            staged = {topic: job.result() for topic, job in staging.items()}
-            if drop:  # written again without them (the same staging directories, overwritten)
+            if drop:
                 dropped = ids.take(drop)
                 batch = self._without(batch, dropped)
                 counts = +(Counter(counts) - Counter(per_topic(dropped)))  # tables left empty are not written
-                for topic in set(staged) - set(counts):
-                    discard(self.spark, staged[topic][0])
-                staged = {topic: job.result() for topic, job in self._stage_all(batch, counts, batch_id).items()}
-            written = time.monotonic()
-            publishing = {
-                topic: self.pool.submit(self._publish_table, self.tables[topic], staged[topic][0], batch_id)
-                for topic in sorted(staged)
+            deduped = time.monotonic()
+            skipped = self._committed_already(sorted(counts), batch_id) if self.first else set()
+            if skipped:
+                log.warning(
+                    "batch %d was committed to %s before a restart: not committed again",
+                    batch_id,
+                    ", ".join(sorted(self.tables[t].name for t in skipped)),
+                )
+            landing = {
+                topic: self.pool.submit(self._land_table, batch, self.tables[topic], n, batch_id)
+                for topic, n in sorted(counts.items())
+                if topic not in skipped
             }
-            published = {topic: job.result() for topic, job in publishing.items()}
-            landed = {self.tables[t].name: (staged[t][1], published[t], staged[t][2]) for t in published}
-            sink_metrics.landed({self.tables[topic].name: n for topic, n in counts.items()})
+            landed = {self.tables[t].name: job.result() for t, job in landing.items()}
+            written = time.monotonic()
+            sink_metrics.landed({self.tables[t].name: counts[t] for t in landing})
             sink_metrics.REPEATS.inc(len(drop))
             sink_metrics.INDEX_SECONDS.observe(deduped - read)
             self.first = False
@@ -238,21 +232,17 @@ class Lander:
         if counts or drop:
             held, on_disk = self.index.size()
             log.info(
-                "batch %d: %d rows of %s in %.2fs (%d repeats dropped): read %.2fs, write %.2fs (dedupe "
-                "meanwhile %.2fs), move %.2fs (per table, summed: write %.2fs, move %.2fs, "
-                "register new dates while writing %.2fs); dedupe index ~%d keys, %.1f MiB of SST files",
+                "batch %d: %d rows of %s in %.2fs (%d repeats dropped): read %.2fs, dedupe %.2fs, "
+                "write and commit %.2fs (per table, summed: %.2fs); dedupe index ~%d keys, %.1f MiB of SST files",
                 batch_id,
                 sum(counts.values()),
                 ", ".join(sorted(landed)) or "no table",
                 time.monotonic() - started,
                 len(drop),
                 read - started,
-                written - read,
                 deduped - read,
-                time.monotonic() - written,
-                sum(t[0] for t in landed.values()),
-                sum(t[1] for t in landed.values()),
-                sum(t[2] for t in landed.values()),
+                written - deduped,
+                sum(landed.values()),
                 held,
                 on_disk / 2**20,
             )
@@ -261,6 +251,19 @@ class Lander:
         """``batch`` less the records at the positions of ``repeats`` (a broadcast anti-join)."""
         positions = self.spark.createDataFrame(repeats.select(["topic", "partition", "offset"]))
         return batch.join(F.broadcast(positions), ["topic", "partition", "offset"], "left_anti")
+
+
+def checkpoint_run_id(spark: SparkSession, checkpoint: str) -> str:
+    """A short name of the query that owns ``checkpoint`` (Spark writes its id there at start)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a live session
+    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/metadata")
+    stream = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(path)
+    try:
+        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+        return json.loads(reader.readLine())["id"].split("-")[0]
+    finally:
+        stream.close()
 
 
 def per_topic(ids: pa.Table) -> dict[str, int]:
@@ -371,20 +374,21 @@ def run(
     spark: SparkSession,
     settings: Settings,
     source: CatalogSource,
-    registry: TrinoRegistry,
     index: DedupeIndex,
     stopping: threading.Event,
     ready: Path,
 ) -> None:
     """Run the query until ``stopping``; rebuild it whenever the deployed catalog changes (new
     types need their topics read, new fields their columns added first)."""
+    iceberg = IcebergTables(spark, settings)
     while not stopping.is_set():
         catalog = source.get()
         tables = catalog.tables(settings.raw_topic, settings.dlq_topic)
         ensure_pipeline_topics(settings, catalog)
-        registry.ensure_tables(tables)
+        iceberg.ensure(tables, log)
+        log.info("Iceberg tables ready: %s", ", ".join(sorted(t.name for t in tables)))
         checkpoint = settings.hdfs_url.rstrip("/") + settings.sink_checkpoint_dir
-        lander = Lander(spark, settings, source, catalog, registry, index, checkpoint)
+        lander = Lander(spark, settings, source, catalog, iceberg, index, checkpoint)
         starting = starting_offsets(spark, settings, [t.topic for t in tables])
         try:
             watch(build_query(spark, settings, tables, lander, starting), source, catalog, stopping, ready, settings)
@@ -426,7 +430,6 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
     source = CatalogSource(settings.catalog)
-    registry = TrinoRegistry(settings)
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("WARN")
     sink_metrics.serve(spark, settings)  # GET /metrics on QUESTLOG_SINK_METRICS_BIND
@@ -442,7 +445,7 @@ def main() -> int:
     ready.parent.mkdir(parents=True, exist_ok=True)
     index = DedupeIndex(settings.dedupe_index_dir, settings.dedupe_window_h * 3600)
     try:
-        run(spark, settings, source, registry, index, stopping, ready)
+        run(spark, settings, source, index, stopping, ready)
     finally:
         ready.unlink(missing_ok=True)
         spark.stop()

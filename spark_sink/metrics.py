@@ -3,9 +3,8 @@
 `serve(spark, settings)` starts a small HTTP server thread (prometheus_client's) and registers a
 StreamingQueryListener: each micro-batch's progress gives its duration, the input rate beside the
 processing rate, and the lag (the latest offsets Spark saw on each typed topic minus the end
-offsets of the batch). `landed` counts rows per table after a batch wrote them; `counting_files`
-wraps the writer's `publish` so that the files of each table are counted too. Freshness per table
-is the time since the table last got rows.
+offsets of the batch). `landed` counts rows per table after a batch committed them, `files` the
+data files its commits added. Freshness per table is the time since the table last got rows.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -38,7 +37,9 @@ PROCESSED_RATE = prom.Gauge(
     "questlog_sink_processed_rows_per_second",
     "Records per second the sink processed (Spark's processedRowsPerSecond, last batch).",
 )
-ROWS = prom.Counter("questlog_sink_rows_written_total", "Rows landed on HDFS, by table (after dedupe).", ["table"])
+ROWS = prom.Counter(
+    "questlog_sink_rows_written_total", "Rows committed to the Iceberg tables, by table (after dedupe).", ["table"]
+)
 REPEATS = prom.Counter(
     "questlog_sink_repeats_dropped_total",
     "Records dropped as repeats of a record already landed (client retries, router re-deliveries, replays).",
@@ -48,7 +49,9 @@ INDEX_SECONDS = prom.Histogram(
     "Time a batch spent in the dedupe index (look-up and write of its keys).",
     buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
-FILES = prom.Counter("questlog_sink_files_written_total", "Parquet files landed on HDFS, by table.", ["table"])
+FILES = prom.Counter(
+    "questlog_sink_files_written_total", "Parquet data files the sink's commits added, by table.", ["table"]
+)
 LAG = prom.Gauge(
     "questlog_sink_lag_records",
     "Records on a typed topic not read yet: Kafka's latest offsets minus the last batch's end.",
@@ -112,33 +115,6 @@ def landed(rows: Mapping[str, int], now: float | None = None) -> None:
             if table not in _last_landed:
                 FRESHNESS.labels(table).set_function(partial(_age, table))
             _last_landed[table] = now
-
-
-def counting_files(publish: Callable[..., list[str]]) -> Callable[..., list[str]]:
-    """``publish`` (spark_sink.writer.publish) that also counts the parquet files it moved into
-    place, per table (the last part of the table root), from one recursive listing of the batch's
-    small staging directory just before the move: a batch staged twice (written again without its
-    repeats) counts its files once."""
-
-    def published(spark, table_root: str, staging: str, *args, **kwargs) -> list[str]:
-        n = None
-        try:
-            from spark_sink.writer import hadoop
-
-            _, _, path, fs = hadoop(spark, staging)
-            files = fs.listFiles(path, True)
-            n = 0
-            while files.hasNext():
-                if files.next().getPath().getName().endswith(".parquet"):
-                    n += 1
-        except Exception as exc:  # a metric is never worth a failed batch
-            log.warning("could not count the files of %s: %r", staging, exc)
-        dates = publish(spark, table_root, staging, *args, **kwargs)
-        if n is not None:
-            FILES.labels(table_root.rstrip("/").rsplit("/", 1)[-1]).inc(n)
-        return dates
-
-    return published
 
 
 def _listener_class():

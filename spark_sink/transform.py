@@ -35,11 +35,17 @@ def with_fallback_key(records: DataFrame, tables: Iterable[Table], name: str = "
 
 def to_rows(records: DataFrame, table: Table) -> DataFrame:
     """Kafka records (columns ``topic`` and ``value``) -> the table's columns in catalog order plus
-    the ``dt`` partition: the UTC date of the table's time column."""
+    the ``dt`` partition: the UTC date of the table's time column. Timestamps are read with their
+    zone and kept as UTC wall-clock times without one (the session's zone is UTC): Iceberg's
+    `timestamp`, Trino's timestamp(6)."""
+    columns = [
+        F.col(c.name).cast("timestamp_ntz").alias(c.name) if c.type == "timestamp" else F.col(c.name)
+        for c in table.columns
+    ]
     return (
         records.where(F.col("topic") == table.topic)
         .select(F.from_json(F.col("value").cast("string"), spark_schema(table), {"mode": "PERMISSIVE"}).alias("e"))
         .select("e.*")
         .withColumn(PARTITION_COLUMN, F.date_format(F.col(table.time_column), "yyyy-MM-dd"))
-        .select(*[c.name for c in table.columns], PARTITION_COLUMN)
+        .select(*columns, PARTITION_COLUMN)
     )

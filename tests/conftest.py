@@ -29,11 +29,10 @@ TEST_OVERRIDES = dict(
     hdfs_datanode_port=9866 + OFFSET,
     trino_url=f"http://127.0.0.1:{8080 + OFFSET}",
     sink_metrics_bind=f"127.0.0.1:{6070 + OFFSET}",
+    catalog_db_url=f"postgresql://questlog@127.0.0.1:{5433 + OFFSET}/questlog",
     sink_trigger_s=2.0,
-    # the compactor service looks once at start, then tests compact on their own; a lock a test
-    # leaves behind by killing the compactor expires in seconds
+    # the compactor service looks once at start, then tests compact on their own
     compact_interval_s=3600.0,
-    compact_lock_s=10.0,
 )
 
 

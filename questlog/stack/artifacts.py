@@ -43,11 +43,12 @@ HADOOP_DEPS = [
     f"org.apache.hadoop:hadoop-hdfs-client:{HADOOP_VERSION}",
     f"org.apache.hadoop:hadoop-common:{HADOOP_VERSION}",
 ]
-# The full server tarball: the hive plugin of `trino-server-core` + `trino-hive` lacks the HDFS
-# file system (its `hdfs/` directory), which is published only inside the full server.
+# The full server tarball: the iceberg plugin of `trino-server-core` + `trino-iceberg` lacks the
+# HDFS file system (its `hdfs/` directory), which is published only inside the full server. Its
+# Iceberg is 1.9.1 and it brings PostgreSQL's JDBC driver (42.7.6) for the JDBC catalog.
 TRINO_SERVER = f"io.trino:trino-server:{TRINO_VERSION}:tar.gz"
 TRINO_CLI = f"io.trino:trino-cli:{TRINO_VERSION}:jar:executable"
-TRINO_PLUGINS = ("hive",)
+TRINO_PLUGINS = ("iceberg",)
 # The Prometheus JMX exporter's javaagent: Kafka's and Trino's JVM heap for Prometheus
 # (compose/jmx/jmx-exporter.yaml).
 JMX_AGENT = f"io.prometheus.jmx:jmx_prometheus_javaagent:{JMX_EXPORTER_VERSION}:jar"
@@ -407,7 +408,7 @@ def hadoop(cache: Path) -> Path:
 
 def trino_server(cache: Path) -> Path:
     """Trino's server: lib/ and the plugins we use (the rest of the tarball is dropped)."""
-    target = cache / "dist" / f"trino-server-{TRINO_VERSION}"
+    target = cache / "dist" / f"trino-server-{TRINO_VERSION}-{'-'.join(TRINO_PLUGINS)}"
     if _done(target):
         return target
     tarball = maven_file(cache, TRINO_SERVER, PINNED_SHA256[TRINO_SERVER])

@@ -38,6 +38,9 @@ class Service:
     start_timeout_s: float = 120.0
     setup: Callable[[], None] | None = None  # run before each start (format once, write configs)
     url: str = ""  # where a user reaches it, for the banner
+    user: str | None = None  # run as this user (PostgreSQL refuses root); None: as we run
+    # environment read just before each start (a password from its file): never on the command line
+    secret_env: Callable[[], dict[str, str]] | None = None
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -147,7 +150,7 @@ class Supervisor:
         logfile = open(self.log_path(svc.name), "ab")
         logfile.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(svc.argv)}\n".encode())
         logfile.flush()
-        env = {**os.environ, **svc.env}
+        env = {**os.environ, **svc.env, **(svc.secret_env() if svc.secret_env else {})}
         proc = subprocess.Popen(
             list(svc.argv),
             cwd=svc.cwd,
@@ -156,6 +159,8 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            user=svc.user,
+            extra_groups=[] if svc.user else None,
         )
         logfile.close()
         self.procs[svc.name] = proc

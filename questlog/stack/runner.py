@@ -40,8 +40,8 @@ class Watchdog:
         "datanode": ("namenode",),
         "collector": ("kafka",),
         "router": ("kafka",),
-        "sink": ("kafka", "namenode", "datanode", "trino"),
-        "compactor": ("namenode", "datanode"),
+        "sink": ("kafka", "namenode", "datanode", "postgres"),
+        "compactor": ("namenode", "datanode", "postgres", "trino"),
     }
 
     def __init__(self, supervisor: Supervisor, services: list[Service]) -> None:
@@ -129,7 +129,8 @@ class Watchdog:
 
 
 class Pipeline:
-    """The local stack (Kafka, HDFS, Trino) and, with ``apps``, the collector, router and sink."""
+    """The local stack (Kafka, HDFS, PostgreSQL, Trino) and, with ``apps``, the collector, router,
+    sink and compactor."""
 
     def __init__(self, settings: Settings, apps: bool = True, echo_logs: bool = False) -> None:
         self.settings = settings
@@ -161,8 +162,8 @@ class Pipeline:
             self.echo = LogEcho(self.supervisor.log_dir, services.STOP_ORDER)
             self.echo.start()
         try:
-            kafka, namenode, datanode, trino = services.stack(self.settings)
-            self._start([kafka, namenode, trino])
+            kafka, namenode, datanode, postgres, trino = services.stack(self.settings)
+            self._start([kafka, namenode, postgres, trino])
             self._start([datanode])
             # The catalog the stages will run on: a malformed or incompatible deployed file is
             # refused for the last one accepted here, as each stage refuses it, not a reason to stop.

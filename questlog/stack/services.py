@@ -29,7 +29,7 @@ COMPOSE = REPO_ROOT / "compose"
 BIN = Path(sys.executable).parent
 
 # Stop in this order: the pipeline first (it drains into the stack), then the stack.
-STOP_ORDER = ("compactor", "sink", "router", "collector", "trino", "datanode", "namenode", "kafka")
+STOP_ORDER = ("compactor", "sink", "router", "collector", "trino", "postgres", "datanode", "namenode", "kafka")
 
 
 def _http_json(url: str, timeout: float = 2.0):
@@ -286,8 +286,14 @@ def trino_config(settings: Settings) -> dict[str, str]:
 
 
 def trino_catalog_config(settings: Settings) -> dict[str, str]:
-    """Catalog keys of this environment: where the access rules are (in compose, /etc/trino)."""
-    return {"security.config-file": str(COMPOSE / "trino" / "hive-rules.json")}
+    """Catalog keys of this environment: where the access rules are (in compose, /etc/trino), and
+    the Iceberg catalog's name and database (its password comes from the environment)."""
+    return {
+        "security.config-file": str(COMPOSE / "trino" / "iceberg-rules.json"),
+        "iceberg.jdbc-catalog.catalog-name": settings.trino_catalog,
+        "iceberg.jdbc-catalog.connection-url": settings.catalog_jdbc_url,
+        "iceberg.jdbc-catalog.connection-user": settings.catalog_db_user,
+    }
 
 
 def trino(settings: Settings) -> Service:
@@ -309,9 +315,9 @@ def trino(settings: Settings) -> Service:
                 for line in text.splitlines()
                 if "=" in line and not line.lstrip().startswith("#")
             }
-            _write(
-                etc / "catalog" / catalog.name, merge_properties(text, {k: v for k, v in overrides.items() if k in has})
-            )
+            # named after the catalog: `<QUESTLOG_TRINO_CATALOG>.events.<table>`, as Spark names it
+            name = f"{settings.trino_catalog}.properties" if catalog.name == "iceberg.properties" else catalog.name
+            _write(etc / "catalog" / name, merge_properties(text, {k: v for k, v in overrides.items() if k in has}))
         data.mkdir(parents=True, exist_ok=True)
 
     metrics = trino_jvm_metrics_address(settings)
@@ -342,6 +348,9 @@ def trino(settings: Settings) -> Service:
         health,
         setup=setup,
         env={"QUESTLOG_HDFS_URL": settings.hdfs_url},
+        # read when the process starts (PostgreSQL's set-up made it), into its environment: never
+        # on the command line
+        secret_env=lambda: {"QUESTLOG_CATALOG_DB_PASSWORD": settings.catalog_db_password()},
         cwd=data,
         ports=[(settings.trino_host, settings.trino_port), metrics],
         start_timeout_s=180,
@@ -472,7 +481,9 @@ def compactor(settings: Settings) -> Service:
 
 
 def stack(settings: Settings) -> list[Service]:
-    return [kafka(settings), namenode(settings), datanode(settings), trino(settings)]
+    from questlog.stack.postgres import postgres
+
+    return [kafka(settings), namenode(settings), datanode(settings), postgres(settings), trino(settings)]
 
 
 def pipeline(settings: Settings) -> list[Service]:
