@@ -38,6 +38,9 @@ def catalog_conf(settings: Settings) -> dict[str, str]:
         f"{prefix}.warehouse": settings.warehouse_url,
         # every batch reads the table's current metadata: the compactor (through Trino) commits too
         f"{prefix}.cache-enabled": "false",
+        # one connection: each catalog call is a short statement, and every backend PostgreSQL
+        # forks for a connection costs it memory (the stack's PostgreSQL stays under 100 MiB)
+        f"{prefix}.clients": "1",
     }
 
 

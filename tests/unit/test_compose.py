@@ -24,15 +24,27 @@ import jsonschema
 import pytest
 import yaml
 
+import spark_sink.connector
 import spark_sink.job
 from questlog.settings import ENV_VARS, REPO_ROOT, Settings
-from questlog.stack import artifacts, services
+from questlog.stack import artifacts, postgres, services
 
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
 
-PIPELINE = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink", "compactor", "loadgen")
+PIPELINE = (
+    "kafka",
+    "namenode",
+    "datanode",
+    "postgres",
+    "trino",
+    "collector",
+    "router",
+    "sink",
+    "compactor",
+    "loadgen",
+)
 ONE_SHOT = ("hdfs-init", "jmx-agent", "topics", "loadgen")  # run to completion; the rest run until stopped
 APPS = ("topics", "collector", "router", "sink", "compactor", "loadgen")  # built from compose/Dockerfile
 IMAGES = [
@@ -41,6 +53,8 @@ IMAGES = [
     ("namenode", "apache/hadoop", artifacts.HADOOP_VERSION),
     ("datanode", "apache/hadoop", artifacts.HADOOP_VERSION),
     ("trino", "trinodb/trino", artifacts.TRINO_VERSION),
+    # the Debian major the local stack runs (questlog.stack.postgres.MAJOR)
+    ("postgres", "postgres", f"{postgres.MAJOR}."),
 ]
 LOOPBACK = ("127.0.0.1", "localhost")
 # The `monitoring` profile's UIs on their usual ports (tests/unit/test_dashboard.py checks the rest).
@@ -289,7 +303,10 @@ def test_images_are_pinned(svc):
 
 @pytest.mark.parametrize("name,repo,version", IMAGES)
 def test_image_versions_are_the_local_stacks(svc, name, repo, version):
-    assert svc[name]["image"] == f"{repo}:{version}"
+    if version.endswith("."):  # a major version: any pinned release of it
+        assert re.fullmatch(rf"{re.escape(repo)}:{re.escape(version)}\d+(-[a-z]+)?", svc[name]["image"])
+    else:
+        assert svc[name]["image"] == f"{repo}:{version}"
 
 
 # Health checks and start-up order ---------------------------------------------------------------
@@ -337,10 +354,12 @@ def test_depends_on_waits_for_health_or_completion(svc):
         ("router", "topics", "service_completed_successfully"),
         ("sink", "kafka", "service_healthy"),
         ("sink", "datanode", "service_healthy"),
-        ("sink", "trino", "service_healthy"),
+        ("sink", "postgres", "service_healthy"),
         ("sink", "topics", "service_completed_successfully"),
         ("compactor", "datanode", "service_healthy"),
+        ("compactor", "postgres", "service_healthy"),
         ("compactor", "trino", "service_healthy"),
+        ("trino", "postgres", "service_healthy"),
         ("loadgen", "collector", "service_healthy"),
         ("kafka", "jmx-agent", "service_completed_successfully"),
         ("trino", "jmx-agent", "service_completed_successfully"),
@@ -407,6 +426,7 @@ def test_data_lives_on_named_volumes(compose, svc):
     assert ("kafka-data", env_of(svc["kafka"])["KAFKA_LOG_DIRS"]) in {(s, d) for s, d, _ in mounts(svc["kafka"])}
     assert ("namenode-data", tmp_dir) in {(s, d) for s, d, _ in mounts(svc["namenode"])}
     assert ("datanode-data", tmp_dir) in {(s, d) for s, d, _ in mounts(svc["datanode"])}
+    assert ("postgres-data", "/var/lib/postgresql/data") in {(s, d) for s, d, _ in mounts(svc["postgres"])}
 
 
 # Environment: the local stack's QUESTLOG_* variables, pointed at the containers --------------------
@@ -661,9 +681,9 @@ def test_image_copies_only_files_that_exist():
 def test_image_bakes_the_connector_the_sink_loads_where_it_looks(svc, monkeypatch):
     env = dockerfile_values("ENV")
     bake = next(rest for word, rest in dockerfile_instructions() if word == "RUN" and "spark.jars.packages" in rest)
-    # the package is the one the sink asks for, computed from the installed pyspark at build time
-    assert 'SPARK_KAFKA_PACKAGE="$(python -m spark_sink.connector)"' in bake
-    assert "'spark.jars.packages', '$SPARK_KAFKA_PACKAGE'" in bake
+    # the packages are the ones the sink asks for, the connector's computed from the installed pyspark
+    assert 'SPARK_PACKAGES="$(python -m spark_sink.connector)"' in bake
+    assert "'spark.jars.packages', '$SPARK_PACKAGES'" in bake
     copied = [rest for word, rest in dockerfile_instructions() if word == "COPY"]
     assert "spark_sink/__init__.py spark_sink/connector.py spark_sink/" in copied
     assert copied.index("spark_sink/__init__.py spark_sink/connector.py spark_sink/") < copied.index(". .")
@@ -676,19 +696,26 @@ def test_image_bakes_the_connector_the_sink_loads_where_it_looks(svc, monkeypatc
     builder.master = builder.appName = lambda *_: builder
     builder.config = lambda key, value: conf.update({key: value}) or builder
     monkeypatch.setattr(spark_sink.job, "SparkSession", SimpleNamespace(builder=builder))
+    monkeypatch.setattr(spark_sink.job, "attach_catalog", lambda spark, settings: None)
     spark_sink.job.build_session(Settings.from_env(sink_env))
     import pyspark
 
-    assert conf["spark.jars.packages"] == f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
+    assert conf["spark.jars.packages"].split(",")[0] == (
+        f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
+    )
+    assert conf["spark.jars.packages"] == ",".join(spark_sink.connector.PACKAGES)
     assert conf["spark.jars.ivy"] == env["QUESTLOG_CACHE"] + "/ivy"
 
 
-def test_connector_matches_the_installed_pyspark():
-    group, artifact, version = spark_sink.job.KAFKA_PACKAGE.split(":")
+def test_connector_and_iceberg_runtime_match_the_installed_pyspark():
+    group, artifact, version = spark_sink.connector.KAFKA_PACKAGE.split(":")
     assert setup_cfg_requirements()["pyspark"] == f"pyspark=={version}"
     scala = artifact.rsplit("_", 1)[1]
     jars = Path(importlib.util.find_spec("pyspark").submodule_search_locations[0]) / "jars"
     assert (jars / f"spark-sql_{scala}-{version}.jar").exists()
+    _, runtime, _ = spark_sink.connector.ICEBERG_PACKAGE.split(":")
+    line = ".".join(version.split(".")[:2])
+    assert runtime == f"iceberg-spark-runtime-{line}_{scala}"
 
 
 def test_dockerignore_keeps_state_out_and_the_project_in():

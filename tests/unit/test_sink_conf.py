@@ -19,7 +19,10 @@ def built_conf(monkeypatch, settings) -> dict:
     builder.master = lambda master: conf.update({"master": master}) or builder
     builder.config = lambda key, value: conf.update({key: value}) or builder
     monkeypatch.setattr(job, "SparkSession", SimpleNamespace(builder=builder))
+    attached = {}
+    monkeypatch.setattr(job, "attach_catalog", lambda spark, s: attached.update(settings=s))
     job.build_session(settings)
+    assert attached["settings"] is settings  # the catalog, password included, on the live session
     return conf
 
 
@@ -34,7 +37,10 @@ def test_tuning_in_spark_defaults_is_left_to_spark_and_the_rest_is_set(settings,
     conf = built_conf(monkeypatch, settings.replace(spark_master="spark://127.0.0.1:7077"))
     assert "spark.driver.memory" not in conf and "spark.sql.shuffle.partitions" not in conf  # the file's 4g, 8
     assert conf["spark.ui.enabled"] == "false"  # not in the file: the sink's default
-    assert conf["master"] == "spark://127.0.0.1:7077" and conf["spark.jars.packages"] == job.KAFKA_PACKAGE
+    assert conf["master"] == "spark://127.0.0.1:7077" and conf["spark.jars.packages"] == ",".join(job.PACKAGES)
+    assert conf["spark.sql.extensions"] == "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+    # nothing of the catalog's credentials before the JVM starts: that conf is spark-submit's command line
+    assert not [k for k in conf if "password" in k or "catalog" in k]
     assert conf["spark.sql.session.timeZone"] == "UTC" and conf["spark.hadoop.fs.defaultFS"] == settings.hdfs_url
 
 
@@ -52,7 +58,7 @@ def test_under_spark_submit_its_master_packages_and_conf_rule(settings, monkeypa
     conf = built_conf(monkeypatch, settings)
     assert "master" not in conf and "spark.jars.packages" not in conf and "spark.jars.ivy" not in conf
     assert "spark.sql.shuffle.partitions" not in conf and conf["spark.driver.memory"] == "1g"
-    assert conf["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
 
 
 @pytest.mark.parametrize("exported", [None, "/etc/spark/conf"])
@@ -88,3 +94,23 @@ def test_an_upgraded_sink_resumes_where_the_v1_checkpoint_ended_and_reads_new_pa
         "events.dlq": {"0": 3},
         "events.open_chest": {"0": -2},
     }
+
+
+def test_the_catalog_is_the_jdbc_one_trino_reads_and_its_password_comes_from_its_file(tmp_path):
+    from questlog.settings import Settings
+    from spark_sink.session import attach_catalog, catalog_conf
+
+    (tmp_path / "pw").write_text("s3cret\n")
+    settings = Settings.from_env(
+        {}, catalog_db_url="postgresql://cat@127.0.0.1:15433/meta", catalog_db_password_file=str(tmp_path / "pw")
+    )
+    conf = catalog_conf(settings)
+    assert conf["spark.sql.catalog.iceberg"] == "org.apache.iceberg.spark.SparkCatalog"
+    assert conf["spark.sql.catalog.iceberg.type"] == "jdbc"
+    assert conf["spark.sql.catalog.iceberg.uri"] == "jdbc:postgresql://127.0.0.1:15433/meta"
+    assert conf["spark.sql.catalog.iceberg.jdbc.user"] == "cat"
+    assert conf["spark.sql.catalog.iceberg.jdbc.schema-version"] == "V1"  # what Trino 476 reads
+    assert not [k for k in conf if "password" in k]
+    live = {}
+    attach_catalog(SimpleNamespace(conf=SimpleNamespace(set=lambda k, v: live.update({k: v}))), settings)
+    assert live["spark.sql.catalog.iceberg.jdbc.password"] == "s3cret"

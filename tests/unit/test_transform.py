@@ -95,7 +95,8 @@ def test_rows_of_one_topic_in_catalog_order_with_a_utc_date_partition(spark, tab
                 "2026-11-30",
             )
         ],
-        "event_id string, source string, event_type string, received_at timestamp, client_ts timestamp, user_id string, "
+        "event_id string, source string, event_type string, received_at timestamp_ntz, client_ts timestamp_ntz, "
+        "user_id string, "
         "schema_version bigint, host string, user_agent string, accept string, sword_type string, "
         "rarity string, price double, currency string, quantity bigint, dt string",
     )

@@ -1,5 +1,6 @@
 """Trino's exposure, from its config files: the local stack binds 127.0.0.1, compose the container's
-interfaces; the Hive catalog's access rules let only the sink's user write, in both stacks."""
+interfaces; the Iceberg catalog's access rules let only the compactor's user change tables, in both
+stacks, and its database password never sits in a config file of the repository."""
 
 import json
 import re
@@ -10,8 +11,8 @@ import yaml
 from questlog.settings import Settings
 from questlog.stack.services import COMPOSE, merge_properties, trino_catalog_config, trino_config
 
-RULES = COMPOSE / "trino" / "hive-rules.json"
-HIVE = COMPOSE / "trino" / "catalog" / "hive.properties"
+RULES = COMPOSE / "trino" / "iceberg-rules.json"
+ICEBERG = COMPOSE / "trino" / "catalog" / "iceberg.properties"
 
 
 def props(text: str) -> dict[str, str]:
@@ -50,15 +51,27 @@ def test_the_shared_config_leaves_the_bind_address_to_each_environment():
     assert "node.bind-ip" not in props((COMPOSE / "trino" / "config.properties").read_text())
 
 
-def test_the_hive_catalog_uses_the_shared_rules_in_both_stacks():
-    hive = props(HIVE.read_text())
-    assert hive["hive.security"] == "file"
+def test_the_iceberg_catalog_uses_the_shared_rules_in_both_stacks():
+    iceberg = props(ICEBERG.read_text())
+    assert iceberg["iceberg.security"] == "file"
     compose = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())
     mounts = {dst: (src, rest) for src, dst, *rest in (v.split(":") for v in compose["services"]["trino"]["volumes"])}
-    source, options = mounts[hive["security.config-file"]]  # compose reads the rules where hive.properties says
+    source, options = mounts[iceberg["security.config-file"]]  # compose reads the rules where iceberg.properties says
     assert (COMPOSE / source).resolve() == RULES.resolve() and options == ["ro"]
-    local = props(merge_properties(HIVE.read_text(), trino_catalog_config(Settings.from_env({}))))
+    local = props(merge_properties(ICEBERG.read_text(), trino_catalog_config(Settings.from_env({}))))
     assert local["security.config-file"] == str(RULES) and RULES.exists()
+
+
+def test_trino_and_spark_share_one_jdbc_catalog_whose_password_comes_from_the_environment():
+    iceberg = props(ICEBERG.read_text())
+    assert iceberg["iceberg.catalog.type"] == "jdbc" and iceberg["iceberg.jdbc-catalog.schema-version"] == "V1"
+    assert iceberg["iceberg.jdbc-catalog.connection-password"] == "${ENV:QUESTLOG_CATALOG_DB_PASSWORD}"
+    settings = Settings.from_env({}, catalog_db_url="postgresql://cat@127.0.0.1:15433/meta")
+    local = props(merge_properties(ICEBERG.read_text(), trino_catalog_config(settings)))
+    assert local["iceberg.jdbc-catalog.connection-url"] == "jdbc:postgresql://127.0.0.1:15433/meta"
+    assert local["iceberg.jdbc-catalog.connection-user"] == "cat"
+    assert local["iceberg.jdbc-catalog.catalog-name"] == settings.trino_catalog  # Spark's catalog name too
+    assert local["iceberg.jdbc-catalog.connection-password"] == "${ENV:QUESTLOG_CATALOG_DB_PASSWORD}"
 
 
 def test_the_compose_stack_publishes_trino_on_loopback_only():
@@ -66,24 +79,12 @@ def test_the_compose_stack_publishes_trino_on_loopback_only():
     assert compose["services"]["trino"]["ports"] == ["127.0.0.1:8080:8080"]
 
 
-def test_only_the_sinks_user_may_write(rules):
-    sink, reader = Settings.from_env({}).sink_trino_user, Settings.from_env({}).trino_user
-    assert sink != reader
-    for table in ("sword_purchases", "dead_letters", "sword_purchases$partitions", "anything_new"):
-        assert set(first_match(rules["tables"], sink, schema="events", table=table)["privileges"]) == {
-            "SELECT",
-            "INSERT",
-            "OWNERSHIP",
-        }
-        for user in (reader, "mallory", "questlog-sink2", "xquestlog-sink"):
+def test_only_the_compactors_user_may_change_tables(rules):
+    compactor, reader = Settings.from_env({}).compact_trino_user, Settings.from_env({}).trino_user
+    assert compactor != reader
+    for table in ("sword_purchases", "dead_letters", "sword_purchases$files", "anything_new"):
+        assert "OWNERSHIP" in first_match(rules["tables"], compactor, schema="events", table=table)["privileges"]
+        for user in (reader, "mallory", "questlog-compactor2", "xquestlog-compactor", "questlog-sink"):
             assert first_match(rules["tables"], user, schema="events", table=table)["privileges"] == ["SELECT"]
-    assert first_match(rules["schemas"], sink, schema="events")["owner"] is True
+    assert first_match(rules["schemas"], compactor, schema="events")["owner"] is True
     assert first_match(rules["schemas"], reader, schema="events")["owner"] is False
-    call = dict(schema="system", procedure="register_partition")
-    assert first_match(rules["procedures"], sink, **call)["privileges"] == ["EXECUTE"]
-    assert first_match(rules["procedures"], reader, **call) is None  # no rule: denied
-    for procedure in ("unregister_partition", "create_empty_partition", "sync_partition_metadata", "drop_stats"):
-        assert first_match(rules["procedures"], sink, schema="system", procedure=procedure) is None
-    optimize = dict(property="non_transactional_optimize_enabled")
-    assert first_match(rules["session_properties"], reader, **optimize)["allow"] is False
-    assert first_match(rules["session_properties"], sink, **optimize)["allow"] is True
