@@ -76,7 +76,9 @@ CATALOG_TABLES = (
 
 def bin_dir() -> Path:
     """The directory of PostgreSQL's server programs: the Debian layout's, MAJOR first."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: (Path(p).parent.parent.name != str(MAJOR), p))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: (Path(p).parent.parent.name != str(MAJOR), p)
+    )
     if not found:
         raise ServiceError(
             f"PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres); `make run` installs it, "

@@ -41,7 +41,7 @@ def test_records_on_a_typed_topic_become_rows_in_trino_and_parquet_on_hdfs(live_
     location = f"{live_settings.warehouse_dir}/{live_settings.trino_schema}/sword_purchases/data/dt={now:%Y-%m-%d}"
     files = webhdfs_list(live_settings, location)
     assert files and all(f["pathSuffix"].endswith(".parquet") for f in files), files
-    paths = query(live_settings, "SELECT file_path FROM \"sword_purchases$files\"")
+    paths = query(live_settings, 'SELECT file_path FROM "sword_purchases$files"')
     assert {f["pathSuffix"] for f in files} <= {p[0].rsplit("/", 1)[1] for p in paths}
     # every commit of the sink names its checkpoint and batch
     summaries = query(
@@ -108,10 +108,9 @@ def test_spark_reads_every_table_through_the_catalog_trino_reads(live_settings):
     import subprocess
     import sys
 
+    from questlog.catalog import load_catalog
     from questlog.stack.java import find_java, java_home
     from tests.helpers import settle
-
-    from questlog.catalog import load_catalog
 
     settle(live_settings)
     live = load_catalog(live_settings.catalog)  # with the types end-to-end tests deployed

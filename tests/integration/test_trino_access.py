@@ -27,7 +27,9 @@ def probe(live_settings):
         user=live_settings.compact_trino_user,
     )
     yield name
-    execute(live_settings, f"DROP TABLE IF EXISTS {qualified(live_settings, name)}", user=live_settings.compact_trino_user)
+    execute(
+        live_settings, f"DROP TABLE IF EXISTS {qualified(live_settings, name)}", user=live_settings.compact_trino_user
+    )
 
 
 def refused(settings, sql, user=None):
