@@ -1,9 +1,11 @@
-"""A minimal Spark Structured Streaming sink: Kafka -> parquet on HDFS, one `availableNow` run.
+"""A minimal Spark Structured Streaming sink: Kafka -> parquet on HDFS (or, with ``--iceberg
+SCHEMA``, -> Iceberg tables in the pipeline's own catalog), one `availableNow` run.
 
 Each record is parsed into its table's columns and written, partitioned by date, under
-``--root/<table>``: no dedupe, no idempotent file moves, no Trino registration. It drains what
+``--root/<table>`` (or appended to ``<catalog>.SCHEMA.<table>``, made with the sink's table
+properties, one commit per table and batch): no dedupe, no exactly-once bookkeeping. It drains what
 the topics hold and exits, printing one JSON line when its query starts and one when it is done
-(with the rows written, read back from the parquet files).
+(with the rows written, read back).
 
 Run: python -m benchmarks.baselines.minimal_sink --kafka 127.0.0.1:29092 --hdfs hdfs://127.0.0.1:28020 \
        --root /bench/minimal --checkpoint /bench/minimal-checkpoint --prefix events --ivy ~/.cache/questlog/ivy
@@ -19,7 +21,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from questlog.catalog import load_catalog
-from spark_sink.connector import KAFKA_PACKAGE
+from questlog.settings import Settings
+from spark_sink.connector import KAFKA_PACKAGE, PACKAGES
+from spark_sink.session import attach_catalog
+from spark_sink.tables import create_table_sql, qualified
+from spark_sink.transform import to_rows
 
 
 def say(event: str, **fields) -> None:
@@ -36,7 +42,9 @@ def main() -> None:
     parser.add_argument("--catalog", default=None)
     parser.add_argument("--ivy", required=True)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--iceberg", default=None, metavar="SCHEMA", help="append to Iceberg tables in this schema")
     args = parser.parse_args()
+    settings = Settings.from_env().replace(trino_schema=args.iceberg) if args.iceberg else None
 
     tables = {t.topic: t for t in load_catalog(args.catalog).tables(args.prefix, args.prefix + ".dlq")}
     spark = (
@@ -50,15 +58,23 @@ def main() -> None:
         .config("spark.hadoop.fs.defaultFS", args.hdfs)
         .config("spark.hadoop.dfs.client.use.datanode.hostname", "true")
         .config("spark.jars.ivy", args.ivy)
-        .config("spark.jars.packages", KAFKA_PACKAGE)
+        .config("spark.jars.packages", ",".join(PACKAGES) if settings else KAFKA_PACKAGE)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
+    if settings:
+        attach_catalog(spark, settings)
+        spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {settings.trino_catalog}.{settings.trino_schema}")
+        for table in tables.values():
+            spark.sql(create_table_sql(settings, table))
 
     def land(batch, batch_id):
         batch.persist()
         for (topic,) in batch.select("topic").distinct().collect():
             table = tables[topic]
+            if settings:
+                to_rows(batch, table).writeTo(qualified(settings, table.name)).append()
+                continue
             schema = ", ".join(f"`{c.name}` {c.spark_type}" for c in table.columns)
             (
                 batch.where(F.col("topic") == topic)
@@ -87,6 +103,9 @@ def main() -> None:
     say("done")
     rows = {}
     for table in tables.values():
+        if settings:
+            rows[table.name] = spark.table(qualified(settings, table.name)).count()
+            continue
         try:
             rows[table.name] = spark.read.parquet(f"{args.hdfs}{args.root}/{table.name}").count()
         except Exception:  # a table with no records has no directory

@@ -1,28 +1,28 @@
-"""Compaction: 1,000,000 events of one date as 2,000 small files (what a day of 5 s micro-batches
-leaves), Trino queries on them before and after `questlog compact`, beside the same rows written
-as one file from the start (a table of its own over the same columns), in one run.
+"""Compaction: 1,000,000 events of one date as 2,000 small files over 20 commits (what a day of
+small micro-batches leaves) in an Iceberg table of the pipeline's catalog, Trino queries on them
+before and after `questlog compact` (Iceberg's optimize through Trino), beside the same rows
+written as one file from the start (a table of its own), in one run.
 
-The small files are written with pyarrow over WebHDFS, named as files of an older sink checkpoint
-(so every one may be merged), and the partition registered as the sink registers it: landing a
-million rows through Spark 2,000 times would take the case's whole budget and measure the sink.
-Each query is run once to warm up, then timed as the best of 3.
+The tables are written by one Spark job (benchmarks/baselines/iceberg_files.py) in a schema of the
+case's own: landing a million rows through the sink 2,000 times would take the case's whole budget
+and measure the sink. Each query is run once to warm up, then timed as the best of 3.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import io
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.context import Context, num
-from questlog.catalog import PARTITION_COLUMN, load_catalog
+from benchmarks.stack import Processes, read_json_lines, wait_until
 from questlog.compact import Compactor
+from questlog.settings import REPO_ROOT
 from questlog.sql import execute
-from spark_sink.registry import TrinoRegistry, create_table_sql
+from questlog.stack import services
+from questlog.stack.process import Service
 
-DATE = "2001-02-03"  # a run on a pipeline that has it already (--attach) takes the next free date
+DATE = "2001-02-03"
+TABLE = "sword_purchases"
 QUERIES = (
     ("count(*)", "SELECT count(*) FROM {t} WHERE dt = '{d}'"),
     ("count(distinct user_id)", "SELECT count(DISTINCT user_id) FROM {t} WHERE dt = '{d}'"),
@@ -31,42 +31,6 @@ QUERIES = (
         "SELECT count(*), sum(quantity) FROM {t} WHERE dt = '{d}' AND sword_type = 'katana' AND price > 90",
     ),
 )
-
-
-def rows(table, start: int, n: int):
-    import pyarrow as pa
-
-    swords = ["katana", "claymore", "rapier", "scimitar", "gladius"]
-    base = int(datetime.datetime.fromisoformat(DATE + "T00:00:00+00:00").timestamp()) * 1_000_000
-    data = {}
-    for c in table.columns:
-        if c.name == "event_id":
-            data[c.name] = pa.array([f"bench-{i:09d}" for i in range(start, start + n)])
-        elif c.name == "user_id":
-            data[c.name] = pa.array([f"user-{(i * 7919) % 50_000}" for i in range(start, start + n)])
-        elif c.name == "sword_type":
-            data[c.name] = pa.array([swords[i % 5] for i in range(start, start + n)])
-        elif c.name == "price":
-            data[c.name] = pa.array([float(i % 100) for i in range(start, start + n)])
-        elif c.type == "timestamp":
-            data[c.name] = pa.array([base + i * 86_000 for i in range(start, start + n)], pa.timestamp("us", tz="UTC"))
-        elif c.type == "long":
-            data[c.name] = pa.array([i % 10 for i in range(start, start + n)], pa.int64())
-        elif c.type == "double":
-            data[c.name] = pa.array([i / 3 for i in range(start, start + n)], pa.float64())
-        elif c.type == "boolean":
-            data[c.name] = pa.array([i % 2 == 0 for i in range(start, start + n)])
-        else:
-            data[c.name] = pa.array([f"{c.name}-{i % 100}" for i in range(start, start + n)])
-    return pa.table(data)
-
-
-def parquet(table) -> bytes:
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="snappy", coerce_timestamps="us")
-    return buf.getvalue()
 
 
 def best_of(settings, sql: str, n: int = 3) -> tuple[float, list]:
@@ -79,54 +43,47 @@ def best_of(settings, sql: str, n: int = 3) -> tuple[float, list]:
     return min(times), result
 
 
+def data_files(settings, table: str) -> tuple[int, int]:
+    files, size = execute(settings, f'SELECT count(*), coalesce(sum(file_size_in_bytes), 0) FROM "{table}$files"')[1][0]
+    return int(files), int(size)
+
+
 def run(ctx: Context) -> None:
-    s = ctx.settings
-    events, files = (1_000_000, 2_000) if ctx.size.name == "full" else (20_000, 40)
-    catalog = load_catalog(s.catalog)
-    name = catalog.types["purchase_sword"].table
-    table = next(t for t in catalog.tables(s.raw_topic, s.dlq_topic) if t.name == name)
-    one = table.name + "_onefile"
-    compactor = Compactor(s)
-    fs = compactor.fs
-    registry = TrinoRegistry(s)
-    global DATE
-    day = datetime.date.fromisoformat(DATE)
-    while compactor.partition_meta(table.name, day.isoformat()) is not None:
-        day += datetime.timedelta(days=1)
-    DATE = day.isoformat()
-
-    # the compactor service would compact this closed day by itself as soon as it is registered:
-    # stopped, so that what is timed is `questlog compact` (Compactor.run) and nothing else
+    events, files, commits = (1_000_000, 2_000, 20) if ctx.size.name == "full" else (20_000, 40, 4)
+    s = ctx.settings.replace(trino_schema=f"bench_{ctx.run}_compaction")
+    one = TABLE + "_onefile"
+    # the compactor service looks at the pipeline's own schema only; stopped anyway, so that what is
+    # timed is `questlog compact` (Compactor.run) and nothing else
     ctx.pipeline.supervisor.stop("compactor")
-    ctx.say(f"compaction: writing {events:,} rows of {table.name} dt={DATE} as {files:,} files")
-    per = events // files
-    t0 = time.monotonic()
-
-    def write(k: int) -> int:
-        data = parquet(rows(table, k * per, per))
-        fs.write(
-            f"{compactor.table_dir(table.name)}/{PARTITION_COLUMN}={DATE}/part-be0c0000-b{k:012d}-0000.parquet", data
+    ctx.say(f"compaction: writing {events:,} rows of {TABLE} dt={DATE} as {files:,} files in {commits} commits")
+    procs = Processes(ctx.home / "compaction", ctx.rss)
+    name = "iceberg-files"
+    argv = [sys.executable, "-m", "benchmarks.baselines.iceberg_files", "--schema", s.trino_schema]
+    argv += ["--table", TABLE, "--date", DATE, "--rows", str(events), "--files", str(files)]
+    argv += ["--commits", str(commits)]
+    log = procs.log(name)
+    try:
+        procs.start(
+            Service(name, argv, lambda: True, env=services.sink(s).env, cwd=REPO_ROOT, start_timeout_s=30),
+            wait=False,
         )
-        return len(data)
+        proc = procs.supervisor.procs[name]
+        wait_until(lambda: proc.poll() is not None, max(60.0, ctx.left_s() - 120), 1.0)
+    finally:
+        procs.stop_all()
+    written = {e["event"]: e for e in read_json_lines(log)}
+    if "written" not in written:
+        raise RuntimeError(f"the compaction case's tables were not written; see {log}")
+    ctx.say(f"compaction: written in {written['written']['small_s']:.0f} s")
+    before_files, small_bytes = data_files(s, TABLE)
+    one_files, one_bytes = data_files(s, one)
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        small_bytes = sum(pool.map(write, range(files)))
-    ctx.say(f"compaction: written in {time.monotonic() - t0:.0f} s")
-    registry.register_partitions(table.name, [DATE])
-    # the same rows as one file, in a table of their own
-    registry._execute(create_table_sql(s, dataclasses.replace(table, name=one)))
-    one_data = parquet(rows(table, 0, per * files))
-    fs.write(f"{compactor.table_dir(one)}/{PARTITION_COLUMN}={DATE}/one.parquet", one_data, overwrite=True)
-    registry.register_partitions(one, [DATE])
-
-    before = {name: best_of(s, sql.format(t=f'"{table.name}"', d=DATE)) for name, sql in QUERIES}
+    before = {name: best_of(s, sql.format(t=f'"{TABLE}"', d=DATE)) for name, sql in QUERIES}
     t0 = time.monotonic()
-    reports = compactor.run([table.name], [DATE])
+    reports = Compactor(s).run([TABLE], [DATE])
     compact_s = time.monotonic() - t0
-    meta = compactor.partition_meta(table.name, DATE)
-    assert meta is not None  # registered above
-    after_files = compactor.files(meta["externalLocation"])
-    after = {name: best_of(s, sql.format(t=f'"{table.name}"', d=DATE)) for name, sql in QUERIES}
+    after_files, after_bytes = data_files(s, TABLE)
+    after = {name: best_of(s, sql.format(t=f'"{TABLE}"', d=DATE)) for name, sql in QUERIES}
     single = {name: best_of(s, sql.format(t=f'"{one}"', d=DATE)) for name, sql in QUERIES}
     for name in before:
         if not (before[name][1] == after[name][1] == single[name][1]):
@@ -134,10 +91,10 @@ def run(ctx: Context) -> None:
     done = [r for r in reports if r.done]
     ctx.add(
         "compaction",
-        f"{num(events)} rows in one date: files and bytes before, after `questlog compact`",
-        f"{num(files)} files, {small_bytes / 2**20:,.1f} MiB -> {len(after_files)} file(s), "
-        f"{sum(f.size for f in after_files) / 2**20:,.1f} MiB (compacted in {compact_s:.1f} s)",
-        f"the same rows written as one file: 1 file, {len(one_data) / 2**20:,.1f} MiB",
+        f"{num(events)} rows in one date: data files and bytes before, after `questlog compact`",
+        f"{num(before_files)} files, {small_bytes / 2**20:,.1f} MiB -> {after_files} file(s), "
+        f"{after_bytes / 2**20:,.1f} MiB (compacted in {compact_s:.1f} s)",
+        f"the same rows written as one file: {one_files} file, {one_bytes / 2**20:,.1f} MiB",
     )
     if not done:
         ctx.notes.append("compaction: the partition was not compacted")
@@ -154,10 +111,10 @@ def run(ctx: Context) -> None:
         "compaction",
         {
             "events": events,
-            "files_before": files,
+            "files_before": before_files,
             "bytes_before": small_bytes,
-            "files_after": len(after_files),
-            "bytes_after": sum(f.size for f in after_files),
+            "files_after": after_files,
+            "bytes_after": after_bytes,
             "compact_s": compact_s,
             "queries": {
                 n: {"before_s": before[n][0], "after_s": after[n][0], "one_file_s": single[n][0]} for n, _ in QUERIES

@@ -1,12 +1,14 @@
 """Sink: Questlog's sink (`python -m spark_sink.job`, as the runner starts it, with overrides naming
-fresh topics, directories and Trino schema) against a minimal Spark job, both draining the same
+fresh topics, directories and Iceberg schema) against two minimal Spark jobs, all draining the same
 backlog of typed records produced straight into the typed topics: several tables at once, then
-(full size) the same number of records in one table alone.
+(full size) the same number of records in one table alone. The baseline of the ratio is the minimal
+job appending to Iceberg tables of the same catalog (same table properties, one commit per table
+and batch, no dedupe, no re-run bookkeeping); the minimal job writing plain parquet is reported too.
 
 Ours: from its query's start (the time in its ready file) until its checkpoint has committed every
-record (then Trino counts every row). The
-minimal job: from its query's start until its `availableNow` run has written the parquet files.
-Spark's own start-up (~15-30 s) is outside both clocks and reported beside them.
+record (then Trino counts every row). The minimal jobs: from their query's start until their
+`availableNow` run has written (and committed) everything. Spark's own start-up (~15-30 s) is
+outside every clock and reported beside them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from questlog.sql import execute
 from questlog.stack import services
 from questlog.stack.process import Service
 
-SINK, MINIMAL = "sink (Questlog, sink case)", "minimal Spark sink (baseline)"
+SINK, MINIMAL, MINIMAL_ICEBERG = (
+    "sink (Questlog, sink case)",
+    "minimal Spark sink (baseline)",
+    "minimal Spark sink into Iceberg (baseline)",
+)
 
 
 def count_rows(settings, tables: list[str]) -> int:
@@ -36,10 +42,10 @@ def count_rows(settings, tables: list[str]) -> int:
     return int(execute(settings, f"SELECT sum(c) FROM ({union})")[1][0][0] or 0)
 
 
-def start_minimal(ctx: Context, procs: Processes, prefix: str) -> tuple[str, float]:
+def start_minimal(ctx: Context, procs: Processes, prefix: str, iceberg: bool = False) -> tuple[str, float]:
     s = ctx.settings
     env = services.sink(s).env  # the same Java, Python and Spark settings as the sink
-    name = "minimal-sink"
+    name = "minimal-iceberg-sink" if iceberg else "minimal-sink"
     argv = [
         sys.executable,
         "-m",
@@ -60,6 +66,7 @@ def start_minimal(ctx: Context, procs: Processes, prefix: str) -> tuple[str, flo
         str(Path(s.cache) / "ivy"),
         "--master",
         s.spark_master,
+        *(["--iceberg", f"bench_{ctx.run}_{prefix.rsplit('.', 1)[-1]}_minimal"] if iceberg else []),
     ]
     log = procs.log(name)
     launched = time.time()
@@ -72,7 +79,7 @@ def start_minimal(ctx: Context, procs: Processes, prefix: str) -> tuple[str, flo
             cwd=REPO_ROOT,
             start_timeout_s=300,
         ),
-        label=MINIMAL,
+        label=MINIMAL_ICEBERG if iceberg else MINIMAL,
         wait=False,
     )
     return name, launched
@@ -145,7 +152,7 @@ def run(ctx: Context) -> None:
     drain(ctx, catalog, "sink", types, per_type, f"{len(types)} tables at once")
     if not ctx.size.sink_side_by_side:  # tiny only proves that both run
         one = "join_guild" if "join_guild" in types else types[0]
-        need = 120  # two Spark starts and drains: 60-66 s measured on a quiet machine, twice that when busy
+        need = 180  # three Spark starts and drains: about 90 s on a quiet machine, twice that when busy
         if ctx.fits(need):
             drain(ctx, catalog, "sink1", [one], per_type * len(types), "one table alone")
         else:
@@ -168,21 +175,26 @@ def drain(ctx: Context, catalog, name: str, types: list[str], per_type: int, wha
     procs = Processes(ctx.home / name, ctx.rss)
     began = ctx.rss.now()
     try:
-        if ctx.size.sink_side_by_side:  # only proves that both run: their figures are not comparable
-            ctx.say("sink: the minimal Spark job and Questlog's sink drain them side by side")
+        if ctx.size.sink_side_by_side:  # only proves that they run: their figures are not comparable
+            ctx.say("sink: the minimal Spark jobs and Questlog's sink drain them side by side")
             minimal = start_minimal(ctx, procs, prefix)
+            minimal_iceberg = start_minimal(ctx, procs, prefix, iceberg=True)
             ours = run_ours(ctx, procs, prefix, expected, table_names)
             base = finish_minimal(ctx, procs, *minimal, expected)
-            ctx.notes.append("sink: both jobs ran side by side (size tiny): the ratio means nothing")
+            base_iceberg = finish_minimal(ctx, procs, *minimal_iceberg, expected)
+            ctx.notes.append("sink: the jobs ran side by side (size tiny): the ratios mean nothing")
         else:
-            ctx.say("sink: the minimal Spark job drains them")
+            ctx.say("sink: the minimal Spark job drains them into parquet")
             base = finish_minimal(ctx, procs, *start_minimal(ctx, procs, prefix), expected)
+            procs.stop_all()
+            ctx.say("sink: the minimal Spark job drains them into Iceberg tables of the same catalog")
+            base_iceberg = finish_minimal(ctx, procs, *start_minimal(ctx, procs, prefix, iceberg=True), expected)
             procs.stop_all()
             ctx.say("sink: Questlog's sink drains them")
             ours = run_ours(ctx, procs, prefix, expected, table_names)
     finally:
         procs.stop_all()
-    peak = {k: ctx.rss.peak(k, began) for k in (SINK, MINIMAL)}
+    peak = {k: ctx.rss.peak(k, began) for k in (SINK, MINIMAL, MINIMAL_ICEBERG)}
 
     def cell(r: dict, what: str, rss) -> str:
         capped = ", cap reached" if r.get("capped") else ""
@@ -197,7 +209,14 @@ def drain(ctx: Context, catalog, name: str, types: list[str], per_type: int, wha
         "sink",
         f"drain {expected:,} typed records, {tables}",
         cell(ours, "queryable in Trino", peak[SINK]),
-        f"minimal Spark job: {cell(base, 'in parquet', peak[MINIMAL])}",
+        f"minimal Spark job into Iceberg: {cell(base_iceberg, 'committed', peak[MINIMAL_ICEBERG])}",
+        ratio(ours["rate"], base_iceberg["rate"]),
+    )
+    ctx.add(
+        "sink",
+        f"drain {expected:,} typed records, {tables}",
+        cell(ours, "queryable in Trino", peak[SINK]),
+        f"minimal Spark job into parquet: {cell(base, 'in parquet', peak[MINIMAL])}",
         ratio(ours["rate"], base["rate"]),
     )
     ctx.figure(
@@ -207,7 +226,7 @@ def drain(ctx: Context, catalog, name: str, types: list[str], per_type: int, wha
             "measure": what,
             "unit": "rows/s",
             "ours": ours["rate"],
-            "baseline": base["rate"],
-            "baseline_name": "minimal Spark job",
+            "baseline": base_iceberg["rate"],
+            "baseline_name": "minimal Spark job into Iceberg",
         },
     )
