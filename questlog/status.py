@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -34,7 +35,7 @@ from typing import Any
 
 from questlog.settings import Settings
 
-SERVICES = ("kafka", "namenode", "datanode", "trino", "collector", "router", "sink", "compactor")
+SERVICES = ("kafka", "namenode", "datanode", "postgres", "trino", "collector", "router", "sink", "compactor")
 DEADLINE_S = 1.5  # every probe's answer is in by then, or it is reported as timed out
 PROBE_TIMEOUT_S = 1.2  # each client's own timeout, below the deadline
 WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by questlog.stack.runner.Watchdog
@@ -177,6 +178,24 @@ def _namenode_beans(settings: Settings) -> tuple[dict, dict]:
     state = _http_json(f"{settings.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState")
     info = _http_json(f"{settings.webhdfs_url}/jmx?qry=Hadoop:service=NameNode,name=NameNodeInfo")
     return state["beans"][0], info["beans"][0]
+
+
+def _check_postgres(settings: Settings) -> tuple[bool, str]:
+    """Up when it takes the catalog's credentials; healthy when the Iceberg catalog's table is
+    there: the number of tables the catalog names."""
+    from questlog.stack.postgres import connect
+
+    try:
+        settings.catalog_db_password()
+    except RuntimeError:  # a stack started elsewhere: its port answers, its password is not here
+        with socket.create_connection((settings.catalog_db_host, settings.catalog_db_port), PROBE_TIMEOUT_S):
+            return True, "answers (no password here to log in: QUESTLOG_CATALOG_DB_PASSWORD_FILE)"
+    conn = connect(settings, timeout=PROBE_TIMEOUT_S)
+    try:
+        tables = conn.run("SELECT count(*) FROM iceberg_tables")[0][0]
+    finally:
+        conn.close()
+    return True, f"ok, {tables} Iceberg tables"
 
 
 def _check_trino(settings: Settings) -> tuple[bool, str]:
@@ -356,7 +375,8 @@ def _hdfs_usage(settings: Settings, names: list[str]) -> dict[str, tuple[int, in
     out = {}
     for name in names:
         try:
-            summary = client.content(f"{settings.warehouse_dir.rstrip('/')}/{name}")
+            # the Iceberg table's location (spark_sink.tables.table_location): data and metadata files
+            summary = client.content(f"{settings.warehouse_dir.rstrip('/')}/{settings.trino_schema}/{name}")
         except HdfsError as exc:
             if "does not exist" not in str(exc):
                 raise
@@ -488,6 +508,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     # First what needs no catalog, so that the network waits begin at once.
     probes.start("kafka", lambda: _check_kafka(settings))
     probes.start("namenode", lambda: _namenode_beans(settings))
+    probes.start("postgres", lambda: _check_postgres(settings))
     probes.start("trino", lambda: _check_trino(settings))
     probes.start("collector", lambda: _check_collector(settings))
     probes.start("router", lambda: _check_router(settings))

@@ -104,6 +104,7 @@ def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_n
     home = ctx.home / f"sink-ours-{prefix.rsplit('.', 1)[-1]}"
     variant = s.replace(
         home=str(home),
+        catalog_db_password_file=str(s.catalog_db_password_path),  # the bench stack's catalog
         raw_topic=prefix,
         dlq_topic=prefix + ".dlq",
         warehouse_dir=f"/bench/{ctx.run}/{prefix}/warehouse",

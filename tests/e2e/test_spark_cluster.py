@@ -104,6 +104,7 @@ def cluster_sink(pipeline, spark_cluster):
     home = pipeline.settings.home_path / f"cluster-sink-{run}"
     settings = pipeline.settings.replace(
         home=str(home),
+        catalog_db_password_file=str(pipeline.settings.catalog_db_password_path),  # the stack's catalog
         spark_master=url,
         trino_schema=f"cluster_{run}",
         warehouse_dir=f"/questlog/cluster-{run}/warehouse",

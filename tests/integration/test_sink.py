@@ -129,3 +129,73 @@ def test_spark_reads_every_table_through_the_catalog_trino_reads(live_settings):
     trino = {n: query(live_settings, f'SELECT count(*) FROM "{n}"')[0][0] for n in names}
     assert counts == trino and set(counts) == set(names)
     assert counts["sword_purchases"] > 0
+
+
+# The sink's Lander on a Spark session of its own, against the live catalog in a schema of its own,
+# with a private copy of the deployed catalog (other tests deploy changes meanwhile).
+RERUN = """
+import json, sys, tempfile
+from pathlib import Path
+from questlog.catalog import load_catalog
+from questlog.catalog.watch import CatalogSource
+from questlog.settings import Settings
+from spark_sink.dedupe import DedupeIndex
+from spark_sink.job import Lander
+from spark_sink.session import catalog_session
+from spark_sink.tables import IcebergTables
+from spark_sink.transform import with_fallback_key
+
+import shutil
+private = Path(tempfile.mkdtemp()) / "catalog.json"  # deploys by other tests do not reach it
+shutil.copy(Settings.from_env().catalog, private)
+settings = Settings.from_env().replace(trino_schema=sys.argv[1], catalog=str(private))
+spark = catalog_session(settings, "local[1]")
+source = CatalogSource(settings.catalog)
+catalog = source.get()
+tables = catalog.tables(settings.raw_topic, settings.dlq_topic)
+iceberg = IcebergTables(spark, settings)
+iceberg.ensure(tables)
+index = DedupeIndex(Path(tempfile.mkdtemp()) / "index", 3600)
+topic = settings.topic_for("purchase_sword")
+values = [json.dumps({"event_id": f"r-{i}", "source": "s", "event_type": "purchase_sword",
+          "received_at": "2026-01-02T03:04:05.000+00:00", "price": 1.0}) for i in range(5)]
+records = with_fallback_key(spark.createDataFrame(
+    [(topic, f"s/r-{i}".encode(), 0, i, v.encode()) for i, v in enumerate(values)],
+    "topic string, key binary, partition int, offset long, value binary"), tables
+).select("topic", "partition", "offset", "key", "fallback_key", "value")
+
+def land(batch_id):
+    lander = Lander(spark, settings, source, catalog, iceberg, index, "unused")
+    lander.run_id = "0123abcd"  # the checkpoint's query id, as the sink reads it
+    lander(records, batch_id)
+    lander.close()
+    return spark.table(f"{settings.trino_catalog}.{sys.argv[1]}.sword_purchases").count()
+
+print("ROWS " + json.dumps([land(7), land(7), land(8)]))
+spark.stop()
+"""
+
+
+def test_a_batch_run_again_after_a_crash_is_not_committed_twice(live_settings):
+    """Batch 7 lands 5 rows; the same batch run again by a new query (the first batch after a
+    restart, what Spark does after a crash between the commits and its checkpoint) finds its commit
+    in the table's snapshots and commits nothing; batch 8 with the same records finds them in the
+    dedupe index: still 5 rows."""
+    import os
+    import subprocess
+    import sys
+
+    from questlog.stack.java import find_java, java_home
+
+    env = {
+        **os.environ,
+        **live_settings.to_env(),
+        "JAVA_HOME": java_home(find_java(17, 21)),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    schema = f"rerun_{uuid.uuid4().hex[:8]}"
+    done = subprocess.run([sys.executable, "-c", RERUN, schema], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "batch 7 was committed to sword_purchases before a restart" in done.stderr
+    rows = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("ROWS "))[5:])
+    assert rows == [5, 5, 5]

@@ -21,7 +21,7 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.integration
 
 QUESTLOG = str(Path(sys.executable).parent / "questlog")
-SERVICES = ["kafka", "namenode", "datanode", "trino", "collector", "router", "sink"]
+SERVICES = ["kafka", "namenode", "datanode", "postgres", "trino", "collector", "router", "sink"]
 LOCAL_ONLY = ["compactor"]  # no port to probe: shown when this home runs it
 
 
