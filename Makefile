@@ -35,12 +35,14 @@ $(STAMP): setup.cfg pyproject.toml
 	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -e '.[test]'
 	touch $(STAMP)
 
-# Maven fetches the JVM artifacts; Apache Bench is the seed's load generator.
+# Maven fetches the JVM artifacts; Apache Bench is the seed's load generator; PostgreSQL (Debian's
+# build, run by questlog/stack/postgres.py) holds the Iceberg catalog.
 tools:
 	@missing=""; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 	  echo "questlog: installing$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -37,8 +37,10 @@ FAULTS: tuple[tuple[str, str, str], ...] = (
     ("kill -9 namenode", "namenode", "kill"),
     ("kill -9 datanode", "datanode", "kill"),
     ("kill -9 trino", "trino", "kill"),
+    ("kill -9 postgres", "postgres", "kill"),
     ("pause kafka 20 s", "kafka", "pause"),
     ("pause sink 20 s", "sink", "pause"),
+    ("pause postgres 20 s", "postgres", "pause"),
 )
 PAUSE_S = 20.0
 TABLE = "default_hits"  # the events are of type `default`

@@ -40,6 +40,7 @@ from questlog.settings import Settings
 from spark_sink import metrics as sink_metrics
 from spark_sink.connector import PACKAGES
 from spark_sink.dedupe import DedupeIndex, dedupe_keys, repeats
+from spark_sink.migrate import migrate
 from spark_sink.session import ICEBERG_EXTENSIONS, attach_catalog
 from spark_sink.tables import IcebergTables
 from spark_sink.transform import to_rows, with_fallback_key
@@ -388,6 +389,7 @@ def run(
         iceberg.ensure(tables, log)
         log.info("Iceberg tables ready: %s", ", ".join(sorted(t.name for t in tables)))
         checkpoint = settings.hdfs_url.rstrip("/") + settings.sink_checkpoint_dir
+        migrate(spark, settings, iceberg, tables, checkpoint)  # the previous version's Hive tables, once
         lander = Lander(spark, settings, source, catalog, iceberg, index, checkpoint)
         starting = starting_offsets(spark, settings, [t.topic for t in tables])
         try:

@@ -23,6 +23,7 @@ from questlog.settings import Settings
 
 CHECKPOINT_PROPERTY = "questlog.checkpoint"
 BATCH_PROPERTY = "questlog.batch"
+MIGRATED_PROPERTY = "questlog.migrated-from"  # the commit that brought the Hive tables' rows in (migrate.py)
 
 # Spark SQL types of the catalog's: timestamps are Iceberg's `timestamp` (no zone, UTC wall
 # clock), Trino's timestamp(6), as the Hive tables' timestamp(3) before them.
@@ -113,6 +114,21 @@ class IcebergTables:
             f"WHERE summary['{CHECKPOINT_PROPERTY}'] = '{checkpoint}'"
         ).first()
         return None if row is None or row[0] is None else int(row[0])
+
+    def migrated(self, table: str) -> bool:
+        """Whether the table has the commit that brought the previous version's rows in."""
+        return bool(
+            self.spark.sql(
+                f"SELECT 1 FROM {qualified(self.settings, table)}.snapshots "
+                f"WHERE summary['{MIGRATED_PROPERTY}'] IS NOT NULL LIMIT 1"
+            ).first()
+        )
+
+    def append_migrated(self, rows: DataFrame, table: str) -> int:
+        """The previous version's rows as one commit marked as the migration's: how many."""
+        count = rows.count()
+        rows.writeTo(qualified(self.settings, table)).option(f"snapshot-property.{MIGRATED_PROPERTY}", "hive").append()
+        return count
 
     def append(self, rows: DataFrame, table: str, checkpoint: str, batch_id: int) -> int:
         """``rows`` as one commit to ``table``, its snapshot naming the checkpoint and batch; the data

@@ -57,7 +57,7 @@ def start_minimal(ctx: Context, procs: Processes, prefix: str, iceberg: bool = F
         "--root",
         f"/bench/{ctx.run}/{prefix}/minimal",
         "--checkpoint",
-        f"/bench/{ctx.run}/{prefix}/minimal-checkpoint",
+        f"/bench/{ctx.run}/{prefix}/{name}-checkpoint",
         "--prefix",
         prefix,
         "--catalog",

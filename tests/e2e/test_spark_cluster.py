@@ -150,5 +150,6 @@ def test_the_sink_on_a_standalone_cluster_lands_every_event_once(cluster_sink, s
         what="the dead letter in the cluster sink's table",
     )
     assert letters == [["field 'price': expected double, got string 'a lot'"]]
-    dates = webhdfs_list(settings, f"{settings.warehouse_dir}/sword_purchases")
+    # the executors wrote the Iceberg table's data files under its location, by date
+    dates = webhdfs_list(settings, f"{settings.warehouse_dir}/{settings.trino_schema}/sword_purchases/data")
     assert [d["pathSuffix"] for d in dates if d["pathSuffix"].startswith("dt=")], dates
