@@ -27,7 +27,7 @@ def test_every_case_runs_and_writes_its_row_the_results_and_the_plots(pipeline, 
         ("collector", "seed collector"),
         ("collector", "do-nothing Flask (gunicorn 2x8)"),
         ("router", "aiokafka passthrough"),
-        ("sink", "minimal Spark job"),
+        ("sink", "minimal Spark job into Iceberg"),
     }
     assert all(t["ours"] > 0 and t["baseline"] > 0 for t in data["throughput"]), data["throughput"]
     # Probes went HTTP in, Trino out.
@@ -36,7 +36,12 @@ def test_every_case_runs_and_writes_its_row_the_results_and_the_plots(pipeline, 
     # Memory of every service of the pipeline, and of what the cases started beside it.
     peaks = {name for name, series in data["rss"]["series"].items() if series}
     assert {"kafka", "namenode", "datanode", "trino", "collector", "router", "sink"} <= peaks
-    assert {"seed collector (baseline)", "minimal Spark sink (baseline)", "sink (Questlog, sink case)"} <= peaks
+    assert {
+        "seed collector (baseline)",
+        "minimal Spark sink (baseline)",
+        "minimal Spark sink into Iceberg (baseline)",
+        "sink (Questlog, sink case)",
+    } <= peaks
 
     text = results.read_text()
     assert report.table(data) in text
