@@ -138,8 +138,8 @@ class Lander:
     One job reads the batch (Kafka, cache) and brings its records' keys to the driver, where the
     dedupe index says which are repeats; then every table of the batch is written and committed by
     a job of its own, all at once (one append per table, whose snapshot names the checkpoint and the
-    batch). The first batch after a start may be one Spark runs again after a crash: tables whose
-    snapshots show that batch committed already are not written again."""
+    batch). The batch Spark runs again after a crash (planned, not committed in the checkpoint):
+    tables whose snapshots show that batch committed already are not written again."""
 
     def __init__(
         self,
@@ -156,7 +156,9 @@ class Lander:
         self.tables = {t.topic: t for t in catalog.tables(settings.raw_topic, settings.dlq_topic)}
         self.separators = {topic: t.key_separator for topic, t in self.tables.items()}
         self.run_id: str | None = None  # the checkpoint's query id, read once the query has written it
-        self.first = True  # the first batch after a start may be one Spark runs again
+        # the batch Spark runs again (planned in the checkpoint's offsets log before this start, never
+        # committed there): it may have committed some tables already. Every other batch is new.
+        self.rerun: int | None = pending_batch(spark, checkpoint)
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.tables)), thread_name_prefix="land")
 
     def close(self) -> None:
@@ -210,7 +212,7 @@ class Lander:
                 batch = self._without(batch, dropped)
                 counts = +(Counter(counts) - Counter(per_topic(dropped)))  # tables left empty are not written
             deduped = time.monotonic()
-            skipped = self._committed_already(sorted(counts), batch_id) if self.first else set()
+            skipped = self._committed_already(sorted(counts), batch_id) if batch_id == self.rerun else set()
             if skipped:
                 log.warning(
                     "batch %d was committed to %s before a restart: not committed again",
@@ -227,7 +229,6 @@ class Lander:
             sink_metrics.landed({self.tables[t].name: counts[t] for t in landing})
             sink_metrics.REPEATS.inc(len(drop))
             sink_metrics.INDEX_SECONDS.observe(deduped - read)
-            self.first = False
         finally:
             cached.unpersist()
         if counts or drop:
@@ -252,6 +253,26 @@ class Lander:
         """``batch`` less the records at the positions of ``repeats`` (a broadcast anti-join)."""
         positions = self.spark.createDataFrame(repeats.select(["topic", "partition", "offset"]))
         return batch.join(F.broadcast(positions), ["topic", "partition", "offset"], "left_anti")
+
+
+def pending_batch(spark: SparkSession, checkpoint: str) -> int | None:
+    """The batch a query started now on ``checkpoint`` runs again: the last one of its offsets log
+    when its commits log lacks it (Spark re-runs it with the same offsets), else None."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def batches(log: str) -> list[int]:
+        path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/{log}")
+        fs = path.getFileSystem(conf)
+        if not fs.exists(path):
+            return []
+        return [int(n) for n in (st.getPath().getName() for st in fs.listStatus(path)) if n.isdigit()]
+
+    planned, committed = batches("offsets"), batches("commits")
+    if planned and max(planned) > max(committed, default=-1):
+        return max(planned)
+    return None
 
 
 def checkpoint_run_id(spark: SparkSession, checkpoint: str) -> str:

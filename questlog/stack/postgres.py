@@ -11,7 +11,7 @@ The local stack runs the Debian build of PostgreSQL (`/usr/lib/postgresql/<major
 * its own credentials: the database user of QUESTLOG_CATALOG_DB_URL with a generated password kept
   in ``$QUESTLOG_HOME/postgres/password`` (0600; QUESTLOG_CATALOG_DB_PASSWORD_FILE), handed to
   initdb in a file and never on a command line; password authentication (SCRAM) for every connection;
-* little memory (MEMORY below: 8 MiB of shared buffers, few connections and background workers),
+* little memory (MEMORY below: 4 MiB of shared buffers, few connections and background workers),
   so that the whole process group stays under 100 MiB of RSS;
 * the catalog's tables created as Iceberg's JDBC catalog creates them (schema version V1, which
   both Iceberg 1.12 in Spark and Trino 476's Iceberg connector read), once the server answers.
@@ -39,8 +39,8 @@ RUN_AS = "postgres"  # the user the Debian package creates, for when Questlog ru
 
 # Server settings beside the defaults: loopback TCP only, small memory, durable commits.
 MEMORY: dict[str, str] = {
-    "shared_buffers": "8MB",
-    "max_connections": "40",
+    "shared_buffers": "4MB",
+    "max_connections": "20",
     "work_mem": "1MB",
     "maintenance_work_mem": "8MB",
     "temp_buffers": "1MB",

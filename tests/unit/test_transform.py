@@ -169,3 +169,18 @@ def test_an_empty_kafka_key_or_a_topic_without_a_table_is_identified_by_its_posi
         ("events.level_up", {"event_id": "ignored"}, b"game-a/e-3"),  # the Kafka key wins over the JSON
     )
     assert keys_of(df, tables.values()) == ["@:0:0", "@:0:1", "game-a\u0001e-3"]
+
+
+@pytest.mark.parametrize(
+    "offsets,commits,pending",
+    [([0, 1, 2], [0, 1], 2), ([0, 1, 2], [0, 1, 2], None), ([], [], None), ([0], [], 0)],
+)
+def test_the_batch_spark_runs_again_is_the_planned_one_never_committed(spark, tmp_path, offsets, commits, pending):
+    from spark_sink.job import pending_batch
+
+    for log, batches in (("offsets", offsets), ("commits", commits)):
+        (tmp_path / log).mkdir()
+        for b in batches:
+            (tmp_path / log / str(b)).write_text("v1\n")
+    (tmp_path / "offsets" / ".0.crc").write_text("")  # Hadoop's checksum files are not batches
+    assert pending_batch(spark, f"file://{tmp_path}") == pending
