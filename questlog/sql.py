@@ -12,8 +12,8 @@ from questlog.settings import Settings
 
 
 def connect(settings: Settings, user: str | None = None) -> trino.dbapi.Connection:
-    """A connection as ``user``, by default QUESTLOG_TRINO_USER, a reader: only the sink's user
-    (QUESTLOG_SINK_TRINO_USER) may change tables (compose/trino/hive-rules.json).
+    """A connection as ``user``, by default QUESTLOG_TRINO_USER, a reader: only the compactor's user
+    (QUESTLOG_COMPACT_TRINO_USER) may change tables (compose/trino/iceberg-rules.json).
 
     QUESTLOG_TRINO_URL gives the scheme (https: TLS, verified against the system's CAs or
     REQUESTS_CA_BUNDLE) and may carry ``user:password@``: Trino's password authentication, as that

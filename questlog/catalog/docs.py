@@ -20,7 +20,7 @@ def render_markdown(catalog: Catalog) -> str:
         "# Event reference",
         "",
         "Generated from `questlog/catalog/schemas/` by `questlog catalog docs -o docs/events.md`; do not "
-        "edit by hand. Each event type is one Trino table `hive.events.<table>` with the envelope "
+        "edit by hand. Each event type is one Iceberg table `iceberg.events.<table>` (Trino and Spark) with the envelope "
         f"columns, the type's own fields and the partition column `{PARTITION_COLUMN}` (the UTC date of "
         "`received_at`).",
         "",
