@@ -403,6 +403,7 @@ def run(
     """Run the query until ``stopping``; rebuild it whenever the deployed catalog changes (new
     types need their topics read, new fields their columns added first)."""
     iceberg = IcebergTables(spark, settings)
+    report_failures = 0  # queries in a row stopped by the progress report of a batch run again
     while not stopping.is_set():
         catalog = source.get()
         tables = catalog.tables(settings.raw_topic, settings.dlq_topic)
@@ -414,15 +415,33 @@ def run(
         lander = Lander(spark, settings, source, catalog, iceberg, index, checkpoint)
         starting = starting_offsets(spark, settings, [t.topic for t in tables])
         try:
-            watch(build_query(spark, settings, tables, lander, starting), source, catalog, stopping, ready, settings)
+            query = build_query(spark, settings, tables, lander, starting)
+            if watch(query, source, catalog, stopping, ready, settings, started_on_a_rerun=lander.rerun is not None):
+                report_failures += 1
+                if report_failures > 3:  # the batch is not getting committed: not that case
+                    raise RuntimeError("the query keeps failing on the batch it runs again")
+            else:
+                report_failures = 0
         finally:
             lander.close()
 
 
+def progress_report_failed(message: str) -> bool:
+    """Whether a query failed in the Kafka source's progress metrics (SPARK 4.1, a batch run again)."""
+    return "NullPointerException" in message and "KafkaMicroBatchStream" in message
+
+
 def watch(
-    query, source: CatalogSource, catalog: Catalog, stopping: threading.Event, ready: Path, settings: Settings
-) -> None:
-    """Wait on a running query, logging each batch's progress, until it must stop or restart."""
+    query,
+    source: CatalogSource,
+    catalog: Catalog,
+    stopping: threading.Event,
+    ready: Path,
+    settings: Settings,
+    started_on_a_rerun: bool = False,
+) -> bool:
+    """Wait on a running query, logging each batch's progress, until it must stop or restart; True
+    when it failed in Spark's progress report of the batch it ran again (``started_on_a_rerun``)."""
     ready.write_text(str(time.time()))
     log.info(
         "sink running: %d topics -> %s (trigger %ss)",
@@ -438,7 +457,13 @@ def watch(
         except Exception as exc:
             if source.refresh() is not catalog:
                 log.info("catalog changed: restarting the query")
-                return
+                return False
+            if progress_report_failed(str(exc)) and started_on_a_rerun:
+                # Spark 4.1's Kafka source fails to report the progress of the batch a restarted
+                # query runs again (KafkaMicroBatchStream.metrics: no latest offsets yet), after the
+                # batch and its commit are done: the next query goes on from the next batch.
+                log.warning("the query failed reporting a batch run again after a restart; starting it again: %s", exc)
+                return True
             raise RuntimeError(f"the streaming query failed: {exc}") from exc
         progress = query.lastProgress
         if progress and progress.get("batchId") != logged and progress.get("numInputRows"):
@@ -446,7 +471,7 @@ def watch(
             log.info("progress %s", progress_line(progress))
         if stopping.is_set() or source.get() is not catalog:
             query.stop()
-            return
+            return False
 
 
 def main() -> int:

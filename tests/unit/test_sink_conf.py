@@ -114,3 +114,12 @@ def test_the_catalog_is_the_jdbc_one_trino_reads_and_its_password_comes_from_its
     live = {}
     attach_catalog(SimpleNamespace(conf=SimpleNamespace(set=lambda k, v: live.update({k: v}))), settings)
     assert live["spark.sql.catalog.iceberg.jdbc.password"] == "s3cret"
+
+
+def test_only_sparks_kafka_progress_report_failure_restarts_the_query_in_process():
+    npe = (
+        'java.lang.NullPointerException: Cannot invoke "scala.collection.IterableOps.map(scala.Function1)" '
+        "at org.apache.spark.sql.kafka010.KafkaMicroBatchStream$.metrics(KafkaMicroBatchStream.scala:520)"
+    )
+    assert job.progress_report_failed(npe)
+    assert not job.progress_report_failed("org.apache.iceberg.jdbc.UncheckedSQLException: Unknown failure")
