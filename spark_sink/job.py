@@ -426,6 +426,17 @@ def run(
             lander.close()
 
 
+def failure_text(exc: BaseException) -> str:
+    """A failed query's message with its JVM stack trace and causes (PySpark's captured exception
+    keeps the stack trace aside)."""
+    parts: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(parts) < 10:
+        parts += [str(cause), str(getattr(cause, "_stackTrace", "") or "")]
+        cause = getattr(cause, "_cause", None) or cause.__cause__
+    return "\n".join(parts)
+
+
 def progress_report_failed(message: str) -> bool:
     """Whether a query failed in the Kafka source's progress metrics (SPARK 4.1, a batch run again)."""
     return "NullPointerException" in message and "KafkaMicroBatchStream" in message
@@ -458,7 +469,7 @@ def watch(
             if source.refresh() is not catalog:
                 log.info("catalog changed: restarting the query")
                 return False
-            if progress_report_failed(str(exc)) and started_on_a_rerun:
+            if progress_report_failed(failure_text(exc)) and started_on_a_rerun:
                 # Spark 4.1's Kafka source fails to report the progress of the batch a restarted
                 # query runs again (KafkaMicroBatchStream.metrics: no latest offsets yet), after the
                 # batch and its commit are done: the next query goes on from the next batch.
