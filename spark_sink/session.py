@@ -36,10 +36,8 @@ def catalog_conf(settings: Settings) -> dict[str, str]:
         # V1: the catalog tables with `iceberg_type`, which Trino 476 reads (its default schema version)
         f"{prefix}.jdbc.schema-version": "V1",
         f"{prefix}.warehouse": settings.warehouse_url,
-        # tables are cached by the catalog (Iceberg's default, 30 s): a batch does not load each
-        # table's metadata again before its append; a commit on stale metadata (the compactor
-        # committed meanwhile) is refused by the catalog and retried by Iceberg on the new one
-        f"{prefix}.cache-enabled": "true",
+        # every batch reads the table's current metadata: the compactor (through Trino) commits too
+        f"{prefix}.cache-enabled": "false",
         # one connection: each catalog call is one short statement at a time, and every connection
         # is a backend process of PostgreSQL (about 16 MiB of RSS each), which stays under 100 MiB
         f"{prefix}.clients": "1",
