@@ -36,7 +36,9 @@ def catalog_conf(settings: Settings) -> dict[str, str]:
         # V1: the catalog tables with `iceberg_type`, which Trino 476 reads (its default schema version)
         f"{prefix}.jdbc.schema-version": "V1",
         f"{prefix}.warehouse": settings.warehouse_url,
-        # every batch reads the table's current metadata: the compactor (through Trino) commits too
+        # every batch reads the table's current metadata: the compactor (through Trino) commits too,
+        # and a streaming query writes through a catalog of its own (Spark clones the session), so
+        # a cached table in another session would be stale (measured: a count of 0 after appends)
         f"{prefix}.cache-enabled": "false",
         # one connection: each catalog call is one short statement at a time, and every connection
         # is a backend process of PostgreSQL (about 16 MiB of RSS each), which stays under 100 MiB
