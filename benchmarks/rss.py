@@ -16,12 +16,17 @@ import psutil
 
 
 def rss_by_group() -> dict[int, int]:
-    """Bytes resident per process group, over every live process."""
+    """Bytes resident per process group, over every live process. A process that leads a group of
+    its own under a parent of another group counts with its parent's group: PostgreSQL's backends
+    and auxiliary processes each call setsid(), yet they are the postmaster's service."""
     out: dict[int, int] = {}
-    for proc in psutil.process_iter(["memory_info"]):
+    for proc in psutil.process_iter(["memory_info", "ppid"]):
         try:
             pgid = os.getpgid(proc.pid)
-        except ProcessLookupError:
+            ppid = proc.info["ppid"]
+            if pgid == proc.pid and ppid and ppid != 1 and os.getpgid(ppid) != pgid and os.getpgid(ppid) == ppid:
+                pgid = ppid  # a child that set up a group of its own, of a group leader
+        except (ProcessLookupError, PermissionError):
             continue
         memory = proc.info["memory_info"]
         if memory is not None:  # None: gone, or not ours to read
