@@ -1,13 +1,17 @@
-"""The Faust app: a worker that hosts the router.
+"""The Faust app: agent ``route`` reads the raw topic and writes each event to its typed topic or
+to the dead letters.
 
 Run: `faust -A faust_app.app worker -l info` (settings from QUESTLOG_* environment variables).
 Run N of them (each with its own QUESTLOG_ROUTER_WEB_PORT, or `--web-port`) to share the raw
-topic's partitions: they form the consumer group QUESTLOG_ROUTER_ID.
+topic's partitions: they form the consumer group QUESTLOG_ROUTER_ID, and Faust assigns them the
+partitions (QUESTLOG_TOPIC_PARTITIONS).
 
-The router (`faust_app.router.Router`) reads raw events in batches, asks `routing.route` where
-each goes, writes the typed copies and dead letters, and commits a raw event's offset only after
-Kafka confirmed its copy. The catalog is the deployed one, reloaded when it changes; a newly
-deployed type gets its topic created on first use.
+Everything goes through Faust: its consumer reads the raw topic, agent ``route``
+(faust_app.agents) takes batches, ``faust_app.router.Router`` routes them with the pure functions of
+``faust_app.routing`` and writes every copy with Faust's producer (idempotent, acks=all, Kafka's
+murmur2 partitioner) to the Faust topics of ``faust_app.topics``; the agent acks a raw record only
+after Kafka confirmed its copies, and Faust commits what was acked. The catalog is the deployed
+one, reloaded when it changes; a newly deployed type gets its topic created on first use.
 
 Faust's web server (QUESTLOG_ROUTER_WEB_HOST:QUESTLOG_ROUTER_WEB_PORT) serves GET /metrics in
 Prometheus' format: the counters of faust_app.router.
@@ -15,30 +19,62 @@ Prometheus' format: the counters of faust_app.router.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import faust
-from faust.app.base import BootStrategy
+from faust.sensors import Monitor
+from faust.transport.drivers import aiokafka as faust_kafka
 
+from faust_app.agents import add_route_agent
 from faust_app.router import Router
+from faust_app.topics import Topics
 from questlog.catalog.watch import CatalogSource
 from questlog.settings import Settings
 
 
-class _RouterBoot(BootStrategy):
-    # Faust's own consumer and producer stay off: the router reads and writes with its own
-    # batch client (see faust_app.router for the measurements), and Faust's consumer would join
-    # the same consumer group with another partition assignor, which Kafka refuses.
-    enable_kafka = False
+class LeanMonitor(Monitor):
+    """Faust's Monitor keeps statistics on every message and event (10-30% of the stream's time
+    here); the router has its own metrics. Kept: the inbound time per partition, which Faust's
+    stalled-stream check reads."""
+
+    def on_message_in(self, tp, offset, message) -> None:
+        message.time_in = None
+
+    def on_stream_event_in(self, tp, offset, stream, event):
+        self.stream_inbound_time[tp] = time.monotonic()
+        return None
+
+    def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:
+        pass
+
+    def on_message_out(self, tp, offset, message) -> None:
+        pass
+
+    def on_send_initiated(self, producer, topic, message, keysize, valsize):
+        return None
+
+    def on_send_completed(self, producer, state, metadata) -> None:
+        pass
+
+
+class IdempotentProducer(faust_kafka.Producer):
+    """Faust's producer with Kafka's idempotence on (no duplicate or reordered copy after a retry
+    of a produce request); Faust turns it on only for its transactions."""
+
+    def _settings_extra(self):
+        return {**super()._settings_extra(), "enable_idempotence": True}
 
 
 class RouterApp(faust.App):
-    BootStrategy = _RouterBoot
-    router_service: type[Router]  # set by build_router, for tests
+    routing: Router | None = None  # the agent's, once it runs (for the lag timer and tests)
+
+    def _new_producer(self):
+        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
 def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
-    """Build the app and its router service. Connects to nothing until a worker starts."""
+    """Build the app, its topics and its agent. Connects to nothing until a worker starts."""
     app = RouterApp(
         settings.router_id,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
@@ -48,13 +84,47 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
         web_port=settings.router_web_port,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
+        store="memory://",
+        Monitor=LeanMonitor,
+        # A crashed worker's partitions go to another worker after this long.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        # What a killed worker had acked but not committed is routed again by the next owner (the sink
+        # drops the copies): committing every second, not every 2.8 s, keeps that small.
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        # Measured (faust_app.router): 4 MiB fetches kept the single-event stream fed.
+        consumer_max_fetch_size=4 * 1024 * 1024,
+        producer_acks=-1,
+        producer_linger=0.005,
+        # a batch holds at most one record limit; a request may carry a little more (1 MiB for the
+        # default limit), as the broker's message.max.bytes (1,048,588) allows
+        producer_max_batch_size=settings.max_record_bytes,
+        producer_max_request_size=settings.max_record_bytes + 48_576,
     )
-    current, refresh = catalog.get, catalog.refresh
+    topics = Topics(app, settings)
 
-    @app.service
-    class RouterService(Router):
-        def __init__(self, **kwargs) -> None:
-            super().__init__(settings, current, refresh, settings.max_record_bytes, **kwargs)
+    def make_router() -> Router:
+        producer = app.producer
+
+        async def send(topic: str, key: bytes | None, value: bytes):
+            return await producer.send(topic, key, value, None, None, None)
+
+        def highwater() -> dict:
+            consumer = app.consumer
+            return {tp: consumer.highwater(tp) for tp in consumer.assignment() if tp.topic == settings.raw_topic}
+
+        router = Router(settings, catalog.get, catalog.refresh, send, topics.ensure, highwater)
+        app.routing = router
+        return router
+
+    add_route_agent(app, topics, make_router)
+
+    @app.timer(interval=2.0)
+    async def lag() -> None:
+        """The lag gauges between batches too (they are set as each batch begins)."""
+        if app.routing is not None:
+            app.routing.observe_lag()
 
     @app.page("/metrics")
     async def metrics(web, request):
@@ -65,7 +135,6 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
             prometheus_client.generate_latest(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
         )
 
-    app.router_service = RouterService  # for tests
     return app
 
 

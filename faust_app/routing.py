@@ -1,9 +1,13 @@
-"""Routing decisions: pure functions from a raw Kafka record to the record to write.
+"""Routing decisions: pure functions from a raw Kafka record to the records to write.
 
-Whatever a raw record holds (any bytes, any size the broker took), ``route`` returns a record that
-fits ``limit`` bytes (key + value): the typed copy of a valid event, or a dead letter. A dead letter
-that would be larger keeps its reasons and raw payload cut to fit, and its reason says so, with the
-raw payload's size and SHA-256, so that the original can still be found at its source offset.
+A raw record holds one event (a JSON object), or, as the collector writes a request of several
+events, a JSON array of them (one record per request: the router's per-message cost is paid once
+per request, as Snowplow's collector payloads do). ``route_record`` returns one record per event:
+its typed copy if it is valid, else a dead letter. Whatever a raw record holds (any bytes, any size
+the broker took), every record returned fits ``limit`` bytes (key + value). A dead letter that would
+be larger keeps its reasons and raw payload cut to fit, and its reason says so, with the raw
+payload's size and SHA-256, so that the original can still be found at its source offset (and, in
+an array, its index).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,9 +26,13 @@ from questlog.catalog import Catalog, dead_letter_key, event_key, parse_timestam
 
 @dataclass(frozen=True)
 class Source:
+    """Where a raw event was read: its record's topic, partition and offset, and its position in
+    the record's array (None for a record that holds one event)."""
+
     topic: str
     partition: int
     offset: int
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,10 @@ class Routed:
 MAX_RECORD_BYTES = 1_000_000
 # A reason longer than this is cut (validation keeps reasons short; this bounds what is left).
 MAX_REASON_CHARS = 8_000
+# The most events one raw record may hold (QUESTLOG_MAX_BATCH_EVENTS sets it: the collector never
+# writes more); a record with more is one dead letter, so a hostile producer's array of a million
+# tiny items cannot make a million records.
+MAX_RECORD_EVENTS = 1000
 
 
 def loads(raw: bytes) -> Any:
@@ -68,6 +80,37 @@ def dumps(obj: Any) -> bytes:
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d")
 
 
+def route_record(
+    raw: bytes | None,
+    source: Source,
+    catalog: Catalog,
+    raw_topic: str,
+    dlq_topic: str,
+    now: datetime | None = None,
+    limit: int = MAX_RECORD_BYTES,
+    max_events: int = MAX_RECORD_EVENTS,
+) -> list[tuple[Source, Routed]]:
+    """Where each event of one raw record goes, with where it was read: a JSON array is one event
+    per item (``Source.index`` says which), anything else is one event. Never raises."""
+    raw = raw or b""
+    if raw.lstrip()[:1] != b"[":
+        return [(source, route(raw, source, catalog, raw_topic, dlq_topic, now, limit))]
+    try:
+        items = loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        items = None
+    if not isinstance(items, list):  # not JSON after all: one dead letter saying so
+        return [(source, route(raw, source, catalog, raw_topic, dlq_topic, now, limit))]
+    if not items or len(items) > max_events:
+        why = "an empty array: no event" if not items else f"{len(items)} events in one record; at most {max_events}"
+        return [(source, dead_letter(raw, None, why, source, dlq_topic, now, limit))]
+    sources = [replace(source, index=index) for index in range(len(items))]
+    return [
+        (at, route_event(item, None, at, catalog, raw_topic, dlq_topic, now, limit))
+        for at, item in zip(sources, items, strict=True)
+    ]
+
+
 def route(
     raw: bytes | None,
     source: Source,
@@ -77,7 +120,7 @@ def route(
     now: datetime | None = None,
     limit: int = MAX_RECORD_BYTES,
 ) -> Routed:
-    """Decide where one raw record goes: its typed topic if it is valid, else a dead letter that
+    """Decide where one raw event goes: its typed topic if it is valid, else a dead letter that
     carries every reason, the raw payload and where it came from. Never raises; what it returns
     always fits ``limit`` bytes."""
     raw = raw or b""
@@ -85,14 +128,29 @@ def route(
         event = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return dead_letter(raw, None, f"payload is not valid JSON: {exc}", source, dlq_topic, now, limit)
+    return route_event(event, raw, source, catalog, raw_topic, dlq_topic, now, limit)
+
+
+def route_event(
+    event: Any,
+    raw: bytes | None,
+    source: Source,
+    catalog: Catalog,
+    raw_topic: str,
+    dlq_topic: str,
+    now: datetime | None = None,
+    limit: int = MAX_RECORD_BYTES,
+) -> Routed:
+    """``route`` for an event already parsed; ``raw`` is its payload as read, or None for an item
+    of an array (its dead letter then carries the item written back as JSON)."""
     errors = validate(event, catalog)
     if errors:
-        return dead_letter(raw, event, "; ".join(errors), source, dlq_topic, now, limit)
+        return dead_letter(_raw(raw, event), event, "; ".join(errors), source, dlq_topic, now, limit)
     try:
         key = event_key(event.get("source"), event["event_id"])
     except UnicodeEncodeError:
         return dead_letter(
-            raw,
+            _raw(raw, event),
             None,
             "field 'event_id': not valid Unicode (an unpaired surrogate escape)",
             source,
@@ -100,6 +158,7 @@ def route(
             now,
             limit,
         )
+    original = raw if raw is not None else dumps(event)  # before the rewrites below, for a dead letter
     et = catalog.types[event["event_type"]]
     for name in et.timestamp_fields:  # one spelling of time that every reader (Spark, Trino) parses alike
         value = event.get(name)
@@ -111,7 +170,7 @@ def route(
     value = dumps(event)
     if len(key) + len(value) > limit:
         return dead_letter(
-            raw,
+            original,
             event,
             f"the typed copy is {len(key) + len(value)} bytes, over the {limit}-byte "
             "limit of one Kafka record (the router adds schema_version and rewrites timestamps)",
@@ -121,6 +180,10 @@ def route(
             limit,
         )
     return Routed(typed_topic(raw_topic, et.name), key, value)
+
+
+def _raw(raw: bytes | None, event: Any) -> bytes:
+    return raw if raw is not None else dumps(event)
 
 
 def dead_letter(
@@ -143,6 +206,8 @@ def dead_letter(
         "source_offset": source.offset,
         "failed_at": now.isoformat(timespec="milliseconds"),
     }
+    if source.index is not None:
+        record["source_index"] = source.index
     if isinstance(event, dict):
         for name in ("event_id", "event_type"):
             if isinstance(event.get(name), str) and len(event[name]) <= 256:
@@ -150,7 +215,7 @@ def dead_letter(
         received = event.get("received_at")
         if isinstance(received, str) and len(received) <= 64 and parse_timestamp(received) is not None:
             record["received_at"] = received
-    key = dead_letter_key(source.topic, source.partition, source.offset)
+    key = dead_letter_key(source.topic, source.partition, source.offset, source.index)
     value = dumps(record)
     if len(key) + len(value) > limit or len(reason) > MAX_REASON_CHARS:
         record = _cut_to_fit(record, raw, limit - len(key))

@@ -36,7 +36,9 @@ def produce(settings: Settings, topic: str, values: list[bytes], key: bytes | No
 
 def json_records(settings: Settings, topic: str, timeout_s: float) -> Iterator[tuple[Any, dict]]:
     """(message, record) for each JSON object in ``topic`` from its start, until ``timeout_s``
-    (or until the caller stops iterating); other records are skipped."""
+    (or until the caller stops iterating), and for each object of a record that is a JSON array
+    (the collector writes a request's events as one; such an object gets ``_index``); other
+    records are skipped."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -58,6 +60,10 @@ def json_records(settings: Settings, topic: str, timeout_s: float) -> Iterator[t
                 continue
             if isinstance(record, dict):
                 yield msg, record
+            elif isinstance(record, list):
+                for index, item in enumerate(record):
+                    if isinstance(item, dict):
+                        yield msg, {**item, "_index": index}
     finally:
         consumer.close()
 

@@ -108,9 +108,11 @@ def event_key(source: str | None, event_id: str) -> bytes:
     return (f"{source}{EVENT_KEY_SEPARATOR}{event_id}" if source else event_id).encode()
 
 
-def dead_letter_key(topic: str, partition: int, offset: int) -> bytes:
-    """The Kafka key of a dead letter: where its payload was read, ``topic:partition:offset``."""
-    return DEAD_LETTER_KEY_SEPARATOR.join((topic, str(partition), str(offset))).encode()
+def dead_letter_key(topic: str, partition: int, offset: int, index: int | None = None) -> bytes:
+    """The Kafka key of a dead letter: where its payload was read, ``topic:partition:offset``, and
+    ``:index`` for an event of a record that held an array of them."""
+    parts = (topic, str(partition), str(offset)) + (() if index is None else (str(index),))
+    return DEAD_LETTER_KEY_SEPARATOR.join(parts).encode()
 
 
 # How the router joins a table's key columns into its records' Kafka key: the sink takes its dedupe
@@ -169,6 +171,10 @@ DEAD_LETTER_COLUMNS: tuple[Field, ...] = (
     Field("event_id", "string", "The payload's event_id, if it had a readable one."),
     Field("event_type", "string", "The payload's event_type, if it had a readable one."),
     Field("received_at", "timestamp", "The payload's received_at, if it had a valid one."),
+    # last: added after the others (tables created before it keep their column order)
+    Field(
+        "source_index", "long", "Its position in the record's array of events (null when the record held one event)."
+    ),
 )
 
 
@@ -212,7 +218,7 @@ class Catalog:
                 dlq_topic,
                 DEAD_LETTER_COLUMNS,
                 "failed_at",
-                ("source_topic", "source_partition", "source_offset"),
+                ("source_topic", "source_partition", "source_offset", "source_index"),
                 DEAD_LETTER_KEY_SEPARATOR,
             )
         )

@@ -13,10 +13,12 @@ from questlog.catalog import ENVELOPE
 
 
 class RecordingWriter:
-    """Stands in for the Kafka writer: keeps what it was given (decoded), or fails like Kafka."""
+    """Stands in for the Kafka writer: keeps what it was given (each record, and each event of the
+    records decoded), or fails like Kafka."""
 
     def __init__(self, fail: bool = False):
         self.sent: list[dict] = []
+        self.records: list[tuple[bytes, bytes]] = []
         self.keys: list[bytes] = []
         self.fail = fail
         self.available = True
@@ -26,8 +28,10 @@ class RecordingWriter:
         if self.fail:
             raise DeliveryError("broker down")
         for key, value in records:
+            self.records.append((key, value))
             self.keys.append(key)
-            self.sent.append(json.loads(value))
+            decoded = json.loads(value)
+            self.sent.extend(decoded if isinstance(decoded, list) else [decoded])
 
 
 def make_app(settings, writer, **config):

@@ -1,19 +1,21 @@
-"""The router's size fitting (pure) and its delivery loop against a scripted producer: what is
-written, what is retried, and that offsets are committed only after every copy is confirmed."""
+"""The router's size fitting (pure), its delivery loop against a scripted Kafka (what is written,
+what is retried, what becomes a dead letter), and its Faust agent in ``test_context``: a raw record
+is acked only after every copy made from it is confirmed."""
 
 import asyncio
 import hashlib
 import json
 import random
-from types import SimpleNamespace
 
+import faust
 import pytest
-from aiokafka import TopicPartition
 from aiokafka import errors as kafka_errors
-from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.exceptions import ProducerSendError
 
+from faust_app.agents import add_route_agent
 from faust_app.router import Router, backoff_s, is_permanent
-from faust_app.routing import MAX_RECORD_BYTES, Source, route
+from faust_app.routing import MAX_RECORD_BYTES, Source, route, route_record
+from faust_app.topics import Topics
 from questlog.settings import Settings
 
 SRC = Source("events", 0, 42)
@@ -86,6 +88,9 @@ def test_errors_are_sorted_into_permanent_and_transient():
     assert is_permanent(kafka_errors.RecordListTooLargeError())
     assert is_permanent(kafka_errors.InvalidTopicError())
     assert is_permanent(TypeError("value must be bytes"))
+    wrapped = ProducerSendError("Error while sending")  # how Faust's producer raises Kafka's errors
+    wrapped.__cause__ = kafka_errors.MessageSizeTooLargeError()
+    assert is_permanent(wrapped)
     for transient in (
         kafka_errors.KafkaTimeoutError(),
         kafka_errors.KafkaConnectionError(),
@@ -103,138 +108,236 @@ def test_backoff_doubles_up_to_a_cap():
     assert backoff_s(50) == 10.0
 
 
-# The delivery loop against a scripted producer ----------------------------------------------------
+# Arrays: one raw record per collector request ---------------------------------------------------------
 
 
-class ScriptedProducer:
-    """Records every batch sent; ``refuse(topic, records) -> exception or None`` decides each."""
+def test_an_array_record_is_one_event_per_item_and_its_dead_letters_name_their_index(catalog):
+    good = {**EVENT, "source": "default", "guild_id": "g"}
+    raw = json.dumps([{**good, "event_id": "a"}, {**good, "event_id": "b", "role": 3}, "not an object"]).encode()
+    routed = route_record(raw, SRC, catalog, "events", "events.dlq")
+    assert [(at.index, out.topic) for at, out in routed] == [
+        (0, "events.join_guild"),
+        (1, "events.dlq"),
+        (2, "events.dlq"),
+    ]
+    assert routed[0][1].key == b"default/a"
+    wrong = json.loads(routed[1][1].value)
+    assert wrong["reason"] == "field 'role': expected string, got integer 3"
+    assert (wrong["source_offset"], wrong["source_index"], wrong["event_id"]) == (42, 1, "b")
+    assert json.loads(wrong["raw"])["role"] == 3  # the item, written back as JSON
+    assert routed[1][1].key == b"events:0:42:1" and routed[2][1].key == b"events:0:42:2"
 
-    def __init__(self, refuse):
+
+def test_a_single_event_record_keeps_its_dead_letter_key_and_has_no_index(catalog):
+    [(at, out)] = route_record(b"garbage", SRC, catalog, "events", "events.dlq")
+    assert at == SRC and out.key == b"events:0:42" and "source_index" not in json.loads(out.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[]", "an empty array: no event"),
+        (b"[" + b",".join([b"{}"] * 1001) + b"]", "1001 events in one record; at most 1000"),
+        (b"[1, 2", "payload is not valid JSON"),
+        (b"[" * 5000 + b"]" * 5000, "payload is not valid JSON"),
+    ],
+)
+def test_an_array_that_is_no_batch_of_events_is_one_dead_letter(catalog, raw, reason):
+    [(at, out)] = route_record(raw, SRC, catalog, "events", "events.dlq", max_events=1000)
+    assert at.index is None and out.dead and out.reason.startswith(reason)
+    assert json.loads(out.value)["raw"] == raw.decode()
+
+
+# The delivery loop against a scripted Kafka ---------------------------------------------------------
+
+
+class ScriptedKafka:
+    """Faust's producer and topic creation as the router sees them. Records sent in one turn of the
+    event loop share a batch per topic, as in the real producer's accumulator; ``refuse(topic,
+    values)`` decides each batch (an exception, or None: confirmed); ``refuse_topic(name)`` each
+    topic creation."""
+
+    def __init__(self, refuse=lambda topic, values: None, refuse_topic=lambda name: None):
         self.refuse = refuse
-        self.sent = []  # (topic, [values]) that Kafka "confirmed"
-        self.attempts = 0
+        self.refuse_topic = refuse_topic
+        self.sent: list[tuple[str, bytes]] = []  # (topic, value) that Kafka "confirmed"
+        self.batches = 0
+        self.created: list[str] = []
+        self.hold: asyncio.Event | None = None  # set: confirmations wait for it
+        self._turn: list[tuple[str, bytes, asyncio.Future]] = []
 
-    def create_batch(self):
-        batch = BatchBuilder(1_000_000, 0)
-        batch.items = []
-        append = batch.append
+    async def send(self, topic, key, value):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._turn:
+            loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
+        self._turn.append((topic, value, future))
+        return future
 
-        def recording_append(*, key, value, timestamp):
-            metadata = append(key=key, value=value, timestamp=timestamp)
-            if metadata is not None:
-                batch.items.append(value)
-            return metadata
+    async def _flush(self):
+        turn, self._turn = self._turn, []
+        if self.hold is not None:
+            await self.hold.wait()
+        for topic in dict.fromkeys(t for t, _, _ in turn):
+            batch = [(v, f) for t, v, f in turn if t == topic]
+            self.batches += 1
+            exc = self.refuse(topic, [v for v, _ in batch])
+            for value, future in batch:
+                if exc is None:
+                    self.sent.append((topic, value))
+                    future.set_result("metadata")
+                else:
+                    future.set_exception(exc)
 
-        batch.append = recording_append
-        return batch
+    async def ensure(self, name):
+        exc = self.refuse_topic(name)
+        if exc is not None:
+            raise exc
+        self.created.append(name)
 
-    async def send_batch(self, batch, topic, *, partition):
-        self.attempts += 1
-        fut = asyncio.get_running_loop().create_future()
-        exc = self.refuse(topic, batch.items)
-        if exc is None:
-            asyncio.get_running_loop().call_later(0.01, fut.set_result, "metadata")
-            self.sent.append((topic, list(batch.items)))
-        else:
-            fut.set_exception(exc)
-        return fut
-
-
-class ScriptedConsumer:
-    def __init__(self, producer):
-        self.producer = producer
-        self.commits = []
-
-    async def commit(self, offsets):
-        # what Kafka had confirmed when the offsets were committed
-        self.commits.append((dict(offsets), sum(len(v) for _, v in self.producer.sent)))
+    def values(self, topic):
+        return [json.loads(v) for t, v in self.sent if t == topic]
 
 
-def make_router(catalog, refuse, limit=MAX_RECORD_BYTES):
-    router = Router(Settings.from_env({}), lambda: catalog, lambda: catalog, limit)
-    router.producer = ScriptedProducer(refuse)
-    router.consumer = ScriptedConsumer(router.producer)
-    router._topics.update({"events.join_guild", "events.dlq", "events.purchase_sword"})
+def make_router(catalog, kafka=None, **settings):
+    kafka = kafka or ScriptedKafka()
+    router = Router(Settings.from_env({}, **settings), lambda: catalog, lambda: catalog, kafka.send, kafka.ensure)
+    router.kafka = kafka
     return router
 
 
 def records(*values, partition=0):
-    tp = TopicPartition("events", partition)
-    return {tp: [SimpleNamespace(value=v, offset=100 + i) for i, v in enumerate(values)]}
+    return [(v, Source("events", partition, 100 + i)) for i, v in enumerate(values)]
 
 
 def event(n, **fields):
     return json.dumps({**EVENT, "event_id": f"e-{n}", **fields}).encode()
 
 
-def test_offsets_are_committed_only_after_every_copy_is_confirmed(catalog):
-    router = make_router(catalog, lambda topic, items: None)
-    asyncio.run(router.process(records(event(1), b"not json", event(2))))
-    assert [(t, len(v)) for t, v in router.producer.sent] == [("events.join_guild", 2), ("events.dlq", 1)]
-    assert router.consumer.commits == [({TopicPartition("events", 0): 103}, 3)]
+def test_every_copy_is_confirmed_before_handle_returns(catalog):
+    router = make_router(catalog)
+    batch = json.dumps([json.loads(event(4)), json.loads(event(5, role=7))]).encode()
+    assert asyncio.run(router.handle(records(event(1), b"not json", event(2), batch))) == 5
+    kafka = router.kafka
+    assert sorted(e["event_id"] for e in kafka.values("events.join_guild")) == ["e-1", "e-2", "e-4"]
+    letters = kafka.values("events.dlq")
+    assert [(d["source_offset"], d.get("source_index")) for d in letters] == [(101, None), (103, 1)]
+    assert kafka.created == ["events.dlq", "events.join_guild"]  # each topic made sure of once
 
 
-def test_transient_failures_are_retried_without_committing_until_they_pass(catalog, monkeypatch):
+def test_transient_failures_are_retried_until_they_pass(catalog, monkeypatch):
     monkeypatch.setattr("faust_app.router.backoff_s", lambda attempt: 0.01)
     failures = iter([kafka_errors.KafkaConnectionError(), kafka_errors.NotLeaderForPartitionError(), None])
-    router = make_router(catalog, lambda topic, items: next(failures))
-    asyncio.run(router.process(records(event(1), event(2))))
-    assert router.producer.attempts == 3
-    assert [len(v) for _, v in router.producer.sent] == [2]  # delivered once, after two refusals
-    assert router.consumer.commits == [({TopicPartition("events", 0): 102}, 2)]
+    router = make_router(catalog, ScriptedKafka(lambda topic, values: next(failures)))
+    asyncio.run(router.handle(records(event(1), event(2))))
+    assert router.kafka.batches == 3
+    assert [e["event_id"] for e in router.kafka.values("events.join_guild")] == [
+        "e-1",
+        "e-2",
+    ]  # once, after two refusals
 
 
-def test_a_batch_refused_for_good_is_split_and_only_the_refused_record_becomes_a_dead_letter(catalog):
-    def refuse(topic, items):  # the broker refuses any batch holding the marked record
-        return (
-            kafka_errors.MessageSizeTooLargeError()
-            if any(b"e-bad" in v for v in items) and topic != "events.dlq"
-            else None
-        )
+def test_a_batch_refused_for_good_is_sent_record_by_record_and_only_the_refused_one_becomes_a_dead_letter(catalog):
+    def refuse(topic, values):  # the broker refuses any batch holding the marked record
+        refused = any(b"e-bad" in v for v in values) and topic != "events.dlq"
+        return kafka_errors.MessageSizeTooLargeError() if refused else None
 
-    router = make_router(catalog, refuse)
-    asyncio.run(router.process(records(event(1), event("bad"), event(3))))
-    typed = [json.loads(v)["event_id"] for t, vs in router.producer.sent if t == "events.join_guild" for v in vs]
-    letters = [json.loads(v) for t, vs in router.producer.sent if t == "events.dlq" for v in vs]
-    assert sorted(typed) == ["e-1", "e-3"]
-    assert len(letters) == 1 and letters[0]["event_id"] == "e-bad"
-    assert letters[0]["reason"].startswith("Kafka refused the record for events.join_guild: MessageSizeTooLargeError")
-    assert json.loads(letters[0]["raw"])["event_id"] == "e-bad" and letters[0]["source_offset"] == 101
-    assert router.consumer.commits == [({TopicPartition("events", 0): 103}, 3)]
+    router = make_router(catalog, ScriptedKafka(refuse))
+    asyncio.run(router.handle(records(event(1), event("bad"), event(3))))
+    kafka = router.kafka
+    assert sorted(e["event_id"] for e in kafka.values("events.join_guild")) == ["e-1", "e-3"]
+    [letter] = kafka.values("events.dlq")
+    assert letter["event_id"] == "e-bad" and letter["source_offset"] == 101
+    assert letter["reason"].startswith("Kafka refused the record for events.join_guild: MessageSizeTooLargeError")
+    assert json.loads(letter["raw"])["event_id"] == "e-bad"
 
 
 def test_a_dead_letter_refused_for_good_is_written_without_its_payload(catalog):
-    def refuse(topic, items):
-        return (
-            kafka_errors.MessageSizeTooLargeError()
-            if any(b"raw payload was dropped" not in v for v in items) and topic == "events.dlq"
-            else None
-        )
+    def refuse(topic, values):
+        whole = topic == "events.dlq" and any(b"raw payload was dropped" not in v for v in values)
+        return kafka_errors.MessageSizeTooLargeError() if whole else None
 
-    router = make_router(catalog, refuse)
-    asyncio.run(router.process(records(b"garbage")))
-    [(topic, [value])] = router.producer.sent
-    letter = json.loads(value)
-    assert topic == "events.dlq" and letter["raw"] == "" and letter["source_offset"] == 100
+    router = make_router(catalog, ScriptedKafka(refuse))
+    asyncio.run(router.handle(records(b"garbage")))
+    [letter] = router.kafka.values("events.dlq")
+    assert letter["raw"] == "" and letter["source_offset"] == 100
     assert letter["reason"].startswith("payload is not valid JSON")
-    assert router.consumer.commits == [({TopicPartition("events", 0): 101}, 1)]
 
 
-def test_a_routing_loop_that_fails_stops_the_worker_instead_of_idling(catalog):
-    router = make_router(catalog, lambda topic, items: None)
-    crashed = []
+def test_a_topic_kafka_refuses_costs_only_its_own_events(catalog, monkeypatch):
+    monkeypatch.setattr("faust_app.router.backoff_s", lambda attempt: 0.01)
 
-    class Undecodable:
-        async def getmany(self, **kwargs):
-            raise RuntimeError("Libraries for lz4 compression codec not found")
+    def refuse_topic(name):
+        return kafka_errors.InvalidTopicError(f"Cannot create topic: {name}") if name == "events.join_guild" else None
 
-    async def crash(exc):
-        crashed.append(exc)
+    router = make_router(catalog, ScriptedKafka(refuse_topic=refuse_topic))
+    other = json.dumps({**EVENT, "event_id": "s-1", "event_type": "purchase_sword"}).encode()
+    asyncio.run(router.handle(records(event(1), other)))
+    assert [e["event_id"] for e in router.kafka.values("events.purchase_sword")] == ["s-1"]
+    [letter] = router.kafka.values("events.dlq")
+    assert letter["event_id"] == "e-1" and "Kafka refused the record for events.join_guild" in letter["reason"]
+    assert "InvalidTopicError" in letter["reason"]
 
-    router.consumer = Undecodable()
-    router.crash = crash
-    asyncio.run(router._route_forever())
-    assert [str(e) for e in crashed] == ["Libraries for lz4 compression codec not found"]
+
+def test_a_dead_letter_topic_that_refuses_everything_is_retried_not_spun(catalog, monkeypatch):
+    waits = []
+    monkeypatch.setattr("faust_app.router.backoff_s", lambda attempt: waits.append(attempt) or 0.001)
+    refusals = iter(range(5))
+
+    def refuse(topic, values):  # the dead-letter topic refuses five times, then takes it
+        return kafka_errors.InvalidTopicError() if next(refusals, None) is not None else None
+
+    router = make_router(catalog, ScriptedKafka(refuse))
+    asyncio.run(router.handle(records(b"garbage")))
+    assert len(router.kafka.values("events.dlq")) == 1 and waits  # it backed off meanwhile
+
+
+# The agent: acked only after delivery ---------------------------------------------------------------
+
+
+def test_the_agent_acks_a_batch_only_once_every_copy_is_confirmed_and_in_offset_order(catalog):
+    settings = Settings.from_env({})
+    app = faust.App("test-router", broker="kafka://localhost:1", store="memory://")
+    kafka = ScriptedKafka()
+    kafka.hold = asyncio.Event()
+    add_route_agent(app, Topics(app, settings), lambda: make_router(catalog, kafka), take_max=10, take_within_s=0.05)
+    agent = app.agents["route"]
+
+    async def scenario():
+        async with agent.test_context() as context:
+            events = [await context.put(event(n)) for n in range(3)]
+            await asyncio.sleep(0.2)  # the batch is taken and sent; Kafka has not confirmed
+            assert [e.message.acked for e in events] == [False, False, False]
+            kafka.hold.set()
+            await asyncio.sleep(0.2)
+            assert [e.message.acked for e in events] == [True, True, True]
+            assert [e["event_id"] for e in kafka.values("events.join_guild")] == ["e-0", "e-1", "e-2"]
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_that_fails_crashes_the_worker_and_acks_nothing(catalog):
+    settings = Settings.from_env({})
+    app = faust.App("test-router-crash", broker="kafka://localhost:1", store="memory://")
+
+    class Broken(Router):
+        async def handle(self, records):
+            raise RuntimeError("a bug")
+
+    def broken_router():
+        kafka = ScriptedKafka()
+        return Broken(settings, lambda: catalog, lambda: catalog, kafka.send, kafka.ensure)
+
+    add_route_agent(app, Topics(app, settings), broken_router, take_max=10, take_within_s=0.05)
+    agent = app.agents["route"]
+
+    async def scenario():
+        async with agent.test_context() as context:
+            first = await context.put(event(1))
+            await asyncio.sleep(0.2)
+            assert context.should_stop and not first.message.acked  # redelivered after the restart
+
+    asyncio.run(scenario())
 
 
 def test_compressed_records_can_be_read():

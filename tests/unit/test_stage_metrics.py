@@ -9,7 +9,7 @@ import json
 from types import SimpleNamespace
 
 import prometheus_client
-from aiokafka import TopicPartition
+from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
 from spark_sink import metrics as sink_metrics
@@ -26,8 +26,8 @@ def test_the_router_counts_routed_events_by_type_and_dead_letters_by_reason_clas
         value("questlog_router_dead_letters_total", reason_class="not JSON"),
         value("questlog_router_dead_letters_total", reason_class="wrong type"),
     )
-    router = make_router(catalog, lambda topic, items: None)
-    asyncio.run(router.process(records(event(1), b"not json", event(2), event(3, guild_id=42))))
+    router = make_router(catalog)
+    asyncio.run(router.handle(records(event(1), b"not json", event(2), event(3, guild_id=42))))
     after = (
         value("questlog_router_events_routed_total", event_type="join_guild"),
         value("questlog_router_dead_letters_total", reason_class="not JSON"),
@@ -36,25 +36,30 @@ def test_the_router_counts_routed_events_by_type_and_dead_letters_by_reason_clas
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
 
 
-def test_the_router_lag_is_what_its_fetch_left_behind(catalog):
-    router = make_router(catalog, lambda topic, items: None)
-    tp = TopicPartition("events", 0)
-    router.consumer.assignment = lambda: {tp}
-    router.consumer.highwater = lambda _: 1000
+def test_the_router_lag_is_what_is_left_behind_its_batch(catalog):
+    router = make_router(catalog)
+    tp = TP("events", 0)
+    router.highwater = lambda: {tp: 1000}
     now_ms = 1_800_000_000_000
-    batch = {tp: [SimpleNamespace(value=b"{}", offset=400 + i, timestamp=now_ms - 30_000 + i) for i in range(100)]}
+    batch = [
+        SimpleNamespace(message=SimpleNamespace(tp=tp, offset=400 + i, timestamp=(now_ms - 30_000 + i) / 1000))
+        for i in range(100)
+    ]
     import faust_app.router as module
 
     original = module.time.time
     module.time.time = lambda: now_ms / 1000
     try:
-        router._observe_lag(batch)
+        router.observe_lag(batch)
     finally:
         module.time.time = original
     assert value("questlog_router_lag_records") == 600  # 1000 - 400: the batch is not routed yet
     assert value("questlog_router_lag_seconds") == 30.0
-    router._observe_lag({})
+    router.observe_lag()
     assert value("questlog_router_lag_records") == 500  # after the batch: 1000 - 500
+    router.highwater = lambda: {tp: 500}
+    router.observe_lag()
+    assert value("questlog_router_lag_records") == 0 and value("questlog_router_lag_seconds") == 0  # caught up
 
 
 PROGRESS = {

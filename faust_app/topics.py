@@ -1,0 +1,41 @@
+"""The router's Faust topics, derived from the settings and the catalog: the raw topic its agent
+reads, one typed topic per event type, the dead letters. Declared once here and passed around."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from questlog.catalog import Catalog
+from questlog.settings import Settings
+
+# Records are bytes in and bytes out: the router parses and writes JSON itself (faust_app.routing).
+RAW_BYTES: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+class Topics:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.raw = app.topic(settings.raw_topic, **RAW_BYTES)
+        self._out: dict[str, faust.TopicT] = {}
+
+    def out(self, name: str) -> faust.TopicT:
+        """The Faust topic a routed record goes to (``events.<type>`` or the dead letters), made on
+        first use: a type deployed while the worker runs gets its topic then."""
+        topic = self._out.get(name)
+        if topic is None:
+            topic = self._out[name] = self.app.topic(
+                name, partitions=self.settings.topic_partitions, replicas=1, **RAW_BYTES
+            )
+        return topic
+
+    def derived(self, catalog: Catalog) -> list[faust.TopicT]:
+        """Every topic the router writes for ``catalog``: one per type, then the dead letters."""
+        return [self.out(name) for name in catalog.topics(self.settings.raw_topic, self.settings.dlq_topic)[1:]]
+
+    async def ensure(self, name: str) -> None:
+        """Create topic ``name`` through Faust's producer if Kafka does not have it; raises what
+        Kafka answered if it refuses (e.g. InvalidTopicError for a name it cannot take)."""
+        await self.out(name).maybe_declare()
