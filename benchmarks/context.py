@@ -26,7 +26,8 @@ class Size:
     post_requests: int  # POST /events batches of 100, per server
     router_events: int  # the backlog each router measurement drains
     router_cap_s: float  # ...or what it drained by then
-    router_variants: tuple[tuple[str, int], ...]  # (input, workers)
+    router_variants: tuple[tuple[str, int], ...]  # (input, workers): benchmarks.cases.router's inputs
+    router_partitions: int  # of each raw topic the router case drains
     sink_rows_per_table: int
     sink_cap_s: float
     sink_side_by_side: bool  # run the two sink jobs at once (tiny: halves the time; figures meaningless)
@@ -46,7 +47,13 @@ SIZES = {
         post_requests=50_000,
         router_events=100_000,
         router_cap_s=25,
-        router_variants=(("valid", 1), ("half invalid", 1), ("valid", 2)),
+        router_variants=(
+            ("client batches", 1),
+            ("GET", 1),
+            ("client batches, half invalid", 1),
+            ("client batches", 2),
+        ),
+        router_partitions=4,
         sink_rows_per_table=100_000,
         sink_cap_s=75,
         sink_side_by_side=False,
@@ -64,7 +71,8 @@ SIZES = {
         post_requests=20,
         router_events=300,
         router_cap_s=20,
-        router_variants=(("half invalid", 2),),
+        router_variants=(("client batches, half invalid", 2),),
+        router_partitions=4,
         sink_rows_per_table=100,
         sink_cap_s=120,
         sink_side_by_side=True,

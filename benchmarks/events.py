@@ -1,5 +1,6 @@
-"""Bench traffic: event bodies as a client sends them, raw envelopes as the collector writes them
-(`producer.envelope`), typed records as the router writes them (`faust_app.routing`)."""
+"""Bench traffic: event bodies as a client sends them, and typed records as the router writes them
+(`faust_app.routing`). Raw records as the collector writes them are made by the router case with
+`producer.envelope.to_records`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from faust_app.routing import Source, route
-from producer.envelope import build_envelope, to_records, utc_now
+from producer.envelope import build_envelope, utc_now
 from questlog.catalog import Catalog
 
 # One body per type with every field the catalog gives it, so rows are as wide as real ones.
@@ -43,17 +44,6 @@ def body(event_type: str, i: int, invalid: bool = False) -> dict[str, Any]:
 
 def bodies(types: list[str], n: int, start: int = 0) -> list[dict[str, Any]]:
     return [body(types[(start + i) % len(types)], start + i) for i in range(n)]
-
-
-def raw_records(
-    catalog: Catalog, topic: str, n: int, invalid_every: int = 0, max_bytes: int = 900_000
-) -> list[tuple[str, bytes, bytes]]:
-    """``n`` raw records for ``topic`` exactly as the collector writes them (envelope, key and
-    serialisation); with ``invalid_every=2`` every second event is invalid."""
-    types, now = load_types(catalog), utc_now()
-    bad = [bool(invalid_every) and i % invalid_every == invalid_every - 1 for i in range(n)]
-    events = [build_envelope(body(types[i % len(types)], i, bad[i]), catalog, CONTEXT, now) for i in range(n)]
-    return [(topic, key, value) for key, value in to_records(events, max_bytes)]
 
 
 def typed_records(

@@ -11,9 +11,9 @@ from confluent_kafka.admin import AdminClient
 from questlog.kafka_admin import ensure_topics
 
 
-def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
-    """Produce (topic, key, value) records, idempotent and acks=all like the collector; returns
-    how many Kafka confirmed."""
+def produce(bootstrap: str, records: Iterable[tuple]) -> int:
+    """Produce (topic, key, value) records, or (topic, key, value, partition), idempotent and
+    acks=all like the collector; returns how many Kafka confirmed."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -30,10 +30,11 @@ def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) 
             failed.append(err)
 
     n = 0
-    for topic, key, value in records:
+    for topic, key, value, *where in records:
+        extra = {"partition": where[0]} if where else {}
         while True:
             try:
-                producer.produce(topic, value, key=key, on_delivery=on_delivery)
+                producer.produce(topic, value, key=key, on_delivery=on_delivery, **extra)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -56,7 +56,7 @@ def json_records(settings: Settings, topic: str, timeout_s: float) -> Iterator[t
                 continue
             try:
                 record = json.loads(msg.value())
-            except ValueError:
+            except (ValueError, TypeError):  # not JSON, or no value at all
                 continue
             if isinstance(record, dict):
                 yield msg, record

@@ -1,104 +1,142 @@
 """Router: Questlog's router as a black box (`faust -A faust_app.app worker -l info`, started as
-the runner starts it, with QUESTLOG_* overrides naming fresh topics, group and web port) against a
-plain aiokafka passthrough, both draining the same backlog of raw envelopes.
+the runner starts it, with QUESTLOG_* overrides naming fresh topics, group and web port) beside two
+baselines draining the same backlog of raw records: a do-nothing Faust agent (every message
+forwarded with ``await topic.send``, Faust's default acking) and a plain aiokafka passthrough.
 
-Each measurement: start the workers and wait until their group holds the raw topic; produce N raw
-events; the clock runs from the first produced event until the group's committed offsets reach
-the end offsets (or the time cap, and then what was committed by then counts).
+The backlog is raw records exactly as the collector writes them (`producer.envelope.to_records`):
+"client batches" are POST /events requests of 100 to 500 events, one record each; "GET" is the
+seed's single-event requests, one event a record. Records go round-robin over the partitions.
+
+Each measurement: start the workers and wait until their group holds the raw topic; produce the
+backlog; the clock runs from the first produced record until the group's committed offsets reach
+the end offsets (or the time cap, and then the events of what was committed by then count).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from itertools import accumulate
+
+import orjson
 
 from benchmarks.context import Context, num, ratio
-from benchmarks.events import raw_records
+from benchmarks.events import CONTEXT, body, load_types
 from benchmarks.kafka_util import Offsets, create_topics, produce
 from benchmarks.stack import Processes, free_port, group_ready, renamed
+from producer.envelope import build_envelope, to_records, utc_now
 from questlog.catalog import load_catalog
 from questlog.settings import REPO_ROOT
 from questlog.stack import services
 from questlog.stack.process import Service
 
-PARTITIONS = 2  # so that two workers can share the raw topic; the same for every measurement
+# Client batches cycle through these sizes (events per POST /events request).
+BATCH_SIZES = (100, 200, 300, 400, 500)
+BASELINES = {"faust": "do-nothing Faust agent", "passthrough": "aiokafka passthrough"}
+HALF_INVALID = ", half invalid"
 
 
-def drain(ctx: Context, offsets: Offsets, group: str, topic: str, n: int, cap_s: float, invalid_every: int) -> dict:
-    """Produce ``n`` raw events into ``topic`` and time until ``group`` has committed them all."""
-    catalog = load_catalog(ctx.settings.catalog)
-    records = raw_records(catalog, topic, n, invalid_every, ctx.settings.max_body_bytes)  # before the clock
+class Backlog:
+    """The raw records of one input, each with its partition, and how many events each holds."""
+
+    def __init__(self, ctx: Context, topic: str, what: str, n: int, partitions: int) -> None:
+        catalog = load_catalog(ctx.settings.catalog)
+        types, now = load_types(catalog), utc_now()
+        invalid_every = 2 if what.endswith(HALF_INVALID) else 0
+        per_request = [1] if what.startswith("GET") else list(BATCH_SIZES)
+        self.records: list[tuple[str, bytes | None, bytes, int]] = []
+        self.events: dict[int, list[int]] = {p: [] for p in range(partitions)}  # per partition, per record
+        i = k = 0
+        while i < n:
+            size = min(per_request[k % len(per_request)], n - i)
+            events = [
+                build_envelope(
+                    body(types[j % len(types)], j, bool(invalid_every) and j % 2 == 1), catalog, CONTEXT, now
+                )
+                for j in range(i, i + size)
+            ]
+            for key, value in to_records(events, ctx.settings.max_body_bytes):
+                partition = len(self.records) % partitions
+                decoded = orjson.loads(value)
+                self.records.append((topic, key, value, partition))
+                self.events[partition].append(len(decoded) if isinstance(decoded, list) else 1)
+            i, k = i + size, k + 1
+        self.total = n
+        self.prefix = {p: [0, *accumulate(counts)] for p, counts in self.events.items()}
+
+    def events_done(self, committed: dict[int, int]) -> int:
+        """Events in the records below each partition's committed offset."""
+        return sum(self.prefix[p][min(o, len(self.prefix[p]) - 1)] for p, o in committed.items())
+
+
+def drain(ctx: Context, offsets: Offsets, group: str, backlog: Backlog, cap_s: float) -> dict:
+    """Produce ``backlog`` and time until ``group`` has committed it all."""
+    ends = {p: len(c) for p, c in backlog.events.items()}
     started = time.monotonic()
-    produce(ctx.settings.kafka_bootstrap, records)
+    produce(ctx.settings.kafka_bootstrap, backlog.records)
     produced_s = time.monotonic() - started
-    done, elapsed = 0, 0.0
     while True:
-        done = offsets.committed_total(group, topic)
+        committed = offsets.committed(group, backlog.records[0][0])
         elapsed = time.monotonic() - started
-        if done >= n or elapsed >= cap_s:
+        if all(committed.get(p, 0) >= end for p, end in ends.items()) or elapsed >= cap_s:
             break
         time.sleep(0.1)
+    done = backlog.events_done(committed)
     return {
         "events": done,
+        "records": sum(committed.values()),
         "seconds": elapsed,
         "rate": done / elapsed if elapsed else None,
-        "capped": done < n,
+        "capped": done < backlog.total,
         "produce_s": produced_s,
     }
 
 
-def measure(ctx: Context, offsets: Offsets, kind: str, invalid: bool, workers: int, k: int) -> dict:
+def worker(ctx: Context, kind: str, raw: str, group: str, home, w: int) -> Service:
+    s = ctx.settings
+    port = free_port(s.router_web_port + 1, ctx.ports)
+    if kind == "ours":
+        variant = s.replace(
+            home=str(home),
+            raw_topic=raw,
+            dlq_topic=raw + ".dlq",
+            router_id=group,
+            router_web_port=port,
+            topic_partitions=ctx.size.router_partitions,
+        )
+        return renamed(services.router(variant), f"router-{w}")
+    if kind == "faust":
+        argv = [str(services.BIN / "faust"), "-A", "benchmarks.baselines.faust_noop", "worker", "-l", "info"]
+        env = {"BENCH_KAFKA": s.kafka_bootstrap, "BENCH_TOPIC": raw, "BENCH_OUT": raw + ".out"}
+        env |= {"BENCH_GROUP": group, "BENCH_WEB_PORT": str(port), "BENCH_DATADIR": str(home / f"faust-{w}")}
+    else:
+        argv = [sys.executable, "-m", "benchmarks.baselines.passthrough_router", "--kafka", s.kafka_bootstrap]
+        argv += ["--topic", raw, "--out", raw + ".out", "--group", group]
+        env = {}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    return Service(f"{kind}-{w}", argv, lambda: True, env=env, cwd=REPO_ROOT)
+
+
+def measure(ctx: Context, offsets: Offsets, kind: str, what: str, workers: int, k: int) -> dict:
     s, size = ctx.settings, ctx.size
     raw = f"bench.{ctx.run}.router{k}"
     group = f"bench-{ctx.run}-{kind}{k}"
-    create_topics(s.kafka_bootstrap, [raw], PARTITIONS)
+    create_topics(s.kafka_bootstrap, [raw, raw + ".out"], size.router_partitions)
     home = ctx.home / f"router{k}-{kind}"
     procs = Processes(home, ctx.rss)
-    label = (
-        f"router (Questlog, router case, {workers} worker{'s' if workers > 1 else ''})"
-        if kind == "ours"
-        else f"passthrough router (baseline, {workers} worker{'s' if workers > 1 else ''})"
-    )
+    name = "router (Questlog, router case" if kind == "ours" else f"{BASELINES[kind]} (baseline"
+    label = f"{name}, {workers} worker{'s' if workers > 1 else ''})"
+    backlog = Backlog(ctx, raw, what, size.router_events, size.router_partitions)  # before the clock
     try:
         booted = time.monotonic()
         for w in range(workers):
-            if kind == "ours":
-                variant = s.replace(
-                    home=str(home),
-                    raw_topic=raw,
-                    dlq_topic=raw + ".dlq",
-                    router_id=group,
-                    router_web_port=free_port(s.router_web_port + 1, ctx.ports),
-                    topic_partitions=PARTITIONS,
-                )
-                svc = renamed(services.router(variant), f"router-{w}")
-            else:
-                create_topics(s.kafka_bootstrap, [raw + ".out"], PARTITIONS)
-                svc = Service(
-                    f"passthrough-{w}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.baselines.passthrough_router",
-                        "--kafka",
-                        s.kafka_bootstrap,
-                        "--topic",
-                        raw,
-                        "--out",
-                        raw + ".out",
-                        "--group",
-                        group,
-                    ],
-                    lambda: True,
-                    env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
-                    cwd=REPO_ROOT,
-                )
+            svc = worker(ctx, kind, raw, group, home, w)
             procs.start(svc, label=f"{label} #{w + 1}" if workers > 1 else label, wait=False)
         ready = group_ready(s.kafka_bootstrap, group, raw, members=workers)
         for name in procs.names:  # all in the group, and none has exited
             procs.supervisor.wait_healthy(Service(name, [], ready, start_timeout_s=120))
         boot_s = time.monotonic() - booted
-        result = drain(ctx, offsets, group, raw, size.router_events, size.router_cap_s, 2 if invalid else 0)
+        result = drain(ctx, offsets, group, backlog, size.router_cap_s)
         peaks = [ctx.rss.peak(f"{label} #{w + 1}" if workers > 1 else label) for w in range(workers)]
         result.update(boot_s=boot_s, rss=max((p for p in peaks if p), default=None))
         return result
@@ -106,43 +144,70 @@ def measure(ctx: Context, offsets: Offsets, kind: str, invalid: bool, workers: i
         procs.stop_all()
 
 
+def cell(r: dict) -> str:
+    capped = f", cap: {r['events']:,} in {r['seconds']:.0f} s" if r["capped"] else ""
+    rss = f", peak RSS {r['rss'] / 2**20:,.0f} MiB" if r.get("rss") else ""
+    return f"{num(r['rate'])} events/s{capped}{rss}"
+
+
 def run(ctx: Context) -> None:
     offsets = Offsets(ctx.settings.kafka_bootstrap)
+    k = 0
     try:
-        passthrough: dict[int, tuple[str, dict]] = {}  # per worker count: it reads no event, so one input does
-        for k, (what, workers) in enumerate(ctx.size.router_variants):
-            invalid = what == "half invalid"
-            if workers not in passthrough:
-                ctx.say(f"router: passthrough, {what} events, {workers} worker(s), {ctx.size.router_events:,} events")
-                passthrough[workers] = (what, measure(ctx, offsets, "passthrough", invalid, workers, k * 2))
-            ctx.say(f"router: ours, {what} events, {workers} worker(s), {ctx.size.router_events:,} events")
-            ours = measure(ctx, offsets, "ours", invalid, workers, k * 2 + 1)
-            base_input, base = passthrough[workers]
-            same = "" if base_input == what else f" (on the {base_input} backlog: it reads no event)"
-
-            def cell(r: dict) -> str:
-                capped = f", cap: {r['events']:,} in {r['seconds']:.0f} s" if r["capped"] else ""
-                rss = f", peak RSS {r['rss'] / 2**20:,.0f} MiB" if r.get("rss") else ""
-                return f"{num(r['rate'])} events/s{capped}{rss}"
-
-            label = f"{what} raw events, {workers} worker{'s' if workers > 1 else ''}"
+        # per (input, workers): the baselines read no event, so a half-invalid backlog shares the valid one's
+        baselines: dict[tuple[str, int], dict[str, dict]] = {}
+        for what, workers in ctx.size.router_variants:
+            plural = "s" if workers > 1 else ""
+            shape = (what.removesuffix(HALF_INVALID), workers)
+            if shape not in baselines:
+                baselines[shape] = {}
+                for kind in BASELINES:
+                    ctx.say(f"router: {BASELINES[kind]}, {shape[0]}, {workers} worker{plural}")
+                    baselines[shape][kind] = measure(ctx, offsets, kind, shape[0], workers, k)
+                    k += 1
+            ctx.say(f"router: ours, {what}, {workers} worker{plural}, {ctx.size.router_events:,} events")
+            ours = measure(ctx, offsets, "ours", what, workers, k)
+            k += 1
+            faust, passthrough = baselines[shape]["faust"], baselines[shape]["passthrough"]
+            same = "" if shape[0] == what else f" (on the {shape[0]} backlog: they read no event)"
             ctx.add(
                 "router",
-                f"drain {ctx.size.router_events:,} {label}",
+                f"drain {ctx.size.router_events:,} events as {what} ({workers} worker{plural}, "
+                f"{ctx.size.router_partitions} partitions)",
                 cell(ours),
-                f"aiokafka passthrough{same}: {cell(base)}",
-                ratio(ours["rate"], base["rate"]),
+                f"{BASELINES['faust']}{same}: {cell(faust)}; {BASELINES['passthrough']}: {cell(passthrough)} "
+                f"({ratio(ours['rate'], passthrough['rate'])} of it)",
+                ratio(ours["rate"], faust["rate"]),
             )
             ctx.figure(
                 "throughput",
                 {
                     "stage": "router",
-                    "measure": label,
+                    "measure": f"{what}, {workers} worker{plural}",
                     "unit": "events/s",
                     "ours": ours["rate"],
-                    "baseline": base["rate"],
-                    "baseline_name": "aiokafka passthrough",
+                    "baseline": faust["rate"],
+                    "baseline_name": BASELINES["faust"],
                 },
             )
+            ctx.data.setdefault("router_runs", []).append(
+                {"input": what, "workers": workers, "ours": ours, **baselines[shape]}
+            )
+        scaling(ctx)
     finally:
         offsets.close()
+
+
+def scaling(ctx: Context) -> None:
+    """Two workers beside one, for the router and for the do-nothing Faust agent, on the same input."""
+    runs = {(r["input"], r["workers"]): r for r in ctx.data.get("router_runs", [])}
+    for (what, workers), two in runs.items():
+        one = runs.get((what, 1))
+        if workers != 2 or one is None:
+            continue
+        ctx.add(
+            "router",
+            f"2 workers beside 1, {what} ({ctx.size.router_partitions} partitions)",
+            f"{ratio(two['ours']['rate'], one['ours']['rate'])} ({cell(two['ours'])} vs {cell(one['ours'])})",
+            f"{BASELINES['faust']}: {ratio(two['faust']['rate'], one['faust']['rate'])}",
+        )

@@ -26,7 +26,7 @@ def test_every_case_runs_and_writes_its_row_the_results_and_the_plots(pipeline, 
     assert measured >= {
         ("collector", "seed collector"),
         ("collector", "do-nothing Flask (gunicorn 2x8)"),
-        ("router", "aiokafka passthrough"),
+        ("router", "do-nothing Faust agent"),
         ("sink", "minimal Spark job into Iceberg"),
     }
     assert all(t["ours"] > 0 and t["baseline"] > 0 for t in data["throughput"]), data["throughput"]
@@ -42,6 +42,7 @@ def test_every_case_runs_and_writes_its_row_the_results_and_the_plots(pipeline, 
         "minimal Spark sink into Iceberg (baseline)",
         "sink (Questlog, sink case)",
     } <= peaks
+    assert {"do-nothing Faust agent (baseline, 2 workers) #1", "aiokafka passthrough (baseline, 2 workers) #2"} <= peaks
 
     text = results.read_text()
     assert report.table(data) in text

@@ -46,13 +46,15 @@ def test_every_stage_serves_the_series_the_dashboard_reads(live_settings):
             what=f"{stage}'s /metrics to name {sorted(want)}",
         )
         assert want <= got
-    router = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(requests.get(urls["router"], timeout=10).text)
-        for s in f.samples
-    }
+    routed = ("questlog_router_events_routed_total", (("event_type", "level_up"),))
+    router = wait_for(
+        lambda: (lambda have: have if have.get(routed) else None)(samples(urls["router"])),
+        timeout_s=60,
+        interval_s=1,
+        what="the router to count the level_up event",
+    )
     assert router[("questlog_router_dead_letters_total", (("reason_class", "wrong type"),))] >= 1
-    assert router[("questlog_router_events_routed_total", (("event_type", "level_up"),))] >= 1
+    assert router[routed] >= 1
 
 
 def samples(url: str) -> dict[tuple[str, tuple], float]:
