@@ -24,7 +24,8 @@ class Size:
     ab_requests: int  # ...or this many requests
     ab_rounds: int  # rounds alternating between the servers; the median round is reported
     post_requests: int  # POST /events batches of 100, per server
-    router_events: int  # the backlog each router measurement drains
+    router_events: int  # the backlog of single-event (GET) records each router measurement drains
+    router_batch_events: int  # ...and of client batches (fewer records: it takes more events to time them)
     router_cap_s: float  # ...or what it drained by then
     router_variants: tuple[tuple[str, int], ...]  # (input, workers): benchmarks.cases.router's inputs
     router_partitions: int  # of each raw topic the router case drains
@@ -46,7 +47,8 @@ SIZES = {
         ab_rounds=3,
         post_requests=50_000,
         router_events=100_000,
-        router_cap_s=25,
+        router_batch_events=400_000,
+        router_cap_s=30,
         router_variants=(
             ("client batches", 1),
             ("GET", 1),
@@ -70,6 +72,7 @@ SIZES = {
         ab_rounds=1,
         post_requests=20,
         router_events=300,
+        router_batch_events=300,
         router_cap_s=20,
         router_variants=(("client batches, half invalid", 2),),
         router_partitions=4,

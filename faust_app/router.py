@@ -149,6 +149,7 @@ class Router:
     Faust's producer and topic declaration (``faust_app.app``)."""
 
     summary_every_s = 10.0
+    chunk_bytes = 2_000_000  # of raw records routed and delivered at once: ~5,000 events
 
     def __init__(
         self,
@@ -174,18 +175,33 @@ class Router:
 
     async def handle(self, records: Iterable[tuple[bytes | None, Source]]) -> int:
         """Route and deliver every event of ``records`` (raw value, where it was read); returns once
-        Kafka confirmed every copy, with how many events there were."""
+        Kafka confirmed every copy, with how many events there were. Routed and delivered in chunks of
+        about ``chunk_bytes`` of raw records, so that a batch of large records holds little in memory
+        at once."""
         started = time.monotonic()
+        total = 0
+        chunk: list[tuple[bytes | None, Source]] = []
+        size = 0
+        for raw, source in records:
+            chunk.append((raw, source))
+            size += len(raw or b"")
+            if size >= self.chunk_bytes:
+                total += await self._handle_chunk(chunk)
+                chunk, size = [], 0
+        if chunk:
+            total += await self._handle_chunk(chunk)
+        BATCH_SECONDS.observe(time.monotonic() - started)
+        BATCH_EVENTS.observe(total)
+        self._summarise()
+        return total
+
+    async def _handle_chunk(self, records: list[tuple[bytes | None, Source]]) -> int:
         items = self.route(records)
         await self.deliver(items)
         self._count(items)
-        BATCH_SECONDS.observe(time.monotonic() - started)
-        BATCH_EVENTS.observe(len(items))
-        self._summarise()
         return len(items)
 
-    def route(self, records: Iterable[tuple[bytes | None, Source]]) -> list[Item]:
-        records = list(records)
+    def route(self, records: list[tuple[bytes | None, Source]]) -> list[Item]:
         catalog = self.catalog()
         items = self._route(records, catalog)
         if any(item.out.dead for item in items) and self.refresh() is not catalog:

@@ -15,7 +15,7 @@ import tempfile
 
 import faust
 
-RAW = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+from faust_app.topics import RAW_BYTES as RAW  # bytes in, bytes out
 
 app = faust.App(
     os.environ.get("BENCH_GROUP", "bench-faust-noop"),

@@ -88,6 +88,7 @@ def drain(ctx: Context, offsets: Offsets, group: str, backlog: Backlog, cap_s: f
         "seconds": elapsed,
         "rate": done / elapsed if elapsed else None,
         "capped": done < backlog.total,
+        "total": backlog.total,
         "produce_s": produced_s,
     }
 
@@ -125,8 +126,9 @@ def measure(ctx: Context, offsets: Offsets, kind: str, what: str, workers: int, 
     home = ctx.home / f"router{k}-{kind}"
     procs = Processes(home, ctx.rss)
     name = "router (Questlog, router case" if kind == "ours" else f"{BASELINES[kind]} (baseline"
-    label = f"{name}, {workers} worker{'s' if workers > 1 else ''})"
-    backlog = Backlog(ctx, raw, what, size.router_events, size.router_partitions)  # before the clock
+    label = f"{name}, {what}, {workers} worker{'s' if workers > 1 else ''})"
+    events = size.router_events if what.startswith("GET") else size.router_batch_events
+    backlog = Backlog(ctx, raw, what, events, size.router_partitions)  # before the clock
     try:
         booted = time.monotonic()
         for w in range(workers):
@@ -165,14 +167,14 @@ def run(ctx: Context) -> None:
                     ctx.say(f"router: {BASELINES[kind]}, {shape[0]}, {workers} worker{plural}")
                     baselines[shape][kind] = measure(ctx, offsets, kind, shape[0], workers, k)
                     k += 1
-            ctx.say(f"router: ours, {what}, {workers} worker{plural}, {ctx.size.router_events:,} events")
+            ctx.say(f"router: ours, {what}, {workers} worker{plural}")
             ours = measure(ctx, offsets, "ours", what, workers, k)
             k += 1
             faust, passthrough = baselines[shape]["faust"], baselines[shape]["passthrough"]
             same = "" if shape[0] == what else f" (on the {shape[0]} backlog: they read no event)"
             ctx.add(
                 "router",
-                f"drain {ctx.size.router_events:,} events as {what} ({workers} worker{plural}, "
+                f"drain {ours['total']:,} events as {what} ({workers} worker{plural}, "
                 f"{ctx.size.router_partitions} partitions)",
                 cell(ours),
                 f"{BASELINES['faust']}{same}: {cell(faust)}; {BASELINES['passthrough']}: {cell(passthrough)} "

@@ -42,7 +42,11 @@ def test_every_case_runs_and_writes_its_row_the_results_and_the_plots(pipeline, 
         "minimal Spark sink into Iceberg (baseline)",
         "sink (Questlog, sink case)",
     } <= peaks
-    assert {"do-nothing Faust agent (baseline, 2 workers) #1", "aiokafka passthrough (baseline, 2 workers) #2"} <= peaks
+    assert {
+        "do-nothing Faust agent (baseline, client batches, 2 workers) #1",
+        "aiokafka passthrough (baseline, client batches, 2 workers) #2",
+        "router (Questlog, router case, client batches, half invalid, 2 workers) #2",
+    } <= peaks
 
     text = results.read_text()
     assert report.table(data) in text
