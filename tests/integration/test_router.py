@@ -151,6 +151,44 @@ def test_a_poison_corpus_ends_as_dead_letters_that_fit_and_ordinary_events_still
     assert pipeline.supervisor.running_pid("router") == router_pid  # never stopped, never restarted
 
 
+def test_arrays_of_events_are_routed_item_by_item_and_arrays_that_are_no_batch_are_one_dead_letter(pipeline):
+    settings = pipeline.settings
+    router_pid = pipeline.supervisor.running_pid("router")
+    run = uuid.uuid4().hex[:12]
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    base = {"event_type": "join_guild", "received_at": now, "source": "default", "guild_id": "g"}
+    good = [{**base, "event_id": f"{run}-ok-{i}"} for i in range(900)]
+    mixed = good[:300] + [{**base, "event_id": f"{run}-bad", "role": 3}, 42, "text", None] + good[300:]
+    values = [
+        json.dumps(mixed).encode(),  # a collector-style array with bad items among good ones
+        json.dumps([{**base, "event_id": f"{run}-many-{i}"} for i in range(1001)]).encode(),  # over the limit
+        b"[]",
+        b"[" * 100_000 + b"]" * 100_000,  # nesting no parser follows
+        json.dumps([{**base, "event_id": f"{run}-wide", "guild_name": "y" * 999_900}]).encode(),  # over it once routed
+    ]
+    offsets = produce_raw(settings, values)
+
+    sql = f"SELECT count(*) FROM guild_joins WHERE event_id LIKE '{run}-ok-%'"
+    assert count_when(settings, sql, 900, timeout_s=180) == 900  # every good item, once
+    assert query(settings, f"SELECT count(*) FROM guild_joins WHERE event_id LIKE '{run}-many-%'") == [[0]]
+    letters = query(
+        settings,
+        "SELECT source_offset, source_index, event_id, reason FROM dead_letters "
+        f"WHERE source_topic = '{settings.raw_topic}' AND source_offset IN ({', '.join(map(str, offsets))}) "
+        "ORDER BY source_offset, source_index",
+    )
+    mixed_at, many_at, empty_at, deep_at, wide_at = offsets
+    by_place = {(o, i): (e, r) for o, i, e, r in letters}
+    assert sorted(i for o, i in by_place if o == mixed_at) == [300, 301, 302, 303]
+    assert by_place[(mixed_at, 300)] == (f"{run}-bad", "field 'role': expected string, got integer 3")
+    assert by_place[(many_at, None)][1] == "1001 events in one record; at most 1000"
+    assert by_place[(empty_at, None)][1] == "an empty array: no event"
+    assert by_place[(deep_at, None)][1].startswith("payload is not valid JSON")
+    assert (wide_at, 0) in by_place and by_place[(wide_at, 0)][1].startswith("the typed copy is ")
+    assert len(letters) == 8  # and nothing else from these records
+    assert pipeline.supervisor.running_pid("router") == router_pid  # never stopped, never restarted
+
+
 # Two workers share the raw topic; one is killed -----------------------------------------------------
 
 
@@ -235,27 +273,22 @@ def test_two_workers_share_the_partitions_and_lose_nothing_when_one_is_killed(li
         ids = [f"{run}-{i}" for i in range(n)]
         producer = Producer({"bootstrap.servers": live_settings.kafka_bootstrap, "linger.ms": 20})
         received = datetime.now(UTC).isoformat(timespec="milliseconds")
-        for i, event_id in enumerate(ids):  # spread over the four partitions by key
-            producer.produce(
-                raw,
-                json.dumps(
-                    {
-                        "event_id": event_id,
-                        "event_type": "join_guild",
-                        "source": "default",
-                        "received_at": received,
-                        "guild_id": "g",
-                    }
-                ).encode(),
-                key=event_id.encode(),
-            )
-            if i % 5000 == 4999:
+        records = 0
+        for i in range(0, n, 10):  # records as the collector writes requests: 10 events an array, by key
+            batch = [
+                {"event_id": event_id, "event_type": "join_guild", "source": "default", "received_at": received}
+                | {"guild_id": "g"}
+                for event_id in ids[i : i + 10]
+            ]
+            producer.produce(raw, json.dumps(batch).encode(), key=ids[i].encode())
+            records += 1
+            if records % 500 == 0:
                 producer.flush(30)
-                if i == 9999:  # mid-stream: the second worker dies without a word
+                if records == 1000:  # mid-stream: the second worker dies without a word
                     wait_for(lambda: committed(live_settings, group, raw, 4) > 0, 60, 0.2, "routing to begin")
                     workers[1].send_signal(signal.SIGKILL)
         assert producer.flush(30) == 0
-        wait_for(lambda: committed(live_settings, group, raw, 4) == n, 120, 1.0, "every raw event committed")
+        wait_for(lambda: committed(live_settings, group, raw, 4) == records, 120, 1.0, "every raw record committed")
         assert workers[1].wait(5) == -signal.SIGKILL and workers[0].poll() is None
 
         routed = read_all(live_settings, f"{raw}.join_guild")
