@@ -13,21 +13,31 @@ The guarantee, and why it holds:
   one; transient trouble (broker away, timeouts, leader changes) is retried with backoff, never
   given up and never acked meanwhile. A topic that cannot be created costs only its own records.
 
-Speed (measured on this 2-core machine, one worker, 2 partitions; the README's Performance and
-`make bench` have the current figures): Faust's cost is per Kafka message (its fetch loop, conductor,
-channel and stream hand each message on through a few tasks and queues), about 150 us here. So
-- one raw record carries one collector request (``faust_app.routing.route_record``): a client's
-  batch of 200 events costs Faust one message, and the router then spends ~50 us an event on its
-  own work (validation, one ``producer.send`` each, Kafka's murmur2 partitioner): 14,900-17,500
-  events/s, against 5,300-5,600 for single-event records, where Faust's per-message cost dominates;
-- the agent takes events with ``noack_take`` (up to ``take_max`` at once, or what came within
-  ``take_within_s``), sends every copy before awaiting any (one round trip a batch, not an event),
-  and acks after: ``take()`` would ack a batch that failed (its ``finally``), a plain ``async for``
-  acks each event before its copy is confirmed;
-- Faust's producer batches (``producer_linger_ms`` 5, ``producer_max_batch_size`` one record limit);
-  a lean Monitor (``faust_app.app.LeanMonitor``) drops Faust's per-event statistics.
-Tried and left: delivering batch k+1 while k is in flight (4 batches in flight: 5,648 vs 5,594
-events/s, no gain for its complexity); a larger ``stream_buffer_maxsize`` (32,768: 5,172/s, no gain).
+Speed, and why this shape (measured on this 2-core machine beside the rest of the stack; `make bench
+CASE=router` has the current figures, README Performance the last full run's). Faust's cost is per
+Kafka message: its fetch loop, conductor, channel and stream hand each message on through a few
+tasks and queues. A do-nothing agent that awaits ``topic.send`` per message forwarded 1,221-4,143
+messages/s in the bench runs of 2026-12-07. So:
+- one raw record carries one collector request (``faust_app.routing.route_record``; the collector's
+  ``producer.envelope.to_records``), as Snowplow's collector payloads do: a client's batch of 100-500
+  events costs Faust one message, and the router then spends its time on its own per-event work
+  (validation ~9 us, one ``producer.send`` each through Faust's producer, Kafka's murmur2
+  partitioner): 18,503-23,760 events/s of client batches per worker in `make bench`, against
+  4,226-8,253 for single-event GET records (Faust's per-message cost dominates there);
+- the agent takes events with ``noack_take`` (up to 1,000 records, or what came within 50 ms),
+  sends every copy before awaiting any (one round trip a chunk, not an event), and acks after:
+  ``take()`` would ack a batch that failed (its ``finally``), a plain ``async for`` acks each event
+  before its copy is confirmed;
+- Faust's producer batches (``producer_linger`` 5 ms, ``producer_max_batch_size`` one record
+  limit); a lean Monitor (``faust_app.app.LeanMonitor``) drops Faust's per-event statistics;
+- memory: a batch is routed and delivered in chunks of 2 MB of raw records; Faust's fetch stays at
+  its default 1 MiB a partition (4 MiB: peak RSS 326-338 MiB instead of 180 MiB draining client
+  batches, for no measured gain) and its stream buffer at 1,024 records (whole requests, up to
+  ``QUESTLOG_MAX_BODY_BYTES`` each).
+Tried and left: delivering batch k+1 while batch k is in flight (4 in flight: 5,648 vs 5,594
+single-event records/s, no gain for its complexity); uvloop as Faust's loop (``-L uvloop``: 9,079
+and 9,427 vs 9,838 and 7,509 events/s single-event, 24,088 vs 25,936 on client batches: noise); a
+faster murmur2 in Python (reading words with ``struct``: no faster than aiokafka's).
 """
 
 from __future__ import annotations
