@@ -28,6 +28,7 @@ def add_route_agent(
     @app.agent(topics.raw, name="route", concurrency=1, supervisor_strategy=mode.CrashingSupervisor)
     async def route(stream):
         router: Router = make_router()
+        await router.prepare()
         async for events in stream.noack_take(take_max, within=take_within_s):
             router.observe_lag(events)
             await router.handle((m.value, Source(m.topic, m.partition, m.offset)) for m in (e.message for e in events))

@@ -183,6 +183,17 @@ class Router:
         self._since_summary = time.monotonic()
         self._sample: str | None = None  # one dead letter's reason, for the next summary
 
+    async def prepare(self) -> None:
+        """Make sure of every topic the deployed catalog routes to, once, as the worker starts (a
+        topic Kafka refuses is logged here; its events become dead letters when they come)."""
+        s = self.settings
+        for topic in self.catalog().topics(s.raw_topic, s.dlq_topic)[1:]:
+            try:
+                await self.ensure(topic)
+                self._topics.add(topic)
+            except Exception as exc:
+                log.error("topic %s: %r; its events become dead letters until it can be created", topic, cause(exc))
+
     async def handle(self, records: Iterable[tuple[bytes | None, Source]]) -> int:
         """Route and deliver every event of ``records`` (raw value, where it was read); returns once
         Kafka confirmed every copy, with how many events there were. Routed and delivered in chunks of

@@ -7,7 +7,6 @@ from typing import Any
 
 import faust
 
-from questlog.catalog import Catalog
 from questlog.settings import Settings
 
 # Records are bytes in and bytes out: the router parses and writes JSON itself (faust_app.routing).
@@ -30,10 +29,6 @@ class Topics:
                 name, partitions=self.settings.topic_partitions, replicas=1, **RAW_BYTES
             )
         return topic
-
-    def derived(self, catalog: Catalog) -> list[faust.TopicT]:
-        """Every topic the router writes for ``catalog``: one per type, then the dead letters."""
-        return [self.out(name) for name in catalog.topics(self.settings.raw_topic, self.settings.dlq_topic)[1:]]
 
     async def ensure(self, name: str) -> None:
         """Create topic ``name`` through Faust's producer if Kafka does not have it; raises what

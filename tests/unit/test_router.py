@@ -279,6 +279,16 @@ def test_a_topic_kafka_refuses_costs_only_its_own_events(catalog, monkeypatch):
     assert "InvalidTopicError" in letter["reason"]
 
 
+def test_the_worker_makes_sure_of_every_topic_of_the_catalog_as_it_starts_and_a_refused_one_stops_nothing(catalog):
+    def refuse_topic(name):
+        return kafka_errors.InvalidTopicError() if name == "events.level_up" else None
+
+    router = make_router(catalog, ScriptedKafka(refuse_topic=refuse_topic))
+    asyncio.run(router.prepare())
+    expected = [t for t in catalog.topics("events", "events.dlq")[1:] if t != "events.level_up"]
+    assert router.kafka.created == expected and "events.dlq" in expected
+
+
 def test_a_dead_letter_topic_that_refuses_everything_is_retried_not_spun(catalog, monkeypatch):
     waits = []
     monkeypatch.setattr("faust_app.router.backoff_s", lambda attempt: waits.append(attempt) or 0.001)
