@@ -19,12 +19,14 @@ stop:
 test: install lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# Style and types, settled in pyproject.toml: lint (pyflakes, bugbear, ...), formatting, mypy.
+# Style, types and the architecture, settled in pyproject.toml: lint (pyflakes, bugbear, ...),
+# formatting, mypy, and import-linter's contracts (a stage imports only the core).
 # `ruff format .` fixes the formatting.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 install: $(STAMP) tools
 
@@ -36,7 +38,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 # Maven fetches the JVM artifacts; Apache Bench is the seed's load generator; PostgreSQL (Debian's
-# build, run by questlog/stack/postgres.py) holds the Iceberg catalog.
+# build, run by ops/stack/postgres.py) holds the Iceberg catalog.
 tools:
 	@missing=""; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
@@ -72,4 +74,4 @@ clean: stop
 # paused in turn while a client sends; prints the table and writes benchmarks/results/faults.md.
 FAULT_EVENTS ?= 100000
 faults: install
-	$(VENV)/bin/python -m questlog.faults --events $(FAULT_EVENTS)
+	$(VENV)/bin/python -m ops.faults --events $(FAULT_EVENTS)

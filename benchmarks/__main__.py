@@ -8,8 +8,8 @@ from pathlib import Path
 
 from benchmarks.harness import CASES, run
 from benchmarks.stack import BENCH_HOME, bench_settings
+from ops.stack.runner import Pipeline
 from questlog.settings import REPO_ROOT
-from questlog.stack.runner import Pipeline
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 

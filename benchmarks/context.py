@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.rss import RssSampler
+from ops.stack.runner import Pipeline
 from questlog.settings import Settings
-from questlog.stack.runner import Pipeline
 
 
 @dataclass

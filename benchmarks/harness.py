@@ -22,10 +22,10 @@ from benchmarks.kafka_util import Offsets
 from benchmarks.lag import settle
 from benchmarks.rss import RssSampler
 from benchmarks.stack import BENCH_HOME, PORT_SHIFT, bench_settings, fresh_dir, stop_leftovers, wait_until
+from ops.stack import services
+from ops.stack.runner import Pipeline, stop_all
 from questlog.catalog import DEPLOYED_CATALOG, load_catalog
 from questlog.sql import execute
-from questlog.stack import services
-from questlog.stack.runner import Pipeline, stop_all
 
 CASES = ("start", "collector", "client", "router", "sink", "e2e", "compaction")
 # The longest each case takes at full size on a busy 2-core machine (its caps included), and what

@@ -11,10 +11,10 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.kafka_util import Offsets
+from ops.stack import services
+from ops.stack.runner import Pipeline
 from questlog.catalog import load_catalog
 from questlog.settings import Settings
-from questlog.stack import services
-from questlog.stack.runner import Pipeline
 
 
 def sink_topics(settings: Settings) -> list[str]:

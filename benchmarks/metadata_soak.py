@@ -3,7 +3,7 @@
 An hour of the sink's cadence (1,800 commits, one small append each, with the sink's table
 properties, into a table of a schema of its own) is replayed as fast as Spark commits, against a
 running stack; every 150 commits (the compactor's 5 minutes at 2 s a commit) the compactor's round
-runs as the service runs it (`questlog.compact`: optimize today's partition once
+runs as the service runs it (`compactor.compact`: optimize today's partition once
 QUESTLOG_COMPACT_MIN_FILES small files gathered, then snapshot expiry), with the grace period
 scaled to the same number of commits (600 s = 300 commits; never below Trino's 1-minute floor).
 Commits pause while a round runs (in the service they go on). Prints, every round and at the end,
@@ -21,8 +21,8 @@ import json
 import time
 import uuid
 
+from compactor.compact import Compactor
 from questlog.catalog import load_catalog
-from questlog.compact import Compactor
 from questlog.settings import Settings
 from questlog.sql import execute
 

@@ -96,7 +96,7 @@ def _throughput(data: dict, path: Path) -> bool:
         ("collector", "events/s"): "Collector, POST /events",
         ("router", "events/s"): "Router, draining a backlog of raw events",
         ("sink", "rows/s"): "Sink, Kafka to parquet (ours: until queryable in Trino)",
-        ("client", "events/s"): "Python client (questlog.client) sending to the collector",
+        ("client", "events/s"): "Python client (questlog_client) sending to the collector",
     }
     panels: dict[tuple[str, str], list[dict]] = {}
     for it in items:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from ops.stack.process import Service, Supervisor, port_open
 from questlog.settings import REPO_ROOT, Settings, split_address
-from questlog.stack.process import Service, Supervisor, port_open
 
 # Beside `make run` (the defaults) and the tests (+10000). Like the tests' QUESTLOG_TEST_*, these two
 # let a second bench (another checkout) run on the same machine: its figures then share the CPUs.

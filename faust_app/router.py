@@ -54,8 +54,8 @@ from aiokafka import errors as kafka_errors
 
 from faust_app.routing import Routed, Source, dead_letter, loads, route_record
 from questlog.catalog import Catalog
+from questlog.deadletters import reason_class
 from questlog.settings import Settings
-from questlog.status import reason_class
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ ROUTED = prom.Counter(
 )
 DEAD_LETTERS = prom.Counter(
     "questlog_router_dead_letters_total",
-    "Raw events written to the dead letters, by reason class (questlog.status.reason_class).",
+    "Raw events written to the dead letters, by reason class (questlog.deadletters.reason_class).",
     ["reason_class"],
 )
 BATCH_SECONDS = prom.Histogram(

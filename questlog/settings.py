@@ -90,7 +90,7 @@ class Settings:
     catalog_db_password_file: str = setting("QUESTLOG_CATALOG_DB_PASSWORD_FILE", "")
     # the password itself, for where secrets come as variables (compose); wins over the file
     catalog_db_password_env: str = setting("QUESTLOG_CATALOG_DB_PASSWORD", "")
-    # compaction (questlog/compact.py): merged files' size, how long a replaced snapshot (and its
+    # compaction (compactor/compact.py): merged files' size, how long a replaced snapshot (and its
     # files) stays readable, how often the compactor service looks at today's partitions, how many
     # small files make that worth it, and how old a file no snapshot names must be to be deleted
     compact_target_mb: float = setting("QUESTLOG_COMPACT_TARGET_MB", 128.0)

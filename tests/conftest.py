@@ -56,8 +56,8 @@ def pipeline(request):
     """The whole pipeline (Kafka, HDFS, Trino, collector, router, sink), started once per session
     by the same code as `make run`, in a fresh QUESTLOG_HOME (`.questlog-test/` or QUESTLOG_TEST_HOME, kept after the
     run for its logs), and stopped at the end."""
-    from questlog.stack.process import tail
-    from questlog.stack.runner import Pipeline, stop_all
+    from ops.stack.process import tail
+    from ops.stack.runner import Pipeline, stop_all
 
     home = TEST_HOME
     # The test pipeline runs on its own copy of the deployed catalog: tests deploy changes to it.

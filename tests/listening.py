@@ -1,6 +1,6 @@
 """Which sockets the stack's processes listen on, read from /proc (Linux), for the exposure test.
 
-A service runs in its own process group (questlog.stack.process), so its processes are those whose
+A service runs in its own process group (ops.stack.process), so its processes are those whose
 group is its recorded pid: gunicorn's workers and Spark's JVM included. A socket belongs to a
 process when one of its /proc/<pid>/fd links is `socket:[inode]`; /proc/net/{tcp,tcp6,udp,udp6}
 give each inode's local address and state.

@@ -1,4 +1,4 @@
-"""Client: one questlog.client Tracker sending as fast as it can to the running collector, beside a
+"""Client: one questlog_client Tracker sending as fast as it can to the running collector, beside a
 hand-written loop that posts ready-made JSON batches of the same size with the same concurrency
 (what the HTTP part costs without a client); and the cost of one `track()` call on the game's
 thread, with and without the catalog check.
@@ -17,10 +17,10 @@ import requests
 from benchmarks.context import Context, num, ratio
 from benchmarks.events import BODIES, load_types
 from benchmarks.stack import Processes, free_port, http_ok
+from ops.stack.process import Service
 from questlog.catalog import load_catalog
-from questlog.client import Tracker
 from questlog.settings import REPO_ROOT
-from questlog.stack.process import Service
+from questlog_client import Tracker
 
 BATCH, SENDERS = 500, 2
 BASELINE = f"requests.post of ready-made batches of {BATCH}, {SENDERS} threads"

@@ -18,9 +18,9 @@ from benchmarks.context import Context, num, ratio
 from benchmarks.events import bodies, load_types
 from benchmarks.kafka_util import create_topics
 from benchmarks.stack import Processes, free_port, http_ok
+from ops.stack.process import Service, port_open
 from questlog.catalog import load_catalog
 from questlog.settings import REPO_ROOT
-from questlog.stack.process import Service, port_open
 
 BIN = f"{sys.prefix}/bin"
 SEED, NOOP, OURS = "seed collector", "do-nothing Flask (gunicorn 2x8)", "Questlog"

@@ -15,11 +15,11 @@ import time
 
 from benchmarks.context import Context, num
 from benchmarks.stack import Processes, read_json_lines, wait_until
-from questlog.compact import Compactor
+from compactor.compact import Compactor
+from ops.stack import services
+from ops.stack.process import Service
 from questlog.settings import REPO_ROOT
 from questlog.sql import execute
-from questlog.stack import services
-from questlog.stack.process import Service
 
 DATE = "2001-02-03"
 TABLE = "sword_purchases"

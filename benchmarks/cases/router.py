@@ -24,11 +24,11 @@ from benchmarks.context import Context, num, ratio
 from benchmarks.events import CONTEXT, body, load_types
 from benchmarks.kafka_util import Offsets, create_topics, produce
 from benchmarks.stack import Processes, free_port, group_ready, renamed
+from ops.stack import services
+from ops.stack.process import Service
 from producer.envelope import build_envelope, to_records, utc_now
 from questlog.catalog import load_catalog
 from questlog.settings import REPO_ROOT
-from questlog.stack import services
-from questlog.stack.process import Service
 
 # Client batches cycle through these sizes (events per POST /events request).
 BATCH_SIZES = (100, 200, 300, 400, 500)

@@ -24,11 +24,11 @@ from benchmarks.events import load_types, typed_records
 from benchmarks.kafka_util import create_topics, produce
 from benchmarks.lag import sink_checkpoint
 from benchmarks.stack import Processes, read_json_lines, wait_until
+from ops.stack import services
+from ops.stack.process import Service
 from questlog.catalog import load_catalog
 from questlog.settings import REPO_ROOT
 from questlog.sql import execute
-from questlog.stack import services
-from questlog.stack.process import Service
 
 SINK, MINIMAL, MINIMAL_ICEBERG = (
     "sink (Questlog, sink case)",

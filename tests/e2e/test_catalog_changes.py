@@ -10,8 +10,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from ops.cli import main
 from questlog.catalog.evolution import deploy
-from questlog.cli import main
 from tests.helpers import count_when, produce, query, settle, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""questlog.client and `questlog load` through the real pipeline: the collector killed for 10 s
+"""questlog_client and `questlog load` through the real pipeline: the collector killed for 10 s
 under a tracker loses nothing and doubles nothing; `questlog load --verify` passes."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
+from ops.stack import services
 from questlog.catalog import DEAD_LETTER_TABLE, load_catalog
-from questlog.client import Tracker
-from questlog.stack import services
+from questlog_client import Tracker
 from tests.helpers import count_when, query
 
 pytestmark = pytest.mark.e2e

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from questlog.faults import FAULTS, run_suite, table
+from ops.faults import FAULTS, run_suite, table
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from questlog.stack import services
+from ops.stack import services
 from tests.helpers import produce, query, wait_for
 
 pytestmark = pytest.mark.e2e

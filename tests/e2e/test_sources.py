@@ -9,8 +9,8 @@ import uuid
 import pytest
 import requests
 
-from questlog.stack import services
-from questlog.stack.process import Supervisor
+from ops.stack import services
+from ops.stack.process import Supervisor
 from tests.helpers import count_when, query, read_topic
 
 pytestmark = pytest.mark.e2e

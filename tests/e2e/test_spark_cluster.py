@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from questlog.stack import services
-from questlog.stack.java import find_java, java_home
-from questlog.stack.process import Service, Supervisor, port_open
+from ops.stack import services
+from ops.stack.java import find_java, java_home
+from ops.stack.process import Service, Supervisor, port_open
 from tests.helpers import count_when, query, wait_for, webhdfs_list
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark_cluster]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from questlog.cli import main
+from ops.cli import main
 
 pytestmark = pytest.mark.integration
 

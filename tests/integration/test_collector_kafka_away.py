@@ -1,7 +1,7 @@
 """Kafka killed under a running collector: fast 503s, nothing sent late, 2xx again by itself.
 
 The session's pipeline must keep its Kafka, so this test starts its own: a Kafka and a collector
-(as `questlog run` starts them, questlog.stack.services) on ports and in a home of their own
+(as `questlog run` starts them, ops.stack.services) on ports and in a home of their own
 (beside the test stack's), kills that Kafka with SIGKILL, and starts it again on the same data.
 """
 
@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from ops.stack import services
+from ops.stack.process import Supervisor
 from questlog.kafka_admin import ensure_topics
 from questlog.settings import Settings
-from questlog.stack import services
-from questlog.stack.process import Supervisor
 from tests.conftest import TEST_HOME, TEST_OVERRIDES
 from tests.helpers import topic_ids_until, wait_for
 

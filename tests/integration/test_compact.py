@@ -1,4 +1,4 @@
-"""Table maintenance against the real stack (questlog/compact.py): the small files the sink's
+"""Table maintenance against the real stack (compactor/compact.py): the small files the sink's
 batches left become one through Iceberg's optimize, while a query loop and the sink go on, and no
 query ever sees part of a batch, a row twice or a row missing; old snapshots are expired but the
 sink's latest is kept."""
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from questlog.compact import Compactor
+from compactor.compact import Compactor
 from tests.helpers import produce, query, wait_for
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,8 @@ every process of every service (children included) is on 127.0.0.1."""
 
 import pytest
 
-from questlog.stack import services
-from questlog.stack.process import Supervisor
+from ops.stack import services
+from ops.stack.process import Supervisor
 from tests.listening import listeners
 
 pytestmark = pytest.mark.integration

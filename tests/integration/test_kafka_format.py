@@ -6,7 +6,7 @@ from unittest import mock
 
 import pytest
 
-from questlog.stack import services
+from ops.stack import services
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from questlog.stack import services
+from ops.stack import services
 from tests.helpers import wait_for
 from tests.unit.test_dashboard import STAGE_PREFIXES, dashboard_series, heap_panel
 

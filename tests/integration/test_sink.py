@@ -108,8 +108,8 @@ def test_spark_reads_every_table_through_the_catalog_trino_reads(live_settings):
     import subprocess
     import sys
 
+    from ops.stack.java import find_java, java_home
     from questlog.catalog import load_catalog
-    from questlog.stack.java import find_java, java_home
     from tests.helpers import settle
 
     settle(live_settings)
@@ -187,7 +187,7 @@ def test_a_batch_run_again_after_a_crash_is_not_committed_twice(live_settings):
     import subprocess
     import sys
 
-    from questlog.stack.java import find_java, java_home
+    from ops.stack.java import find_java, java_home
 
     env = {
         **os.environ,

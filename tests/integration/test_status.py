@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from questlog.stack import services
+from ops.stack import services
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from questlog.compact import literal
-from questlog.stack import services
+from compactor.compact import literal
+from ops.stack import services
 from spark_sink.migrate import METASTORE_DIR
 from tests.helpers import query, settle, wait_for
 

@@ -1,4 +1,4 @@
-"""Downloads are verified (questlog/stack/artifacts.py), without the network: a fake `mvn` on PATH
+"""Downloads are verified (ops/stack/artifacts.py), without the network: a fake `mvn` on PATH
 does what Maven does (copies artifacts out of its local repository, where the checksums Maven
 Central publishes lie beside them), and corrupts one file when a test asks it to."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from questlog.stack import artifacts
-from questlog.stack.artifacts import ChecksumError, FetchError
+from ops.stack import artifacts
+from ops.stack.artifacts import ChecksumError, FetchError
 
 GOOD = b"the published bytes\n"
 BAD = b"the published bytes, tampered with\n"

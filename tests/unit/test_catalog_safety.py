@@ -12,10 +12,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from ops.cli import main
 from questlog.catalog import DEPLOYED_CATALOG, SCHEMA_DIR, CatalogError, catalog_to_json, load_catalog
 from questlog.catalog.evolution import IncompatibleChange, deploy
 from questlog.catalog.watch import CatalogSource, last_good_path
-from questlog.cli import main
 
 
 def with_enchantment() -> str:

@@ -1,4 +1,4 @@
-"""questlog.client against a tiny in-process HTTP server whose answers each test scripts."""
+"""questlog_client against a tiny in-process HTTP server whose answers each test scripts."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from questlog.client import InvalidEvent, Tracker, backoff
 from questlog.settings import REPO_ROOT
+from questlog_client import InvalidEvent, Tracker, backoff
 
 
 class Collector:
@@ -285,7 +285,7 @@ def test_spool_a_second_tracker_sends_what_the_first_could_not(collector, tmp_pa
 
 CRASHING = """
 import sys, time
-from questlog.client import Tracker
+from questlog_client import Tracker
 t = Tracker(sys.argv[1], batch_size=40, flush_interval_s=0.05, spool_dir=sys.argv[2], catalog=None,
             fsync="batch", backoff_base_s=0.05)
 ids = [t.track("default", n=i) for i in range(100)]
@@ -345,7 +345,7 @@ def test_many_batches_spooled_are_read_back_in_order(collector, tmp_path):
 
 EXITING = """
 import sys
-from questlog.client import Tracker
+from questlog_client import Tracker
 t = Tracker(sys.argv[1], flush_interval_s=60, catalog=None)
 print(" ".join(t.track("default", n=i) for i in range(30)), flush=True)
 """  # exits without close() or flush(): the atexit hook sends them

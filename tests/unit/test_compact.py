@@ -1,6 +1,6 @@
-"""Compaction's decisions and SQL, without services (questlog/compact.py)."""
+"""Compaction's decisions and SQL, without services (compactor/compact.py)."""
 
-from questlog.compact import PartitionReport, due_dates, expiry_retention_s, optimize_sql
+from compactor.compact import PartitionReport, due_dates, expiry_retention_s, optimize_sql
 from questlog.settings import Settings
 
 

@@ -26,8 +26,8 @@ import yaml
 
 import spark_sink.connector
 import spark_sink.job
+from ops.stack import artifacts, postgres, services
 from questlog.settings import ENV_VARS, REPO_ROOT, Settings
-from questlog.stack import artifacts, postgres, services
 
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -53,7 +53,7 @@ IMAGES = [
     ("namenode", "apache/hadoop", artifacts.HADOOP_VERSION),
     ("datanode", "apache/hadoop", artifacts.HADOOP_VERSION),
     ("trino", "trinodb/trino", artifacts.TRINO_VERSION),
-    # the Debian major the local stack runs (questlog.stack.postgres.MAJOR)
+    # the Debian major the local stack runs (ops.stack.postgres.MAJOR)
     ("postgres", "postgres", f"{postgres.MAJOR}."),
 ]
 LOOPBACK = ("127.0.0.1", "localhost")

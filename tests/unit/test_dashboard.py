@@ -18,9 +18,9 @@ import yaml
 import faust_app.router  # noqa: F401  (registers the router's series)
 import producer.metrics  # noqa: F401  (the collector's)
 import spark_sink.metrics  # noqa: F401  (the sink's)
+from ops.stack import artifacts
+from ops.stack.services import JMX_AGENT_SERIES
 from questlog.settings import REPO_ROOT, Settings
-from questlog.stack import artifacts
-from questlog.stack.services import JMX_AGENT_SERIES
 
 COMPOSE = REPO_ROOT / "compose"
 DASHBOARD = COMPOSE / "grafana" / "dashboards" / "questlog.json"

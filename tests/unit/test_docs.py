@@ -28,7 +28,7 @@ def test_ci_runs_the_readme_test_command():
 # docs/architecture.md: the map of the code. What it names must exist, and it must name every module.
 
 ARCHITECTURE = (REPO_ROOT / "docs" / "architecture.md").read_text()
-CODE_PACKAGES = ("questlog", "producer", "faust_app", "spark_sink")
+CODE_PACKAGES = ("questlog", "producer", "faust_app", "spark_sink", "compactor", "ops", "questlog_client")
 ROOTS = (*CODE_PACKAGES, "benchmarks", "compose", "docs", "tests")
 # Variables that are not settings: the test stack's shift and home (tests/conftest.py reads them).
 NOT_SETTINGS = {"QUESTLOG_TEST_PORT_OFFSET": "tests/conftest.py"}
@@ -94,3 +94,35 @@ def test_every_setting_the_architecture_page_names_is_a_setting():
     for name in named - set(ENV_VARS):
         assert name in NOT_SETTINGS, f"{name} is not in questlog.settings.ENV_VARS"
         assert name in (REPO_ROOT / NOT_SETTINGS[name]).read_text(), name
+
+
+def _contracts() -> dict[str, dict]:
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return {c["id"]: c for c in config["contracts"]}
+
+
+def test_the_architecture_page_draws_the_packages_lint_holds():
+    """The page's packages table is the import contracts of `make lint`: the same core, the same
+    stages, the same tools above them, and every root package of the contracts is on it."""
+    rows = dict(re.findall(r"^\| `(\w+)/` \| (\w+) \|", ARCHITECTURE, re.M))
+    contracts = _contracts()
+    stages = contracts["stages-import-only-the-core"]["source_modules"]
+    assert sorted(p for p, layer in rows.items() if layer == "stage") == sorted(stages)
+    assert sorted(contracts["stages-side-by-side"]["modules"]) == sorted(stages)
+    assert [p for p, layer in rows.items() if layer == "core"] == contracts["core-at-the-bottom"]["source_modules"]
+    above = {p for p, layer in rows.items() if layer in ("tools", "client")}
+    assert above == set(contracts["stages-import-only-the-core"]["forbidden_modules"])
+    import tomllib
+
+    roots = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
+    assert set(rows) == set(roots)
+    for package in rows:
+        assert (REPO_ROOT / package / "__init__.py").exists(), package
+
+
+def test_the_architecture_page_says_where_each_kind_of_change_goes():
+    headings = re.findall(r"^## (.+)$", ARCHITECTURE, re.M)
+    for kind in ("event type", "stage", "service", "setting"):
+        assert any(kind in h for h in headings if h.startswith("Adding")), kind

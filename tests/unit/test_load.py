@@ -1,12 +1,12 @@
-"""questlog.load: the simulated game and a run against an in-process collector."""
+"""ops.load: the simulated game and a run against an in-process collector."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 
+from ops.load import Game, run_load, spoil
 from questlog.catalog import validate
-from questlog.load import Game, run_load, spoil
 from tests.unit.test_client import Collector
 
 

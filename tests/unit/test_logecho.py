@@ -1,4 +1,4 @@
-"""The services' warnings on the terminal of `questlog run` (questlog.stack.logecho): lines as each
+"""The services' warnings on the terminal of `questlog run` (ops.stack.logecho): lines as each
 service writes them (copied from a real run's logs), WARN and above echoed with the service's name,
 the rest (INFO, librdkafka's chatter, stack traces, start-up boilerplate) not, and a storm held to
 a few lines with a count of the rest."""
@@ -9,8 +9,8 @@ import io
 
 import pytest
 
-from questlog.stack import logecho
-from questlog.stack.logecho import LogEcho
+from ops.stack import logecho
+from ops.stack.logecho import LogEcho
 
 WARNINGS = [
     (

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from questlog.stack.process import Service, ServiceError, Supervisor, _alive
+from ops.stack.process import Service, ServiceError, Supervisor, _alive
 
 
 def sleeper(name="sleeper", child=False):
@@ -74,7 +74,7 @@ def test_a_busy_port_is_a_clear_error(tmp_path):
 
 
 def test_a_pipeline_restarts_what_dies_and_only_the_user_stops_it(settings, tmp_path):
-    from questlog.stack.runner import Pipeline
+    from ops.stack.runner import Pipeline
 
     flag = tmp_path / "crashed-once"
     flaky = Service(

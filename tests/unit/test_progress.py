@@ -7,8 +7,8 @@ import io
 import os
 import tarfile
 
-from questlog.stack import artifacts
-from questlog.stack.artifacts import Meter
+from ops.stack import artifacts
+from ops.stack.artifacts import Meter
 
 
 def test_a_line_names_bytes_share_rate_and_time_left(monkeypatch):
@@ -86,7 +86,7 @@ for i in 1 2 3 4 5 6; do head -c 100000 /dev/zero >> {folder}/trino-server-476.t
 
 
 def test_a_replay_shows_each_step_with_its_counts():
-    from questlog.replay import Progress
+    from ops.replay import Progress
 
     out = io.StringIO()
     progress = Progress(every_s=0, stream=out)

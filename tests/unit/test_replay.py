@@ -1,6 +1,6 @@
 import json
 
-from questlog.replay import plan_replay
+from ops.replay import plan_replay
 
 
 def letter(**fields):
@@ -48,7 +48,7 @@ class FakeCursor:
 
 
 def test_what_has_landed_is_matched_on_source_and_event_id(catalog):
-    from questlog.replay import _landed
+    from ops.replay import _landed
 
     plan = plan_replay([letter(source="game-a"), letter(source="game-b"), letter(event_id="e-9")], catalog)
     cursor = FakeCursor([("game-a", "e-1"), (None, "e-9"), ("game-c", "e-1")])

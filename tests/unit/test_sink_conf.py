@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 import spark_sink.job as job
+from ops.stack import services
 from questlog.settings import REPO_ROOT
-from questlog.stack import services
 
 SHIPPED = REPO_ROOT / "compose" / "spark" / "spark-defaults.conf"
 

@@ -2,7 +2,7 @@
 
 import xml.etree.ElementTree as ET
 
-from questlog.stack.services import COMPOSE, hadoop_config, kafka_config, merge_hadoop_xml, merge_properties
+from ops.stack.services import COMPOSE, hadoop_config, kafka_config, merge_hadoop_xml, merge_properties
 
 
 def props(text):

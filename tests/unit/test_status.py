@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from questlog import status as st
+from ops import status as st
+from ops.stack.process import Service, Supervisor
+from ops.stack.runner import Watchdog
 from questlog.settings import Settings
-from questlog.stack.process import Service, Supervisor
-from questlog.stack.runner import Watchdog
 
 
 @pytest.mark.parametrize(

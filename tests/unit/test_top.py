@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from questlog.top import Top, sparkline
+from ops.top import Top, sparkline
 
 
 def pages(accepted: float, routed: float, dead: float, rows: float) -> dict[str, str]:

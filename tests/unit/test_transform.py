@@ -8,7 +8,7 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from faust_app.routing import Source, route
-from questlog.stack.java import find_java, java_home
+from ops.stack.java import find_java, java_home
 from spark_sink.dedupe import dedupe_keys
 from spark_sink.transform import to_rows, with_fallback_key
 

@@ -8,8 +8,8 @@ import re
 import pytest
 import yaml
 
+from ops.stack.services import COMPOSE, merge_properties, trino_catalog_config, trino_config
 from questlog.settings import Settings
-from questlog.stack.services import COMPOSE, merge_properties, trino_catalog_config, trino_config
 
 RULES = COMPOSE / "trino" / "iceberg-rules.json"
 ICEBERG = COMPOSE / "trino" / "catalog" / "iceberg.properties"

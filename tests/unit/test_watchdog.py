@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from questlog.stack.process import Service, Supervisor
-from questlog.stack.runner import Watchdog
+from ops.stack.process import Service, Supervisor
+from ops.stack.runner import Watchdog
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 FAILER = [sys.executable, "-c", "import sys; sys.exit(3)"]

@@ -8,12 +8,12 @@ import sys
 import time
 from collections.abc import Callable
 
+from ops.stack import artifacts, services
+from ops.stack.logecho import LogEcho
+from ops.stack.process import Service, ServiceError, Supervisor
 from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_pipeline_topics
 from questlog.settings import Settings
-from questlog.stack import artifacts, services
-from questlog.stack.logecho import LogEcho
-from questlog.stack.process import Service, ServiceError, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Pipeline:
         self.apps = apps
         self.supervisor = Supervisor(settings.home_path)
         self.started: list[Service] = []
-        self.echo_logs = echo_logs  # the services' warnings on stderr (questlog.stack.logecho), for `questlog run`
+        self.echo_logs = echo_logs  # the services' warnings on stderr (ops.stack.logecho), for `questlog run`
         self.echo: LogEcho | None = None
 
     def fetch(self) -> None:

@@ -123,7 +123,7 @@ class Top:
         from rich.console import Group
         from rich.table import Table
 
-        from questlog.status import duration
+        from ops.status import duration
 
         rates = Table(
             title=f"Questlog top: events/s, last {self.window_s / 60:.0f} min (Ctrl-C to leave)", title_justify="left"

@@ -33,12 +33,13 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
+from questlog.deadletters import reason_class
 from questlog.settings import Settings
 
 SERVICES = ("kafka", "namenode", "datanode", "postgres", "trino", "collector", "router", "sink", "compactor")
 DEADLINE_S = 1.5  # every probe's answer is in by then, or it is reported as timed out
 PROBE_TIMEOUT_S = 1.2  # each client's own timeout, below the deadline
-WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by questlog.stack.runner.Watchdog
+WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by ops.stack.runner.Watchdog
 FRESHNESS_DAYS = 7  # freshness looks at the last week's partitions; older is reported as such
 
 
@@ -47,34 +48,6 @@ def set_deadline(seconds: float) -> None:
     default keeps `questlog status` under 2 s; a script on a busy machine may give Trino longer."""
     global DEADLINE_S, PROBE_TIMEOUT_S
     DEADLINE_S, PROBE_TIMEOUT_S = seconds, seconds * 0.8
-
-
-# Dead-letter reasons in classes (the first problem of a reason decides): a bounded set of labels
-# for Prometheus and a short list for people. Order matters: the first pattern that matches wins.
-REASON_CLASSES: tuple[tuple[str, re.Pattern], ...] = tuple(
-    (name, re.compile(pattern))
-    for name, pattern in (
-        ("not JSON", r"^payload is not valid JSON"),
-        ("not an object", r"^event must be a JSON object"),
-        ("unknown event_type", r"^unknown event_type"),
-        ("bad event_id", r"^field 'event_id'"),
-        ("missing field", r"required, missing"),
-        ("null in required field", r"required, got null"),
-        ("unknown field", r"not in the '[^']*' schema"),
-        ("wrong type", r"^field '[^']*': expected"),
-        ("too large", r"^the typed copy is \d+ bytes"),
-        ("refused by Kafka", r"Kafka refused the record"),
-    )
-)
-
-
-def reason_class(reason: str | None) -> str:
-    """The class of a dead letter's reason ("wrong type", "missing field", ...; "other")."""
-    first = (reason or "").split("; ", 1)[0]
-    for name, pattern in REASON_CLASSES:
-        if pattern.search(first):
-            return name
-    return "other"
 
 
 # Results ----------------------------------------------------------------------------------------
@@ -183,7 +156,7 @@ def _namenode_beans(settings: Settings) -> tuple[dict, dict]:
 def _check_postgres(settings: Settings) -> tuple[bool, str]:
     """Up when it takes the catalog's credentials; healthy when the Iceberg catalog's table is
     there: the number of tables the catalog names."""
-    from questlog.stack.postgres import connect
+    from ops.stack.postgres import connect
 
     try:
         settings.catalog_db_password()
@@ -499,7 +472,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     one too: up when it answers (or, for a service the local runner started, while its process
     runs), healthy when its check passes. Pid, uptime and restarts only where a local `questlog
     run` started it (its pid file in $QUESTLOG_HOME/run)."""
-    from questlog.stack.process import Supervisor, uptime_s
+    from ops.stack.process import Supervisor, uptime_s
 
     started = time.monotonic()
     deadline = started + DEADLINE_S

@@ -1,6 +1,6 @@
 """Questlog's Python client: track events from a game server without waiting and without losing them.
 
-    from questlog.client import Tracker
+    from questlog_client import Tracker
 
     tracker = Tracker("http://127.0.0.1:5000", write_key=None)
     tracker.track("purchase_sword", user_id="p-17", sword_type="katana", price=12.5, currency="gold")
@@ -555,7 +555,13 @@ def _retry_after(value: str | None) -> float | None:
 def _catalog(catalog: Any):
     if catalog is None:
         return None
-    from questlog.catalog import Catalog, CatalogError, load_catalog
+    try:
+        from questlog.catalog import Catalog, CatalogError, load_catalog
+    except ImportError:  # the client installed on its own: nothing to check against
+        if catalog != "auto":
+            raise
+        log.info("questlog tracker: the questlog package is not installed; events are not checked")
+        return None
 
     if isinstance(catalog, Catalog):
         return catalog

@@ -19,11 +19,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
+from ops.stack import artifacts
+from ops.stack.java import find_java, java_home
+from ops.stack.process import Service, ServiceError, port_open
 from questlog.kafka_admin import admin_client
 from questlog.settings import REPO_ROOT, Settings, split_address
-from questlog.stack import artifacts
-from questlog.stack.java import find_java, java_home
-from questlog.stack.process import Service, ServiceError, port_open
 
 COMPOSE = REPO_ROOT / "compose"
 BIN = Path(sys.executable).parent
@@ -463,7 +463,7 @@ def sink(settings: Settings) -> Service:
 
 
 def compactor(settings: Settings) -> Service:
-    """Compaction while the pipeline runs (questlog/compact.py `loop`): today's partitions when
+    """Compaction while the pipeline runs (compactor/compact.py `loop`): today's partitions when
     enough small files gathered, each closed day once after midnight UTC."""
     ready = settings.home_path / "run" / "compactor.ready"
 
@@ -472,7 +472,7 @@ def compactor(settings: Settings) -> Service:
 
     return Service(
         "compactor",
-        [sys.executable, "-m", "questlog.compact"],
+        [sys.executable, "-m", "compactor.compact"],
         ready.exists,
         env=_app_env(settings),
         cwd=REPO_ROOT,
@@ -481,7 +481,7 @@ def compactor(settings: Settings) -> Service:
 
 
 def stack(settings: Settings) -> list[Service]:
-    from questlog.stack.postgres import postgres
+    from ops.stack.postgres import postgres
 
     return [kafka(settings), namenode(settings), datanode(settings), postgres(settings), trino(settings)]
 

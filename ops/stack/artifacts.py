@@ -82,7 +82,7 @@ def verify_sha256(path: Path, expected: str) -> None:
     if got != expected.lower():
         raise ChecksumError(
             f"checksum mismatch for {path.name}: SHA-256 {got}, expected {expected} "
-            "(pinned in questlog/stack/artifacts.py); the file is not the one published"
+            "(pinned in ops/stack/artifacts.py); the file is not the one published"
         )
 
 

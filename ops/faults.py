@@ -5,7 +5,7 @@ collector accepted: none lost, none twice; every event the client was refused wa
 4xx or 503 that it saw (and retried, with the same event_id).
 
 Run: `make faults` (100,000 events on a stack of its own, `.questlog-faults/`, ports shifted by
-12000) or `python -m questlog.faults --events N`. CI runs it small against the test pipeline
+12000) or `python -m ops.faults --events N`. CI runs it small against the test pipeline
 (tests/e2e/test_faults.py). Everything stays on 127.0.0.1 and every loop is bounded in time.
 """
 
@@ -266,7 +266,7 @@ def table(rows: list[Row], client: Client | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from questlog.stack.runner import Pipeline, stop_all
+    from ops.stack.runner import Pipeline, stop_all
 
     parser = argparse.ArgumentParser(description="Questlog's fault suite on a stack of its own.")
     parser.add_argument("--events", type=int, default=100_000, help="about how many events to send")

@@ -29,8 +29,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ops.stack.process import Service, ServiceError
 from questlog.settings import Settings
-from questlog.stack.process import Service, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def postgres(settings: Settings) -> Service:
         # Password (SCRAM) authentication over TCP only: the only way in.
         hba = data / "pg_hba.conf"
         hba.write_text(
-            "# written by questlog/stack/postgres.py: password authentication over loopback TCP only\n"
+            "# written by ops/stack/postgres.py: password authentication over loopback TCP only\n"
             "host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
         )
         if user is not None:

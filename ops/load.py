@@ -1,4 +1,4 @@
-"""`questlog load`: traffic that looks like a game, sent with questlog.client, and a check that it
+"""`questlog load`: traffic that looks like a game, sent with questlog_client, and a check that it
 all landed.
 
 Simulated players come online for sessions (a `default` hit opens each one), buy swords with
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from questlog.catalog import DEAD_LETTER_TABLE, Catalog, EventType
-from questlog.client import Tracker
+from questlog_client import Tracker
 
 SWORDS = {"longsword": 40.0, "katana": 55.0, "rapier": 30.0, "claymore": 70.0, "scimitar": 35.0}
 RARITY = (("common", 1.0, 70), ("rare", 2.5, 24), ("legendary", 10.0, 6))

@@ -58,7 +58,7 @@ Stop: Ctrl-C here, or `make stop` from another shell.
 @click.pass_obj
 def run(settings: Settings, stack_only: bool) -> None:
     """Start the local stack and the pipeline; stop everything on Ctrl-C."""
-    from questlog.stack.runner import Pipeline
+    from ops.stack.runner import Pipeline
 
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -89,7 +89,7 @@ def run(settings: Settings, stack_only: bool) -> None:
 @click.pass_obj
 def stop(settings: Settings) -> None:
     """Stop every process a `questlog run` started (from any shell)."""
-    from questlog.stack.runner import stop_all
+    from ops.stack.runner import stop_all
 
     if not stop_all(settings):
         click.echo("questlog: nothing was running", err=True)
@@ -111,7 +111,7 @@ def status(settings: Settings, as_json: bool, deadline: float) -> None:
     Exits 1 when a service is down or fails its health check."""
     import json
 
-    from questlog.status import collect, set_deadline, table
+    from ops.status import collect, set_deadline, table
 
     set_deadline(deadline)
 
@@ -155,8 +155,8 @@ def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...],
     (Trino's Iceberg `optimize`, one commit), then expire snapshots older than
     QUESTLOG_COMPACT_GRACE_S (README "Compaction"). Readers see the table before or after, never
     between."""
+    from compactor.compact import Compactor
     from questlog.catalog.watch import CatalogSource
-    from questlog.compact import Compactor
 
     known = [t.name for t in CatalogSource(settings.catalog).get().tables(settings.raw_topic, settings.dlq_topic)]
     unknown = sorted(set(tables) - set(known))
@@ -185,7 +185,7 @@ def top(settings: Settings, interval: float, window: float) -> None:
     """A live view: events/s per stage with sparklines, lag, freshness, dead letters (Ctrl-C to leave).
 
     Reads the GET /metrics of the collector, the router and the sink."""
-    from questlog.top import run as run_top
+    from ops.top import run as run_top
 
     run_top(settings, interval_s=interval, window_s=window * 60)
 
@@ -196,7 +196,7 @@ def top(settings: Settings, interval: float, window: float) -> None:
 @click.pass_obj
 def logs(settings: Settings, service: str, lines: int) -> None:
     """Show the end of SERVICE's log (kafka, namenode, datanode, trino, collector, router, sink, compactor)."""
-    from questlog.stack.process import tail
+    from ops.stack.process import tail
 
     path = settings.home_path / "logs" / f"{service}.log"
     if not path.exists():
@@ -208,7 +208,7 @@ def logs(settings: Settings, service: str, lines: int) -> None:
 @click.pass_obj
 def fetch(settings: Settings) -> None:
     """Download (once) the JVM artifacts of Kafka, HDFS and Trino."""
-    from questlog.stack.artifacts import fetch_all
+    from ops.stack.artifacts import fetch_all
 
     fetch_all(settings.cache_path)
 
@@ -241,8 +241,8 @@ def sql(settings: Settings, cli_args: tuple[str, ...]) -> None:
     """Open Trino's interactive SQL shell on the events schema.
 
     Further arguments go to the Trino CLI, e.g. `questlog sql --execute "SHOW TABLES"`."""
-    from questlog.stack import artifacts
-    from questlog.stack.java import find_java
+    from ops.stack import artifacts
+    from ops.stack.java import find_java
 
     cli = artifacts.trino_cli(settings.cache_path)
     java = find_java(22, purpose="the Trino CLI")
@@ -353,7 +353,7 @@ def load(
     host: str,
     concurrency: int,
 ) -> None:
-    """Send game-like traffic with the Python client (questlog.client): PLAYERS in sessions buying
+    """Send game-like traffic with the Python client (questlog_client): PLAYERS in sessions buying
     swords, joining and leaving guilds, levelling up, and every other catalog type; then a summary
     by type, and with --verify a check against Trino. With --ab, the seed's demo with `ab`."""
     if use_ab:
@@ -362,9 +362,9 @@ def load(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ops.load import run_load, settle_marker
+    from ops.load import verify as check
     from questlog.catalog import CatalogError, load_catalog
-    from questlog.load import run_load, settle_marker
-    from questlog.load import verify as check
 
     try:
         cat = load_catalog(settings.catalog)
@@ -522,8 +522,8 @@ def replay(settings: Settings, event_type: str | None, dry_run: bool) -> None:
 
     Safe to run again: events already in their table are skipped, and the sink drops repeated
     event_ids besides."""
+    from ops.replay import replay as run_replay
     from questlog.catalog import load_catalog
-    from questlog.replay import replay as run_replay
 
     try:
         plan = run_replay(settings, load_catalog(settings.catalog), event_type, dry_run)

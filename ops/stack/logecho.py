@@ -1,6 +1,6 @@
 """The services' warnings and errors on the terminal of `questlog run`.
 
-Each service logs to ``$QUESTLOG_HOME/logs/<name>.log`` (questlog.stack.process). A LogEcho
+Each service logs to ``$QUESTLOG_HOME/logs/<name>.log`` (ops.stack.process). A LogEcho
 follows those files from where they ended when the run began and prints each new line whose level
 is WARN or above, prefixed with the service's name; INFO and DEBUG lines, stack-trace lines and
 librdkafka's chatter stay in the files. A few warnings every start prints and that say nothing
