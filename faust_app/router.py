@@ -54,7 +54,6 @@ from aiokafka import errors as kafka_errors
 
 from faust_app.routing import Routed, Source, dead_letter, loads, route_record
 from questlog.catalog import Catalog
-from questlog.deadletters import reason_class
 from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,8 @@ ROUTED = prom.Counter(
 )
 DEAD_LETTERS = prom.Counter(
     "questlog_router_dead_letters_total",
-    "Raw events written to the dead letters, by reason class (questlog.deadletters.reason_class).",
-    ["reason_class"],
+    "Raw events written to the dead letters, by reason code (questlog.deadletters.REASON_CODES).",
+    ["reason_code"],
 )
 BATCH_SECONDS = prom.Histogram(
     "questlog_router_batch_seconds",
@@ -136,6 +135,7 @@ def refused(item: Item, exc: BaseException, settings: Settings, limit: int) -> R
             item.source,
             settings.dlq_topic,
             limit=limit,
+            code=item.out.code,  # still why it is a dead letter
         )
     else:
         raw = item.raw if item.raw is not None else item.out.value  # an array's item: the event as routed
@@ -143,7 +143,7 @@ def refused(item: Item, exc: BaseException, settings: Settings, limit: int) -> R
             event = loads(raw)
         except ValueError:
             event = None
-        out = dead_letter(raw, event, why, item.source, settings.dlq_topic, limit=limit)
+        out = dead_letter(raw, event, why, item.source, settings.dlq_topic, limit=limit, code="kafka_refused")
     return out
 
 
@@ -332,7 +332,7 @@ class Router:
         dead: Counter[str] = Counter()
         for item in items:
             if item.out.dead:
-                dead[reason_class(item.out.reason)] += 1
+                dead[item.out.code or "other"] += 1
                 if self._sample is None:
                     where = f"{item.source.topic}[{item.source.partition}]@{item.source.offset}"
                     if item.source.index is not None:

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from questlog.catalog import Catalog, dead_letter_key, event_key, parse_timestamp, typed_topic, validate
+from questlog.deadletters import REASON_CODES, reason_code
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Routed:
     key: bytes | None
     value: bytes
     reason: str | None = None  # set for dead letters
+    code: str | None = None  # and their reason code (questlog.deadletters.REASON_CODES)
 
     @property
     def dead(self) -> bool:
@@ -103,7 +105,7 @@ def route_record(
         return [(source, route(raw, source, catalog, raw_topic, dlq_topic, now, limit))]
     if not items or len(items) > max_events:
         why = "an empty array: no event" if not items else f"{len(items)} events in one record; at most {max_events}"
-        return [(source, dead_letter(raw, None, why, source, dlq_topic, now, limit))]
+        return [(source, dead_letter(raw, None, why, source, dlq_topic, now, limit, code="bad_record"))]
     sources = [replace(source, index=index) for index in range(len(items))]
     return [
         (at, route_event(item, None, at, catalog, raw_topic, dlq_topic, now, limit))
@@ -127,7 +129,7 @@ def route(
     try:
         event = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        return dead_letter(raw, None, f"payload is not valid JSON: {exc}", source, dlq_topic, now, limit)
+        return dead_letter(raw, None, f"payload is not valid JSON: {exc}", source, dlq_topic, now, limit, "not_json")
     return route_event(event, raw, source, catalog, raw_topic, dlq_topic, now, limit)
 
 
@@ -145,7 +147,9 @@ def route_event(
     of an array (its dead letter then carries the item written back as JSON)."""
     errors = validate(event, catalog)
     if errors:
-        return dead_letter(_raw(raw, event), event, "; ".join(errors), source, dlq_topic, now, limit)
+        return dead_letter(
+            _raw(raw, event), event, "; ".join(errors), source, dlq_topic, now, limit, reason_code(errors[0])
+        )
     try:
         key = event_key(event.get("source"), event["event_id"])
     except UnicodeEncodeError:
@@ -157,6 +161,7 @@ def route_event(
             dlq_topic,
             now,
             limit,
+            "bad_event_id",
         )
     original = raw if raw is not None else dumps(event)  # before the rewrites below, for a dead letter
     et = catalog.types[event["event_type"]]
@@ -178,6 +183,7 @@ def route_event(
             dlq_topic,
             now,
             limit,
+            "too_large",
         )
     return Routed(typed_topic(raw_topic, et.name), key, value)
 
@@ -194,12 +200,16 @@ def dead_letter(
     dlq_topic: str,
     now: datetime | None = None,
     limit: int = MAX_RECORD_BYTES,
+    code: str | None = None,
 ) -> Routed:
-    """The dead letter of ``raw``: reason, raw payload (undecodable bytes replaced), source and
+    """The dead letter of ``raw``: reason and its code (``code``, else the reason's, see
+    `questlog.deadletters.reason_code`), raw payload (undecodable bytes replaced), source and
     identity; cut to fit ``limit`` bytes if it would not."""
     now = now or datetime.now(UTC)
+    code = code if code in REASON_CODES else reason_code(reason)
     record: dict[str, Any] = {
         "reason": reason,
+        "reason_code": code,
         "raw": raw.decode("utf-8", errors="replace"),
         "source_topic": source.topic,
         "source_partition": source.partition,
@@ -220,7 +230,7 @@ def dead_letter(
     if len(key) + len(value) > limit or len(reason) > MAX_REASON_CHARS:
         record = _cut_to_fit(record, raw, limit - len(key))
         value = dumps(record)
-    return Routed(dlq_topic, key, value, record["reason"])
+    return Routed(dlq_topic, key, value, record["reason"], code)
 
 
 def _cut_to_fit(record: dict[str, Any], raw: bytes, limit: int) -> dict[str, Any]:

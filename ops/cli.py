@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from questlog.deadletters import REASON_CODES
 from questlog.settings import Settings
 
 
@@ -515,9 +516,17 @@ def catalog_docs(settings: Settings, output: str | None) -> None:
 
 @main.command()
 @click.option("--type", "event_type", default=None, metavar="TYPE", help="Only dead letters of this event type.")
+@click.option(
+    "--code",
+    "codes",
+    multiple=True,
+    type=click.Choice(list(REASON_CODES)),
+    metavar="CODE",
+    help="Only dead letters of this reason code (repeatable): " + ", ".join(REASON_CODES) + ".",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be re-sent; send nothing.")
 @click.pass_obj
-def replay(settings: Settings, event_type: str | None, dry_run: bool) -> None:
+def replay(settings: Settings, event_type: str | None, codes: tuple[str, ...], dry_run: bool) -> None:
     """Re-send the dead letters that the deployed catalog now accepts.
 
     Safe to run again: events already in their table are skipped, and the sink drops repeated
@@ -526,7 +535,7 @@ def replay(settings: Settings, event_type: str | None, dry_run: bool) -> None:
     from questlog.catalog import load_catalog
 
     try:
-        plan = run_replay(settings, load_catalog(settings.catalog), event_type, dry_run)
+        plan = run_replay(settings, load_catalog(settings.catalog), event_type, dry_run, codes=list(codes))
     except Exception as exc:
         raise click.ClickException(f"replay failed: {exc}") from exc
     click.echo(f"{'would re-send' if dry_run else 're-sent'}: {len(plan.send)}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from questlog.catalog import DEAD_LETTER_TABLE, Catalog, event_key, validate
+from questlog.deadletters import check_codes, reason_code
 from questlog.settings import Settings
 
 # An event's identity: (source, event_id); source is None for events from before sources existed.
@@ -133,7 +134,11 @@ def replay(
     event_type: str | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    codes: list[str] | None = None,
 ) -> ReplayPlan:
+    """Send the dead letters that the catalog now accepts and that did not land since back to the
+    raw topic; only those of ``event_type`` and of the reason ``codes`` (questlog.deadletters), if
+    given. A dead letter from before the `reason_code` column is coded from its text."""
     from confluent_kafka import Producer
 
     from questlog.sql import connect
@@ -142,11 +147,17 @@ def replay(
     conn = connect(settings)
     try:
         cur = conn.cursor()
-        sql = f'SELECT raw FROM "{DEAD_LETTER_TABLE}"'
-        params = []
+        sql = f'SELECT raw, reason_code, reason FROM "{DEAD_LETTER_TABLE}"'
+        where, params = [], []
         if event_type:
-            sql += " WHERE event_type = ?"
+            where.append("event_type = ?")
             params.append(event_type)
+        if codes:
+            check_codes(codes)
+            where.append(f"(reason_code IN ({', '.join('?' * len(codes))}) OR reason_code IS NULL)")
+            params += codes
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         cur.execute(sql, params)
         progress.step("reading dead letters")
         raws = []
@@ -154,7 +165,7 @@ def replay(
             rows = cur.fetchmany(1000)
             if not rows:
                 break
-            raws += [row[0] for row in rows]
+            raws += [raw for raw, code, reason in rows if not codes or (code or reason_code(reason)) in codes]
             progress.advance(len(rows))
         plan = plan_replay(raws, catalog)
         progress.step("looking for replayable events already in their tables", len(plan.send))

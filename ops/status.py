@@ -12,7 +12,8 @@ answered by the deadline is reported as such instead of holding the answer up:
   yet consumed;
 - per table: freshness (age of the newest landed event), rows landed today (Trino), files and
   bytes on HDFS (WebHDFS content summary);
-- dead letters of the last hour by reason class (`reason_class`).
+- dead letters of the last hour by reason code (their `reason_code` column,
+  `questlog.deadletters.REASON_CODES`).
 
 Healthy means every service is up and passes its check; `questlog status` exits 1 otherwise.
 Importing this module touches nothing: the heavy clients are imported inside the probes.
@@ -33,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
-from questlog.deadletters import reason_class
+from questlog.deadletters import reason_code
 from questlog.settings import Settings
 
 SERVICES = ("kafka", "namenode", "datanode", "postgres", "trino", "collector", "router", "sink", "compactor")
@@ -425,19 +426,23 @@ def _freshness(settings: Settings, table, now: dt.datetime) -> tuple[str | None,
 
 
 def _dead_letters(settings: Settings, table: str, now: dt.datetime) -> dict[str, int]:
+    """The last hour's dead letters by reason code (their `reason_code` column; a dead letter
+    written before the column existed is coded from its text, as the router would)."""
     cutoff = now - dt.timedelta(hours=1)
-    rows = _trino(
-        settings,
-        f"SELECT substr(reason, 1, 300), count(*) FROM {table} "
+    where = (
         f"WHERE dt >= '{cutoff.date().isoformat()}' "
         f"AND failed_at >= TIMESTAMP '{cutoff.strftime('%Y-%m-%d %H:%M:%S')}' "
-        "GROUP BY 1 ORDER BY 2 DESC LIMIT 2000",
     )
-    classes: dict[str, int] = {}
-    for reason, count in rows:
-        key = reason_class(reason)
-        classes[key] = classes.get(key, 0) + int(count)
-    return dict(sorted(classes.items(), key=lambda kv: -kv[1]))
+    rows = _trino(
+        settings,
+        "SELECT reason_code, CASE WHEN reason_code IS NULL THEN substr(reason, 1, 300) END, count(*) "
+        f"FROM {table} {where}GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 2000",
+    )
+    codes: dict[str, int] = {}
+    for code, reason, count in rows:
+        key = code or reason_code(reason)
+        codes[key] = codes.get(key, 0) + int(count)
+    return dict(sorted(codes.items(), key=lambda kv: -kv[1]))
 
 
 def _age(text: str | None, now: dt.datetime) -> float | None:

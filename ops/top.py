@@ -171,7 +171,7 @@ class Top:
                 state.add_row(f"freshness {table}", f"last rows {duration(age)} ago")
         else:
             state.add_row("sink lag", "unknown (sink not answering)")
-        dead = by_label(router, "questlog_router_dead_letters", "reason_class")
+        dead = by_label(router, "questlog_router_dead_letters", "reason_code")
         for reason, n in sorted(dead.items(), key=lambda kv: -kv[1]):
             state.add_row(f"dead letters: {reason}", f"{n:,.0f} since the router started")
         if "router" in self.latest and not dead:

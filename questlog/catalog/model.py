@@ -171,9 +171,15 @@ DEAD_LETTER_COLUMNS: tuple[Field, ...] = (
     Field("event_id", "string", "The payload's event_id, if it had a readable one."),
     Field("event_type", "string", "The payload's event_type, if it had a readable one."),
     Field("received_at", "timestamp", "The payload's received_at, if it had a valid one."),
-    # last: added after the others (tables created before it keep their column order)
+    # added after the others, in this order (tables created before them gain them at the end)
     Field(
         "source_index", "long", "Its position in the record's array of events (null when the record held one event)."
+    ),
+    Field(
+        "reason_code",
+        "string",
+        "Why, as a code of a small fixed vocabulary (questlog.deadletters.REASON_CODES: not_json, "
+        "wrong_type, missing_field, ...); null for dead letters written before the column existed.",
     ),
 )
 

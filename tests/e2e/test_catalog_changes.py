@@ -97,13 +97,13 @@ def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(li
         lambda: query(
             live_settings,
             f"SELECT reason, source_topic, source_partition, "
-            f"source_offset >= 0, received_at IS NOT NULL FROM dead_letters "
+            f"source_offset >= 0, received_at IS NOT NULL, reason_code FROM dead_letters "
             f"WHERE event_id = '{bad_id}'",
         ),
         what="the dead letter",
     )
     assert letters[0][0].startswith("field 'enchantment': not in the 'purchase_sword' schema")
-    assert letters[0][1:] == [live_settings.raw_topic, 0, True, True]
+    assert letters[0][1:] == [live_settings.raw_topic, 0, True, True, "unknown_field"]
 
     before_fix = cli(live_settings, "replay", "--type", "purchase_sword")
     assert "re-sent: 0" in before_fix
@@ -131,7 +131,10 @@ def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(li
         live_settings, f"SELECT enchantment, schema_version FROM sword_purchases WHERE event_id = '{old['event_id']}'"
     ) == [[None, 1]]  # old rows: NULL
 
-    assert "re-sent: 1" in cli(live_settings, "replay")
+    # replay filters on the reason code: none of another code is this one
+    other_code = cli(live_settings, "replay", "--code", "not_json", "--code", "wrong_type", "--dry-run")
+    assert "would re-send: 0" in other_code
+    assert "re-sent: 1" in cli(live_settings, "replay", "--code", "unknown_field")
     sql = f"SELECT enchantment, price, schema_version FROM sword_purchases WHERE event_id = '{bad_id}'"
     assert wait_for(lambda: query(live_settings, sql), what="the replayed row") == [["fire", 5.0, 2]]
 

@@ -53,7 +53,7 @@ def test_every_stage_serves_the_series_the_dashboard_reads(live_settings):
         interval_s=1,
         what="the router to count the level_up event",
     )
-    assert router[("questlog_router_dead_letters_total", (("reason_class", "wrong type"),))] >= 1
+    assert router[("questlog_router_dead_letters_total", (("reason_code", "wrong_type"),))] >= 1
     assert router[routed] >= 1
 
 

@@ -100,3 +100,71 @@ def test_the_hive_tables_rows_come_in_once_and_a_batch_the_sink_runs_again_is_le
     assert query(
         s, f"SELECT count(*) FROM \"{TABLE}$snapshots\" WHERE element_at(summary, 'questlog.migrated-from') = 'hive'"
     ) == [[1]]
+
+
+# The dead letters' table as the previous version made it (no `reason_code`), with a dead letter it
+# wrote; then the sink's start (IcebergTables.ensure with today's catalog) and a dead letter of
+# today's router. In a schema of its own, on a Spark session of its own.
+DEAD_LETTER_UPGRADE = """
+import dataclasses, json, sys
+from questlog.catalog import DEAD_LETTER_TABLE, load_catalog
+from questlog.settings import Settings
+from spark_sink.session import catalog_session
+from spark_sink.tables import IcebergTables
+from spark_sink.transform import to_rows
+
+settings = Settings.from_env().replace(trino_schema=sys.argv[1])
+spark = catalog_session(settings, "local[1]")
+table = next(t for t in load_catalog(settings.catalog).tables(settings.raw_topic, settings.dlq_topic)
+             if t.name == DEAD_LETTER_TABLE)
+before = dataclasses.replace(table, columns=tuple(c for c in table.columns if c.name != "reason_code"))
+iceberg = IcebergTables(spark, settings)
+
+def letter(offset, **extra):
+    return json.dumps({"reason": "field 'price': expected double, got string 'a lot'", "raw": "{}",
+                       "source_topic": "events", "source_partition": 0, "source_offset": offset,
+                       "failed_at": "2026-01-02T03:04:05.000+00:00", **extra}).encode()
+
+def land(t, value, batch_id):
+    records = spark.createDataFrame([(t.topic, value)], "topic string, value binary")
+    iceberg.append(to_rows(records, t), DEAD_LETTER_TABLE, "upgrade-test", batch_id)
+
+iceberg.ensure([before])
+land(before, letter(1), 1)  # the previous router's dead letter, the previous sink's table
+iceberg.ensure([table])  # the upgrade: what the sink does as it starts
+land(table, letter(2, reason="field 'colour': not in the 'x' schema", reason_code="unknown_field"), 2)
+spark.stop()
+"""
+
+
+def test_the_dead_letters_table_gains_the_reason_code_column_on_upgrade(live_settings):
+    """A dead-letter table from before reason codes gains the `reason_code` column by Iceberg schema
+    evolution when the sink starts: its old rows read NULL (status codes them from their text), new
+    rows carry their code, and `questlog status` counts both by code."""
+    import os
+    import subprocess
+    import sys
+
+    from ops import status
+    from ops.stack.java import find_java, java_home
+
+    schema = f"upgrade_{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        **live_settings.to_env(),
+        "JAVA_HOME": java_home(find_java(17, 21)),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", DEAD_LETTER_UPGRADE, schema], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    s = live_settings.replace(trino_schema=schema)
+    columns = [row[0] for row in query(s, "DESCRIBE dead_letters")]
+    assert columns.index("reason_code") > columns.index("source_index")  # added at the end
+    assert query(s, "SELECT source_offset, reason_code FROM dead_letters ORDER BY 1") == [
+        [1, None],
+        [2, "unknown_field"],
+    ]
+    now = datetime(2026, 1, 2, 3, 30, tzinfo=UTC)
+    assert status._dead_letters(s, "dead_letters", now) == {"wrong_type": 1, "unknown_field": 1}

@@ -82,3 +82,31 @@ def test_an_unpaired_surrogate_never_crashes_routing(catalog):
     assert routed.dead and "field 'event_id': expected 1 to 128 characters" in routed.reason  # the id rule
     routed = route(raw(guild_name="\udc00"), SRC, catalog, "events", "events.dlq", NOW)
     assert not routed.dead and b"\\udc00" in routed.value  # kept, escaped
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        (b"\xff\xfe not json", "not_json"),
+        (b"[]", "bad_record"),
+        (b"[1]", "not_object"),
+        (raw(event_type="fly_dragon"), "unknown_type"),
+        (raw(guild_id=5), "wrong_type"),
+        (raw(event_type=None), "unknown_type"),
+        (raw(colour="red"), "unknown_field"),
+        (raw(guild_id=5, colour="red"), "wrong_type"),  # the first problem decides
+    ],
+)
+def test_a_dead_letter_carries_its_reason_code_beside_the_text(catalog, payload, code):
+    from faust_app.routing import route_record
+    from questlog.deadletters import REASON_CODES
+
+    [(_, routed)] = route_record(payload, SRC, catalog, "events", "events.dlq", NOW)
+    record = json.loads(routed.value)
+    assert routed.dead and routed.code == record["reason_code"] == code and code in REASON_CODES
+    assert record["reason"]  # the text stays, for people
+
+
+def test_a_typed_copy_over_the_limit_is_a_too_large_dead_letter(catalog):
+    routed = route(raw(guild_name="x" * 2000), SRC, catalog, "events", "events.dlq", NOW, limit=1500)
+    assert routed.dead and json.loads(routed.value)["reason_code"] == "too_large"

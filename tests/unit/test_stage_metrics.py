@@ -20,18 +20,18 @@ def value(name: str, **labels) -> float:
     return prometheus_client.REGISTRY.get_sample_value(name, labels or None) or 0.0
 
 
-def test_the_router_counts_routed_events_by_type_and_dead_letters_by_reason_class(catalog):
+def test_the_router_counts_routed_events_by_type_and_dead_letters_by_reason_code(catalog):
     before = (
         value("questlog_router_events_routed_total", event_type="join_guild"),
-        value("questlog_router_dead_letters_total", reason_class="not JSON"),
-        value("questlog_router_dead_letters_total", reason_class="wrong type"),
+        value("questlog_router_dead_letters_total", reason_code="not_json"),
+        value("questlog_router_dead_letters_total", reason_code="wrong_type"),
     )
     router = make_router(catalog)
     asyncio.run(router.handle(records(event(1), b"not json", event(2), event(3, guild_id=42))))
     after = (
         value("questlog_router_events_routed_total", event_type="join_guild"),
-        value("questlog_router_dead_letters_total", reason_class="not JSON"),
-        value("questlog_router_dead_letters_total", reason_class="wrong type"),
+        value("questlog_router_dead_letters_total", reason_code="not_json"),
+        value("questlog_router_dead_letters_total", reason_code="wrong_type"),
     )
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
 

@@ -16,30 +16,34 @@ from rich.console import Console
 from ops import status as st
 from ops.stack.process import Service, Supervisor
 from ops.stack.runner import Watchdog
+from questlog.deadletters import REASON_CODES, reason_code
 from questlog.settings import Settings
 
 
 @pytest.mark.parametrize(
     "reason, expected",
     [
-        ("payload is not valid JSON: unexpected character", "not JSON"),
-        ("event must be a JSON object, got list [1]", "not an object"),
-        ("unknown event_type 'nope'; known types: default, join_guild", "unknown event_type"),
-        ("field 'event_id': expected 1 to 128 characters, got string '<>'", "bad event_id"),
-        ("field 'price': required, missing; field 'sword_type': required, missing", "missing field"),
-        ("field 'price': required, got null", "null in required field"),
-        ("field 'colour': not in the 'purchase_sword' schema (fields: price, sword_type)", "unknown field"),
-        ("3 fields not in the 'join_guild' schema: a, b, c (fields: guild_id)", "unknown field"),
-        ("field 'price': expected double, got string 'a lot'", "wrong type"),
-        ("field 'price': expected double, got string 'a lot'; field 'x': required, missing", "wrong type"),
-        ("the typed copy is 1000123 bytes, over the 1000000-byte limit", "too large"),
-        ("Kafka refused the record for events.x: MessageSizeTooLargeError()", "refused by Kafka"),
+        ("payload is not valid JSON: unexpected character", "not_json"),
+        ("event must be a JSON object, got list [1]", "not_object"),
+        ("unknown event_type 'nope'; known types: default, join_guild", "unknown_type"),
+        ("field 'event_id': expected 1 to 128 characters, got string '<>'", "bad_event_id"),
+        ("field 'price': required, missing; field 'sword_type': required, missing", "missing_field"),
+        ("field 'price': required, got null", "null_field"),
+        ("field 'colour': not in the 'purchase_sword' schema (fields: price, sword_type)", "unknown_field"),
+        ("3 fields not in the 'join_guild' schema: a, b, c (fields: guild_id)", "unknown_field"),
+        ("field 'price': expected double, got string 'a lot'", "wrong_type"),
+        ("field 'price': expected double, got string 'a lot'; field 'x': required, missing", "wrong_type"),
+        ("the typed copy is 1000123 bytes, over the 1000000-byte limit", "too_large"),
+        ("Kafka refused the record for events.x: MessageSizeTooLargeError()", "kafka_refused"),
+        ("an empty array: no event", "bad_record"),
+        ("5001 events in one record; at most 5000", "bad_record"),
         ("something new", "other"),
         (None, "other"),
     ],
 )
-def test_reason_classes(reason, expected):
-    assert st.reason_class(reason) == expected
+def test_reason_codes(reason, expected):
+    assert reason_code(reason) == expected
+    assert expected in REASON_CODES
 
 
 def test_the_watchdog_writes_its_restart_counts_where_status_reads_them(tmp_path):

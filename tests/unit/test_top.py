@@ -16,7 +16,7 @@ questlog_events_accepted_total{{event_type="purchase_sword"}} {accepted}
         "http://r/metrics": f"""# TYPE questlog_router_events_routed_total counter
 questlog_router_events_routed_total{{event_type="purchase_sword"}} {routed}
 # TYPE questlog_router_dead_letters_total counter
-questlog_router_dead_letters_total{{reason_class="wrong type"}} {dead}
+questlog_router_dead_letters_total{{reason_code="wrong_type"}} {dead}
 # TYPE questlog_router_lag_records gauge
 questlog_router_lag_records 1500
 # TYPE questlog_router_lag_seconds gauge
@@ -67,7 +67,7 @@ def test_a_frame_has_a_row_per_stage_with_its_rate_sparkline_and_total():
     assert "40 records (events.purchase_sword 40)" in text
     assert "120.0/s in, 300.0/s processed" in text
     assert "freshness sword_purchases" in text and "last rows 3.5s ago" in text
-    assert "dead letters: wrong type" in text and "20 since the router started" in text
+    assert "dead letters: wrong_type" in text and "20 since the router started" in text
 
 
 def test_a_stage_that_does_not_answer_is_shown_and_the_others_go_on():
