@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmarks import report
 from benchmarks.harness import CASES, run
 from benchmarks.stack import BENCH_HOME, bench_settings
 from ops.stack.runner import Pipeline
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="DIR",
         help="where latest.md, latest.json and the plots go (default: benchmarks/results for a "
-        "full run of every case, which also refreshes the README's section; the bench's "
+        "full run of every case, which also rewrites docs/performance.md; the bench's "
         "home's results/ otherwise)",
     )
     parser.add_argument(
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline=pipeline,
         command=command,
         keep=args.keep,
-        readme=REPO_ROOT / "README.md" if complete and args.out is None and not args.attach else None,
+        page=REPO_ROOT / report.PAGE if complete and args.out is None and not args.attach else None,
     )
     return 0
 

@@ -101,7 +101,7 @@ def run(
     out_dir: Path,
     pipeline: Pipeline | None = None,
     command: str = "python -m benchmarks",
-    readme: Path | None = None,
+    page: Path | None = None,
     keep: bool = False,
 ) -> Path:
     """Run ``cases`` at ``size_name``; with no ``pipeline``, start one in BENCH_HOME (ports shifted
@@ -225,7 +225,7 @@ def run(
     text = report.markdown(data, report.plot(data, out_dir))
     (out_dir / "latest.md").write_text(text)
     print(report.table(data))
-    if readme is not None:
-        report.update_readme(readme, text, out_dir)
+    if page is not None:
+        report.write_performance_page(page, text, out_dir, size.budget_s)
     ctx.say(f"done in {took / 60:.1f} min: {out_dir / 'latest.md'}")
     return out_dir / "latest.md"

@@ -154,7 +154,7 @@ def status(settings: Settings, as_json: bool, deadline: float) -> None:
 def compact(settings: Settings, tables: tuple[str, ...], dates: tuple[str, ...], dry_run: bool, min_files: int) -> None:
     """Rewrite each date partition's small data files into files near QUESTLOG_COMPACT_TARGET_MB
     (Trino's Iceberg `optimize`, one commit), then expire snapshots older than
-    QUESTLOG_COMPACT_GRACE_S (README "Compaction"). Readers see the table before or after, never
+    QUESTLOG_COMPACT_GRACE_S (docs/compaction.md). Readers see the table before or after, never
     between."""
     from compactor.compact import Compactor
     from questlog.catalog.watch import CatalogSource
@@ -500,13 +500,25 @@ def catalog_check(ctx: click.Context, schemas: str | None) -> None:
     metavar="FILE",
     help="Write to FILE instead of standard output (the repo's page is docs/events.md).",
 )
+@click.option(
+    "--readme",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    metavar="FILE",
+    help="Also refresh the list of tables in FILE (the repo's README.md), between its markers.",
+)
 @click.pass_obj
-def catalog_docs(settings: Settings, output: str | None) -> None:
+def catalog_docs(settings: Settings, output: str | None, readme: str | None) -> None:
     """Print the event reference page, generated from the deployed catalog."""
-    from questlog.catalog import load_catalog
-    from questlog.catalog.docs import render_markdown
+    from pathlib import Path
 
-    text = render_markdown(load_catalog(settings.catalog))
+    from questlog.catalog import load_catalog
+    from questlog.catalog.docs import render_markdown, with_tables
+
+    deployed = load_catalog(settings.catalog)
+    if readme:
+        Path(readme).write_text(with_tables(Path(readme).read_text(), deployed))
+    text = render_markdown(deployed)
     if output:
         with open(output, "w", encoding="utf-8") as out:
             out.write(text)

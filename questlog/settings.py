@@ -1,7 +1,7 @@
 """Every setting Questlog reads, in one place.
 
 Each value comes from an environment variable and falls back to the local default listed in
-the README's settings table, so the same code runs against the local stack, the compose stack or a real
+docs/configuration.md, so the same code runs against the local stack, the compose stack or a real
 cluster. Tests build their own ``Settings`` with overrides instead of touching ``os.environ``.
 """
 

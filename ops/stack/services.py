@@ -373,7 +373,7 @@ def collector(settings: Settings) -> Service:
         metrics_dir.mkdir(parents=True)
 
     # Granian's WSGI server, not gunicorn's gthread: 1.7x the requests per second at -c 16 (the
-    # README's table). Each worker waits for Kafka's acks on up to 8 threads at once.
+    # collector's deep dive, docs/collector.md). Each worker waits for Kafka's acks on up to 8 threads at once.
     argv = [
         str(BIN / "granian"),
         "--interface",

@@ -1,4 +1,5 @@
-"""The event reference page, generated from the catalog (docs/events.md)."""
+"""Pages generated from the catalog: the event reference (docs/events.md) and the README's list of
+tables (between its TABLES_BEGIN and TABLES_END markers)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,26 @@ def render_markdown(catalog: Catalog) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+TABLES_BEGIN = "<!-- tables:begin (generated from the catalog by `questlog catalog docs --readme README.md`) -->"
+TABLES_END = "<!-- tables:end -->"
+
+
+def render_tables(catalog: Catalog, trino_catalog: str = "iceberg", schema: str = "events") -> str:
+    """The README's list of tables: each event type's Trino table and GET routes, and the dead letters."""
+    lines = [TABLES_BEGIN, "| event type | Trino table | HTTP route |", "| --- | --- | --- |"]
+    lines += [
+        f"| `{et.name}` | `{trino_catalog}.{schema}.{et.table}` | {', '.join(f'`GET {r}`' for r in et.routes)} |"
+        for et in catalog
+    ]
+    lines += [f"| (rejected events) | `{trino_catalog}.{schema}.{DEAD_LETTER_TABLE}` | |", TABLES_END]
+    return "\n".join(lines)
+
+
+def with_tables(readme: str, catalog: Catalog) -> str:
+    """``readme`` with its list of tables generated anew from ``catalog``."""
+    if TABLES_BEGIN not in readme or TABLES_END not in readme:
+        raise ValueError(f"no list of tables to refresh (markers {TABLES_BEGIN} ... {TABLES_END})")
+    head, rest = readme.split(TABLES_BEGIN, 1)
+    return head + render_tables(catalog) + rest.split(TABLES_END, 1)[1]

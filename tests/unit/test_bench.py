@@ -1,5 +1,7 @@
 """The bench's pure parts, and the README's performance section against the committed results."""
 
+import re
+
 from benchmarks import report
 from benchmarks.cases.collector import parse_ab
 from benchmarks.cases.e2e import percentile
@@ -67,15 +69,28 @@ def test_the_table_escapes_cells():
     assert report.table(data).splitlines()[2] == "| router | a\\|b | 1 | - | - |"
 
 
-def test_the_readme_shows_the_committed_results_with_date_machine_and_command():
+def test_the_performance_page_is_the_bench_s_output_from_the_committed_results():
+    """docs/performance.md is written only by `make bench` (benchmarks/report.py): it is exactly what
+    the writer makes of the committed latest.md, which names its date, machine and command."""
+    from benchmarks.context import SIZES
+
     latest = (RESULTS / "latest.md").read_text()
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert report.readme_bench_section(readme) == report.readme_section(latest, "benchmarks/results"), (
-        "README's performance section differs from benchmarks/results/latest.md: run `make bench`"
+    page = (REPO_ROOT / report.PAGE).read_text()
+    assert page == report.performance_page(latest, "../benchmarks/results", SIZES["full"].budget_s), (
+        "docs/performance.md differs from what `make bench` writes from benchmarks/results/latest.md"
     )
-    section = report.readme_bench_section(readme)
-    assert "Measured 20" in section and " cores, " in section and " GiB RAM" in section
-    assert "`make bench`" in section
+    assert "Measured 20" in page and " cores, " in page and " GiB RAM" in page
+    assert "`make bench`" in page and f"budget of {SIZES['full'].budget_s / 60:.0f} minutes" in page
     for png in ("throughput.png", "latency.png", "rss.png"):
-        assert f"](benchmarks/results/{png})" in section
+        assert f"](../benchmarks/results/{png})" in page
         assert (RESULTS / png).stat().st_size > 10_000
+
+
+def test_the_readme_has_no_measured_figure_and_points_to_the_performance_page():
+    """The README quotes no measurement (rates, latencies, sizes, durations): those are the bench's,
+    on docs/performance.md."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "(docs/performance.md)" in readme
+    units = r"(?:req/s|events/s|rows/s|ms|µs|MiB|GiB|min(?:utes)?|s)\b"
+    figures = re.findall(rf"\b\d[\d,.]*\s?{units}", readme)
+    assert not figures, f"the README quotes figures; they belong to `make bench`: {figures}"

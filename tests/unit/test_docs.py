@@ -12,8 +12,23 @@ def test_readme_opens_with_the_two_commands():
     assert "make run" in first_block and "make test" in first_block
 
 
+def test_the_readme_is_read_in_ten_minutes():
+    assert len(README.splitlines()) <= 250
+    for page in ("architecture", "configuration", "operations", "performance", "events"):
+        assert f"(docs/{page}.md)" in README, page
+
+
+def test_every_readme_link_into_the_repo_resolves():
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", README):
+        assert (REPO_ROOT / target).exists(), target
+    for page in (REPO_ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
+
+
 def test_every_setting_is_documented_with_its_default():
-    rows = dict(re.findall(r"^\| `(QUESTLOG_[A-Z_]+)` \| `([^`]*)` \|", README, re.M))
+    configuration = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    rows = dict(re.findall(r"^\| `(QUESTLOG_[A-Z_]+)` \| `([^`]*)` \|", configuration, re.M))
     assert set(rows) == set(ENV_VARS)
     defaults = Settings.from_env({}).to_env()
     for name, documented in rows.items():

@@ -48,6 +48,15 @@ def test_the_committed_catalog_is_the_deployed_schemas():
     )
 
 
+def test_the_readme_lists_the_tables_of_the_catalog():
+    from questlog.catalog.docs import render_tables
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert render_tables(load_catalog()) in readme, (
+        "README.md's list of tables is stale: run `questlog catalog docs -o docs/events.md --readme README.md`"
+    )
+
+
 def test_the_event_reference_is_generated_from_the_catalog():
     assert (REPO_ROOT / "docs" / "events.md").read_text() == render_markdown(load_catalog()), (
         "docs/events.md is stale: run `questlog catalog docs -o docs/events.md`"
