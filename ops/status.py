@@ -15,6 +15,14 @@ answered by the deadline is reported as such instead of holding the answer up:
 - dead letters of the last hour by reason code (their `reason_code` column,
   `questlog.deadletters.REASON_CODES`).
 
+Services and lags are asked anew every time. The figures that need Trino or the HDFS client
+(freshness and rows today, dead letters, HDFS usage) can take longer than the deadline on a busy
+or cold machine, so each answer is kept in `$QUESTLOG_HOME/run/status-answers.json` with the time
+it was had: a figure that misses the deadline is shown from there with its age ("as of 40s ago"),
+and a detached `python -m ops.status --refresh` (one at a time) asks again with a long deadline,
+so the next call has it fresh. `questlog run` starts one as soon as the pipeline is up, so even the
+first `questlog status` has an answer for every row. `Status.ages` says how old each answer is.
+
 Healthy means every service is up and passes its check; `questlog status` exits 1 otherwise.
 Importing this module touches nothing: the heavy clients are imported inside the probes.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import socket
 import threading
@@ -93,6 +102,10 @@ class Status:
     tables: list[TableStatus]
     dead_letters_last_hour: dict[str, int] | None
     errors: dict[str, str] = field(default_factory=dict)  # probe -> why it has no answer
+    # probe -> the age in seconds of the answer shown: 0 when asked now, more when it came from
+    # the answers kept by an earlier call or refresh (CACHED_PROBES only)
+    ages: dict[str, float] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)  # kept probes never answered yet (a refresh runs)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +122,7 @@ class Probes:
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.threads: dict[str, threading.Thread] = {}
+        self.timed_out: set[str] = set()
 
     def start(self, name: str, fn: Callable[[], Any]) -> None:
         def body() -> None:
@@ -116,6 +130,8 @@ class Probes:
                 self.results[name] = fn()
             except Exception as exc:  # reported per probe; one failing probe never hides the others
                 self.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+                if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+                    self.timed_out.add(name)  # slower than its client's timeout, not failing
 
         thread = threading.Thread(target=body, name=f"probe-{name}", daemon=True)
         self.threads[name] = thread
@@ -466,12 +482,92 @@ def _tables(settings: Settings):
     return catalog.tables(settings.raw_topic, settings.dlq_topic)
 
 
+# Answers kept between calls ------------------------------------------------------------------
+
+ANSWERS = "status-answers.json"  # under $QUESTLOG_HOME/run/
+REFRESH_LOCK = "status-refresh.lock"
+REFRESH_DEADLINE_S = 60.0
+
+
+def cached_probe(name: str) -> bool:
+    """The probes whose answers are kept: those that need Trino or the HDFS client."""
+    return name.startswith("freshness ") or name in ("dead letters", "hdfs usage")
+
+
+def load_answers(settings: Settings) -> dict[str, dict[str, Any]]:
+    try:
+        kept = json.loads((settings.home_path / "run" / ANSWERS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return kept if isinstance(kept, dict) else {}
+
+
+def save_answers(settings: Settings, fresh: dict[str, Any], at: float) -> None:
+    """Keep ``fresh`` answers (probe -> value) beside the others; never fails the caller."""
+    run = settings.home_path / "run"
+    try:
+        kept = load_answers(settings)
+        kept.update({name: {"at": at, "value": value} for name, value in fresh.items()})
+        tmp = run / f".{ANSWERS}.{os.getpid()}"
+        tmp.write_text(json.dumps(kept, default=list))
+        os.replace(tmp, run / ANSWERS)
+    except OSError:
+        pass
+
+
+def _from_json(name: str, value: Any) -> Any:
+    """A kept answer as the probe returns it (JSON has lists where the probes have tuples)."""
+    if name.startswith("freshness "):
+        return tuple(value)
+    if name == "hdfs usage":
+        return {table: tuple(pair) for table, pair in value.items()}
+    return value
+
+
+def spawn_refresh(settings: Settings) -> None:
+    """Ask every figure again in a detached process with a long deadline, keeping the answers for
+    the next call; at most one such process per QUESTLOG_HOME (a lock file)."""
+    import subprocess
+    import sys
+
+    try:
+        (settings.home_path / "run").mkdir(parents=True, exist_ok=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "ops.status", "--refresh"],
+            env={**os.environ, **settings.to_env()},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        pass
+
+
+def refresh(settings: Settings) -> bool:
+    """Every probe with REFRESH_DEADLINE_S, its figures kept; False if another refresh runs."""
+    import fcntl
+
+    run = settings.home_path / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / REFRESH_LOCK, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        set_deadline(REFRESH_DEADLINE_S)
+        collect(settings, refresh_after=False)
+    return True
+
+
 # The whole answer ---------------------------------------------------------------------------
 
 
-def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> Status:
-    """Ask everything at once; return what answered by the deadline. ``meanwhile`` runs while
-    the probes wait for their answers (the CLI imports its renderer then).
+def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refresh_after: bool = True) -> Status:
+    """Ask everything at once; return what answered by the deadline, and for the figures that did
+    not, their last kept answer with its age (then, with ``refresh_after``, a detached refresh
+    asks again for the next call). ``meanwhile`` runs while the probes wait for their answers (the
+    CLI imports its renderer then).
 
     A service's verdict comes from probing it where the settings point, so a remote cluster gets
     one too: up when it answers (or, for a service the local runner started, while its process
@@ -522,7 +618,27 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
     if meanwhile is not None:
         meanwhile()
     probes.collect(deadline)
-    results, errors = probes.results, probes.errors
+    results, errors = dict(probes.results), dict(probes.errors)
+    asked_at = time.time()
+    asked_now = {name: value for name, value in results.items() if cached_probe(name)}
+    save_answers(settings, asked_now, asked_at)
+    ages = {name: 0.0 for name in asked_now}
+    pending = []
+    kept = load_answers(settings)
+    for name in [n for n in probes.threads if cached_probe(n) and n not in asked_now]:
+        # still asking, or its client gave up waiting: no error, only slower than the deadline
+        late = probes.threads[name].is_alive() or name in probes.timed_out
+        answer = kept.get(name)
+        if answer is None:
+            if late:
+                pending.append(name)
+            continue
+        results[name] = _from_json(name, answer["value"])
+        ages[name] = round(max(0.0, asked_at - float(answer["at"])), 1)
+        if late:
+            errors.pop(name, None)
+    if refresh_after and len(ages) + len(pending) > len(asked_now):  # something was not asked anew
+        spawn_refresh(settings)
 
     out: list[ServiceStatus] = []
     for name in shown:
@@ -569,7 +685,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
         fresh = results.get(f"freshness {t.name}")
         if fresh is not None:
             row.newest, row.rows_today, row.note = fresh
-            row.freshness_s = _age(row.newest, now)
+            row.freshness_s = _age(row.newest, dt.datetime.now(dt.UTC))
         if t.name in usage:
             row.files, row.bytes = usage[t.name]
         table_rows.append(row)
@@ -581,7 +697,9 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None) -> S
         sink_lag=sink_lag,
         tables=table_rows,
         dead_letters_last_hour=results.get("dead letters"),
-        errors={k: v for k, v in errors.items() if k not in SERVICES and k != "namenode"},
+        errors={k: v for k, v in errors.items() if k not in SERVICES and k != "namenode" and k not in pending},
+        ages=ages,
+        pending=pending,
     )
 
 
@@ -659,16 +777,47 @@ def table(status: Status):
         )
         today = "?" if t.rows_today is None else f"{t.rows_today:,}"
         files = "?" if t.files is None else f"{t.files:,}"
-        out.add_row(t.name, fresh, f"{today} rows today; {files} files, {size(t.bytes)} on HDFS")
+        detail = f"{today} rows today{_as_of(status, f'freshness {t.name}')}; {files} files, {size(t.bytes)} on HDFS"
+        out.add_row(t.name, fresh, detail + _as_of(status, "hdfs usage"))
     out.add_section()
     dead = status.dead_letters_last_hour
+    when = "last hour" + _as_of(status, "dead letters")
     if dead is None:
-        out.add_row("dead letters", "last hour", "unknown")
+        out.add_row("dead letters", when, "unknown")
     elif not dead:
-        out.add_row("dead letters", "last hour", "none")
+        out.add_row("dead letters", when, "none")
     else:
-        for reason, n in dead.items():
-            out.add_row("dead letters", "last hour", f"{n:,} x {reason}")
+        for code, n in dead.items():
+            out.add_row("dead letters", when, f"{n:,} x {code}")
+    for probe in status.pending:
+        out.add_row(
+            f"[dim]{probe}[/]", "[yellow]first answer on its way[/]", "asked in the background; shown next time"
+        )
     for probe, why in status.errors.items():
         out.add_row(f"[dim]{probe}[/]", "[yellow]no answer[/]", why)
     return out
+
+
+def _as_of(status: Status, probe: str) -> str:
+    """ " (as of 40s ago)" for an answer kept from an earlier call; "" for one asked now."""
+    age = status.ages.get(probe)
+    return f" (as of {duration(age)} ago)" if age else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ops.status --refresh`: ask every figure with a long deadline and keep the answers."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ops.status")
+    parser.add_argument(
+        "--refresh", action="store_true", help="ask every figure with a long deadline, keep the answers"
+    )
+    args = parser.parse_args(argv)
+    if not args.refresh:
+        parser.error("nothing to do: --refresh")
+    refresh(Settings.from_env())
+    os._exit(0)  # not the interpreter's clean-up: it would wait for late clients' threads
+
+
+if __name__ == "__main__":
+    main()

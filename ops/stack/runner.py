@@ -174,6 +174,10 @@ class Pipeline:
             self.down()
             raise
         say(f"all up in {time.monotonic() - started:.1f}s")
+        if self.apps:  # `questlog status`'s slow figures, asked once in the background for its first call
+            from ops.status import spawn_refresh
+
+            spawn_refresh(self.settings)
 
     def down(self) -> None:
         if self.echo is not None:  # what services say while being stopped is not news

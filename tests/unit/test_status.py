@@ -94,21 +94,34 @@ def test_the_table_names_every_figure():
     assert "no answer within 1.5s" in text
 
 
-def test_status_answers_within_its_deadline_when_nothing_listens(tmp_path):
-    # Ports nobody listens on: every probe fails or times out; the answer still comes, unhealthy.
+@pytest.fixture
+def black_hole():
+    """A loopback port that takes connections and never answers: a client times out on it."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def test_status_answers_within_its_deadline_when_nothing_listens(tmp_path, black_hole):
+    # Ports nobody listens on or nobody answers: every probe fails or times out; the answer still
+    # comes, unhealthy.
     settings = Settings.from_env(
         {},
         home=str(tmp_path),
         kafka_bootstrap="127.0.0.1:1",
-        webhdfs_url="http://10.255.255.1:9",
-        trino_url="http://10.255.255.1:9",
+        webhdfs_url=f"http://{black_hole}",
+        trino_url=f"http://{black_hole}",
         collector_bind="127.0.0.1:2",
         router_web_port=3,
         sink_metrics_bind="127.0.0.1:4",
     )
     started = time.monotonic()  # the command itself: it leaves with os._exit, not to be run in-process
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "questlog"), "status", "--json"],
+        [str(Path(sys.executable).parent / "questlog"), "status", "--json", "--no-refresh"],
         env={**os.environ, **settings.to_env()},
         capture_output=True,
         text=True,
@@ -122,7 +135,8 @@ def test_status_answers_within_its_deadline_when_nothing_listens(tmp_path):
     assert all(s["verdict"].startswith("down: ") and not s["up"] for s in answer["services"]), answer["services"]
     assert all(s["pid"] is None and s["uptime_s"] is None and s["restarts"] is None for s in answer["services"])
     assert answer["took_s"] <= st.DEADLINE_S + 0.3 and took < st.DEADLINE_S + 1.5
-    assert {"freshness sword_purchases", "dead letters", "hdfs usage"} <= set(answer["errors"])
+    # a figure that never answered is either an error or, still being asked, pending (a refresh asks again)
+    assert {"freshness sword_purchases", "dead letters", "hdfs usage"} <= set(answer["errors"]) | set(answer["pending"])
 
 
 def test_a_remote_service_shows_its_verdict_without_pid_uptime_or_restarts():
@@ -134,3 +148,45 @@ def test_a_remote_service_shows_its_verdict_without_pid_uptime_or_restarts():
     text = console.export_text()
     assert [line for line in text.splitlines() if "trino" in line][0].split("│")[3].strip() == "ok"
     assert "no table yet" in text
+
+
+def test_a_figure_slower_than_the_deadline_is_shown_from_the_kept_answer_with_its_age(tmp_path, black_hole):
+    """Trino and WebHDFS take connections and never answer (a cold or busy machine): the figures
+    come from the answers an earlier call or refresh kept, each with its age; nothing times out."""
+    settings = Settings.from_env(
+        {}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1", webhdfs_url=f"http://{black_hole}",
+        trino_url=f"http://{black_hole}", collector_bind="127.0.0.1:2", router_web_port=3,
+        sink_metrics_bind="127.0.0.1:4",
+    )  # fmt: skip
+    (tmp_path / "run").mkdir()
+    at = time.time() - 40
+    st.save_answers(
+        settings,
+        {
+            "freshness sword_purchases": ("2026-01-02 03:04:05.000", 12, None),
+            "dead letters": {"wrong_type": 3},
+            "hdfs usage": {"sword_purchases": (4, 4096)},
+        },
+        at,
+    )
+    saved = st.DEADLINE_S, st.PROBE_TIMEOUT_S
+    st.set_deadline(0.6)
+    try:
+        status = st.collect(settings, refresh_after=False)
+    finally:
+        st.DEADLINE_S, st.PROBE_TIMEOUT_S = saved
+    swords = next(t for t in status.tables if t.name == "sword_purchases")
+    assert (swords.rows_today, swords.files, swords.bytes) == (12, 4, 4096)
+    assert status.dead_letters_last_hour == {"wrong_type": 3}
+    assert 39 <= status.ages["dead letters"] < 60 and 39 <= status.ages["freshness sword_purchases"] < 60
+    assert not {"dead letters", "hdfs usage", "freshness sword_purchases"} & set(status.errors)
+    others = [t.name for t in status.tables if t.name != "sword_purchases"]
+    assert {f"freshness {name}" for name in others} <= set(status.pending)  # never answered: being asked
+    console = Console(record=True, width=160)
+    console.print(st.table(status))
+    text = console.export_text()
+    assert "12 rows today (as of 40s ago)" in text or "12 rows today (as of 41s ago)" in text
+    assert "first answer on its way" in text
+    assert not [
+        line for line in text.splitlines() if ("freshness" in line or "dead letters" in line) and "no answer" in line
+    ]
