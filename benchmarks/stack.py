@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import urllib.request
@@ -12,35 +11,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from ops.stack.process import Service, Supervisor, port_open
-from questlog.settings import REPO_ROOT, Settings, split_address
+from questlog.settings import REPO_ROOT, Settings, harness_variable
 
 # Beside `make run` (the defaults) and the tests (+10000). Like the tests' QUESTLOG_TEST_*, these two
 # let a second bench (another checkout) run on the same machine: its figures then share the CPUs.
-BENCH_HOME = Path(os.environ.get("QUESTLOG_BENCH_HOME") or REPO_ROOT / ".questlog-bench")
-PORT_SHIFT = int(os.environ.get("QUESTLOG_BENCH_PORT_OFFSET") or 20000)
+BENCH_HOME = Path(harness_variable("QUESTLOG_BENCH_HOME", str(REPO_ROOT / ".questlog-bench")))
+PORT_SHIFT = int(harness_variable("QUESTLOG_BENCH_PORT_OFFSET", "20000"))
 
 
 def bench_settings(home: Path = BENCH_HOME) -> Settings:
     """The local defaults with every port shifted by PORT_SHIFT and state in ``home``."""
-    d = Settings.from_env({})  # the defaults, whatever this shell exports
-    s = PORT_SHIFT
-    return Settings.from_env(
-        {},
-        home=str(home),
-        cache=Settings.from_env().cache,
-        catalog=str(home / "catalog.json"),
-        kafka_bootstrap=f"127.0.0.1:{d.kafka_port + s}",
-        kafka_controller_port=d.kafka_controller_port + s,
-        collector_bind=f"127.0.0.1:{d.collector_port + s}",
-        router_web_port=d.router_web_port + s,
-        router_id="questlog-router-bench",
-        hdfs_url=f"hdfs://127.0.0.1:{8020 + s}",
-        webhdfs_url=f"http://127.0.0.1:{9870 + s}",
-        hdfs_datanode_port=d.hdfs_datanode_port + s,
-        trino_url=f"http://127.0.0.1:{d.trino_port + s}",
-        sink_metrics_bind=f"127.0.0.1:{split_address(d.sink_metrics_bind)[1] + s}",
-        catalog_db_url=f"postgresql://{d.catalog_db_user}@127.0.0.1:{d.catalog_db_port + s}/{d.catalog_db_name}",
-    )
+    defaults = Settings.from_env({}, cache=Settings.from_env().cache)  # whatever this shell exports
+    return defaults.shifted(PORT_SHIFT, home, router_id="questlog-router-bench")
 
 
 def free_port(start: int, taken: set[int]) -> int:

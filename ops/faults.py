@@ -272,23 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="about how many events to send")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "faults.md"))
     args = parser.parse_args(argv)
-    offset = 12_000  # every port stays below Linux's ephemeral range (32768-60999)
     home = REPO_ROOT / ".questlog-faults"
-    settings = Settings.from_env(
-        home=str(home),
-        catalog=str(home / "catalog.json"),
-        kafka_bootstrap=f"127.0.0.1:{9092 + offset}",
-        kafka_controller_port=9093 + offset,
-        collector_bind=f"127.0.0.1:{5000 + offset}",
-        router_web_port=6066 + offset,
-        hdfs_url=f"hdfs://127.0.0.1:{8020 + offset}",
-        webhdfs_url=f"http://127.0.0.1:{9870 + offset}",
-        hdfs_datanode_port=9866 + offset,
-        trino_url=f"http://127.0.0.1:{8080 + offset}",
-        sink_metrics_bind=f"127.0.0.1:{6070 + offset}",
-        catalog_db_url=f"postgresql://questlog@127.0.0.1:{5433 + offset}/questlog",
-        sink_trigger_s=2.0,
-    )
+    defaults = Settings.from_env({}, cache=Settings.from_env().cache)  # whatever this shell exports
+    settings = defaults.shifted(12_000, home, sink_trigger_s=2.0)
     stop_all(settings)
     home.mkdir(parents=True, exist_ok=True)
     (home / "catalog.json").write_text((REPO_ROOT / "questlog" / "catalog" / "catalog.json").read_text())

@@ -30,24 +30,27 @@ def _default_cache() -> str:
 # compose/docker-compose.yml: tests check that each service gets exactly these.
 
 
-def setting(env: str, default: object) -> Any:
-    """A field of Settings read from ``env``; ``default`` is a value or a function giving one."""
+def setting(env: str, default: object, *, port: bool = False) -> Any:
+    """A field of Settings read from ``env``; ``default`` is a value or a function giving one.
+    ``port``: the field holds a port a service listens on (a number, ``host:port`` or a URL), which
+    `Settings.shifted` moves for a test, fault or bench stack beside the local one."""
+    metadata = {"env": env, "port": port}
     if callable(default):
-        return field(default_factory=default, metadata={"env": env})
-    return field(default=default, metadata={"env": env})
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class Settings:
     home: str = setting("QUESTLOG_HOME", _default_home)
     cache: str = setting("QUESTLOG_CACHE", _default_cache)
-    kafka_bootstrap: str = setting("QUESTLOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    kafka_controller_port: int = setting("QUESTLOG_KAFKA_CONTROLLER_PORT", 9093)
+    kafka_bootstrap: str = setting("QUESTLOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092", port=True)
+    kafka_controller_port: int = setting("QUESTLOG_KAFKA_CONTROLLER_PORT", 9093, port=True)
     catalog: str = setting("QUESTLOG_CATALOG", lambda: str(REPO_ROOT / "questlog" / "catalog" / "catalog.json"))
     raw_topic: str = setting("QUESTLOG_RAW_TOPIC", "events")
     dlq_topic: str = setting("QUESTLOG_DLQ_TOPIC", "events.dlq")
     topic_partitions: int = setting("QUESTLOG_TOPIC_PARTITIONS", 1)
-    collector_bind: str = setting("QUESTLOG_COLLECTOR_BIND", "127.0.0.1:5000")
+    collector_bind: str = setting("QUESTLOG_COLLECTOR_BIND", "127.0.0.1:5000", port=True)
     collector_workers: int = setting("QUESTLOG_COLLECTOR_WORKERS", 2)
     # below Kafka's default message size (1000000), so that one event always fits one message
     max_body_bytes: int = setting("QUESTLOG_MAX_BODY_BYTES", 900_000)
@@ -57,13 +60,13 @@ class Settings:
     write_keys: str = setting("QUESTLOG_WRITE_KEYS", "")
     router_id: str = setting("QUESTLOG_ROUTER_ID", "questlog-router")
     router_web_host: str = setting("QUESTLOG_ROUTER_WEB_HOST", "127.0.0.1")
-    router_web_port: int = setting("QUESTLOG_ROUTER_WEB_PORT", 6066)
+    router_web_port: int = setting("QUESTLOG_ROUTER_WEB_PORT", 6066, port=True)
     # the largest record (key + value) the router writes: below Kafka's message.max.bytes (1048588)
     max_record_bytes: int = setting("QUESTLOG_MAX_RECORD_BYTES", 1_000_000)
-    hdfs_url: str = setting("QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020")
-    webhdfs_url: str = setting("QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870")
+    hdfs_url: str = setting("QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020", port=True)
+    webhdfs_url: str = setting("QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870", port=True)
     # data transfer; the DataNode's HTTP server listens on this - 2, its IPC on this + 1
-    hdfs_datanode_port: int = setting("QUESTLOG_HDFS_DATANODE_PORT", 9866)
+    hdfs_datanode_port: int = setting("QUESTLOG_HDFS_DATANODE_PORT", 9866, port=True)
     warehouse_dir: str = setting("QUESTLOG_WAREHOUSE_DIR", "/questlog/warehouse")
     checkpoint_dir: str = setting("QUESTLOG_CHECKPOINT_DIR", "/questlog/checkpoints")
     spark_master: str = setting("QUESTLOG_SPARK_MASTER", "local[2]")
@@ -72,9 +75,9 @@ class Settings:
     sink_max_batch_records: int = setting("QUESTLOG_SINK_MAX_BATCH_RECORDS", 500_000)
     dedupe_window_h: float = setting("QUESTLOG_DEDUPE_WINDOW_H", 168.0)
     # where the sink serves GET /metrics (Prometheus); loopback by default
-    sink_metrics_bind: str = setting("QUESTLOG_SINK_METRICS_BIND", "127.0.0.1:6070")
+    sink_metrics_bind: str = setting("QUESTLOG_SINK_METRICS_BIND", "127.0.0.1:6070", port=True)
     # http(s)://[user[:password]@]host[:port]; with a password, Trino's password authentication (https only)
-    trino_url: str = setting("QUESTLOG_TRINO_URL", "http://127.0.0.1:8080")
+    trino_url: str = setting("QUESTLOG_TRINO_URL", "http://127.0.0.1:8080", port=True)
     # the Iceberg catalog: Trino's catalog of that name, Spark's catalog of the same name, and the
     # catalog_name both keep their tables under in the catalog database
     trino_catalog: str = setting("QUESTLOG_TRINO_CATALOG", "iceberg")
@@ -86,7 +89,7 @@ class Settings:
     # the Iceberg JDBC catalog's database: postgresql://user@host:port/database; its password is the
     # first line of QUESTLOG_CATALOG_DB_PASSWORD_FILE (default: $QUESTLOG_HOME/postgres/password,
     # made by the local stack)
-    catalog_db_url: str = setting("QUESTLOG_CATALOG_DB_URL", "postgresql://questlog@127.0.0.1:5433/questlog")
+    catalog_db_url: str = setting("QUESTLOG_CATALOG_DB_URL", "postgresql://questlog@127.0.0.1:5433/questlog", port=True)
     catalog_db_password_file: str = setting("QUESTLOG_CATALOG_DB_PASSWORD_FILE", "")
     # the password itself, for where secrets come as variables (compose); wins over the file
     catalog_db_password_env: str = setting("QUESTLOG_CATALOG_DB_PASSWORD", "")
@@ -120,6 +123,18 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def shifted(self, offset: int, home: str | Path, **changes: Any) -> Settings:
+        """These settings for a stack beside this one: every port setting (``port=True``) moved by
+        ``offset``, state in ``home`` with its own deployed catalog (``home/catalog.json``), then
+        ``changes``. The one way the test, fault and bench stacks get their addresses."""
+        moved = {f.name: _shift(getattr(self, f.name), offset) for f in _FIELDS if f.metadata["port"]}
+        for port in [p for value in moved.values() for p in _ports(value)]:
+            if not 0 < port < 32768:  # Linux hands out 32768 and up to outgoing connections
+                raise ValueError(f"a shift of {offset} puts a port at {port}, outside 1-32767")
+        return dataclasses.replace(
+            self, **{"home": str(home), "catalog": str(Path(home) / "catalog.json"), **moved, **changes}
+        )
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
@@ -309,3 +324,44 @@ def _url(text: str, name: str, schemes: tuple[str, ...] = ("http", "https")) -> 
     if url.scheme not in schemes or not url.hostname:
         raise ValueError(f"{name}={text!r} is not a URL like {'|'.join(schemes)}://host[:port]")
     return url
+
+
+def _shift(value: int | str, offset: int) -> int | str:
+    """A port, ``host:port`` (or several, comma-separated) or URL with a port, moved by ``offset``."""
+    if isinstance(value, int):
+        return value + offset
+    if "://" in value:
+        parts = urlsplit(value)
+        user, _, address = parts.netloc.rpartition("@")
+        moved = _shift(address, offset)
+        return parts._replace(netloc=f"{user}@{moved}" if user else str(moved)).geturl()
+    if "," in value:
+        return ",".join(str(_shift(one, offset)) for one in value.split(","))
+    host, port = split_address(value)
+    return join_address(host, port + offset)
+
+
+def _ports(value: int | str) -> list[int]:
+    if isinstance(value, int):
+        return [value]
+    if "://" in value:
+        return _ports(urlsplit(value).netloc.rpartition("@")[2])
+    return [split_address(one)[1] for one in value.split(",")]
+
+
+def harness_variable(name: str, default: str) -> str:
+    """A variable of the test, fault or bench harness (QUESTLOG_TEST_*, QUESTLOG_BENCH_*), not of
+    the pipeline: read here, beside the settings, so that no module reads the environment itself."""
+    if name not in HARNESS_VARS:
+        raise KeyError(f"{name} is not a harness variable ({', '.join(HARNESS_VARS)})")
+    return os.environ.get(name) or default
+
+
+# What the harnesses read (tests/conftest.py, benchmarks/stack.py): where their stack lives and how
+# far its ports are shifted from the local defaults, so that two runs can share a machine.
+HARNESS_VARS = (
+    "QUESTLOG_TEST_PORT_OFFSET",
+    "QUESTLOG_TEST_HOME",
+    "QUESTLOG_BENCH_PORT_OFFSET",
+    "QUESTLOG_BENCH_HOME",
+)

@@ -4,36 +4,31 @@ tests) one real pipeline per test session on ports of its own, so `make test` ca
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from questlog.catalog import DEPLOYED_CATALOG, SCHEMA_DIR, load_catalog
-from questlog.settings import REPO_ROOT, Settings
+from questlog.settings import REPO_ROOT, Settings, harness_variable
 
-# The test stack's addresses: the local defaults shifted by 10000. QUESTLOG_TEST_PORT_OFFSET and
-# QUESTLOG_TEST_HOME let two test runs (two checkouts, two developers) share one machine.
-OFFSET = int(os.environ.get("QUESTLOG_TEST_PORT_OFFSET") or 10000)
-TEST_HOME = Path(os.environ.get("QUESTLOG_TEST_HOME") or REPO_ROOT / ".questlog-test")
+# The test stack: the local defaults shifted by 10000 (Settings.shifted), in .questlog-test/.
+# QUESTLOG_TEST_PORT_OFFSET and QUESTLOG_TEST_HOME let two test runs (two checkouts, two developers)
+# share one machine.
+OFFSET = int(harness_variable("QUESTLOG_TEST_PORT_OFFSET", "10000"))
+TEST_HOME = Path(harness_variable("QUESTLOG_TEST_HOME", str(REPO_ROOT / ".questlog-test")))
 
-TEST_OVERRIDES = dict(
-    kafka_bootstrap=f"127.0.0.1:{9092 + OFFSET}",
-    kafka_controller_port=9093 + OFFSET,
-    collector_bind=f"127.0.0.1:{5000 + OFFSET}",
-    router_web_port=6066 + OFFSET,
-    router_id="questlog-router-test",
-    hdfs_url=f"hdfs://127.0.0.1:{8020 + OFFSET}",
-    webhdfs_url=f"http://127.0.0.1:{9870 + OFFSET}",
-    hdfs_datanode_port=9866 + OFFSET,
-    trino_url=f"http://127.0.0.1:{8080 + OFFSET}",
-    sink_metrics_bind=f"127.0.0.1:{6070 + OFFSET}",
-    catalog_db_url=f"postgresql://questlog@127.0.0.1:{5433 + OFFSET}/questlog",
-    sink_trigger_s=2.0,
-    # the compactor service looks once at start, then tests compact on their own
-    compact_interval_s=3600.0,
-)
+
+def stack_settings(home: Path = TEST_HOME) -> Settings:
+    """The test stack's settings, whatever this shell exports besides (its cache aside)."""
+    return Settings.from_env({}, cache=Settings.from_env().cache).shifted(
+        OFFSET,
+        home,
+        router_id="questlog-router-test",
+        sink_trigger_s=2.0,
+        # the compactor service looks once at start, then tests compact on their own
+        compact_interval_s=3600.0,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +42,7 @@ def settings(tmp_path_factory):
     return Settings.from_env(
         {},
         home=str(tmp_path_factory.mktemp("home")),
-        cache=os.environ.get("QUESTLOG_CACHE", str(Path.home() / ".cache" / "questlog")),
+        cache=Settings.from_env().cache,
     )
 
 
@@ -61,7 +56,7 @@ def pipeline(request):
 
     home = TEST_HOME
     # The test pipeline runs on its own copy of the deployed catalog: tests deploy changes to it.
-    settings = Settings.from_env(home=str(home), catalog=str(home / "catalog.json"), **TEST_OVERRIDES)
+    settings = stack_settings(home)
     stop_all(settings)  # leftovers of an interrupted earlier run
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)

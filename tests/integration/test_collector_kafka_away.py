@@ -20,8 +20,7 @@ import requests
 from ops.stack import services
 from ops.stack.process import Supervisor
 from questlog.kafka_admin import ensure_topics
-from questlog.settings import Settings
-from tests.conftest import TEST_HOME, TEST_OVERRIDES
+from tests.conftest import TEST_HOME, stack_settings
 from tests.helpers import topic_ids_until, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_stack():
     # The test stack's settings, with Kafka and the collector 300 ports beside the session's own.
-    base = Settings.from_env(home=str(TEST_HOME / "kafka-away"), **TEST_OVERRIDES)
+    base = stack_settings(TEST_HOME / "kafka-away")
     settings = base.replace(
         kafka_bootstrap=f"{base.kafka_host}:{base.kafka_port + 300}",
         kafka_controller_port=base.kafka_controller_port + 300,

@@ -7,7 +7,7 @@ from benchmarks.cases.collector import parse_ab
 from benchmarks.cases.e2e import percentile
 from benchmarks.stack import PORT_SHIFT, bench_settings
 from questlog.settings import REPO_ROOT, Settings, split_address
-from tests.conftest import TEST_OVERRIDES
+from tests.conftest import stack_settings
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -61,7 +61,7 @@ def test_the_bench_runs_beside_make_run_and_the_tests(tmp_path):
         }
 
     assert not ports(bench) & ports(default)
-    assert not ports(bench) & ports(Settings.from_env({}, **TEST_OVERRIDES))
+    assert not ports(bench) & ports(stack_settings(tmp_path))
 
 
 def test_the_table_escapes_cells():
