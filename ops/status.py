@@ -43,10 +43,11 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
+from ops.stack import specs
 from questlog.deadletters import reason_code
 from questlog.settings import Settings
 
-SERVICES = ("kafka", "namenode", "datanode", "postgres", "trino", "collector", "router", "sink", "compactor")
+SERVICES = specs.NAMES  # every service of ops/stack/specs.py, in its order
 DEADLINE_S = 1.5  # every probe's answer is in by then, or it is reported as timed out
 PROBE_TIMEOUT_S = 1.2  # each client's own timeout, below the deadline
 WATCHDOG_STATE = "watchdog.json"  # under $QUESTLOG_HOME/run/, written by ops.stack.runner.Watchdog
@@ -580,13 +581,8 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refr
     now = dt.datetime.now(dt.UTC)
     probes = Probes()
     # First what needs no catalog, so that the network waits begin at once.
-    probes.start("kafka", lambda: _check_kafka(settings))
-    probes.start("namenode", lambda: _namenode_beans(settings))
-    probes.start("postgres", lambda: _check_postgres(settings))
-    probes.start("trino", lambda: _check_trino(settings))
-    probes.start("collector", lambda: _check_collector(settings))
-    probes.start("router", lambda: _check_router(settings))
-    probes.start("sink", lambda: _check_sink(settings))
+    for probe in dict.fromkeys(spec.probe for spec in specs.SPECS if spec.probe):  # the HDFS daemons share one
+        probes.start(probe, partial(PROBES[probe], settings))
     probes.start("sink offsets", lambda: _sink_offsets(settings))
     tables = _tables(settings)
     typed_topics = [t.topic for t in tables]
@@ -643,7 +639,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refr
     out: list[ServiceStatus] = []
     for name in shown:
         pid = pids[name]
-        probe = "namenode" if name in ("namenode", "datanode") else name
+        probe = specs.BY_NAME[name].probe or name
         answered = probe not in errors
         uptime = uptime_s(pid) if pid else None
         svc = ServiceStatus(
@@ -701,6 +697,19 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refr
         ages=ages,
         pending=pending,
     )
+
+
+# Each service's probe where the settings point (ops/stack/specs.py names it): up when it
+# answers, and its verdict. The NameNode's answers the DataNode's row too.
+PROBES: dict[str, Callable[[Settings], Any]] = {
+    "kafka": _check_kafka,
+    "namenode": _namenode_beans,
+    "postgres": _check_postgres,
+    "trino": _check_trino,
+    "collector": _check_collector,
+    "router": _check_router,
+    "sink": _check_sink,
+}
 
 
 def _started_here(supervisor, name: str) -> bool:

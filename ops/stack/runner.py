@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ops.stack import artifacts, services
+from ops.stack import artifacts, services, specs
 from ops.stack.logecho import LogEcho
 from ops.stack.process import Service, ServiceError, Supervisor
 from questlog.catalog.watch import CatalogSource
@@ -36,13 +36,7 @@ class Watchdog:
     BACKOFF_FIRST_S = 1.0
     BACKOFF_CAP_S = 60.0
     HEALTHY_RESET_S = 60.0
-    DEPENDS: dict[str, tuple[str, ...]] = {
-        "datanode": ("namenode",),
-        "collector": ("kafka",),
-        "router": ("kafka",),
-        "sink": ("kafka", "namenode", "datanode", "postgres"),
-        "compactor": ("namenode", "datanode", "postgres", "trino"),
-    }
+    DEPENDS: dict[str, tuple[str, ...]] = specs.DEPENDS  # ops/stack/specs.py: each service's `needs`
 
     def __init__(self, supervisor: Supervisor, services: list[Service]) -> None:
         self.supervisor = supervisor
@@ -162,14 +156,14 @@ class Pipeline:
             self.echo = LogEcho(self.supervisor.log_dir, services.STOP_ORDER)
             self.echo.start()
         try:
-            kafka, namenode, datanode, postgres, trino = services.stack(self.settings)
-            self._start([kafka, namenode, postgres, trino])
-            self._start([datanode])
+            for wave in services.waves("stack", self.settings):
+                self._start(wave)
             # The catalog the stages will run on: a malformed or incompatible deployed file is
             # refused for the last one accepted here, as each stage refuses it, not a reason to stop.
             ensure_pipeline_topics(self.settings, CatalogSource(self.settings.catalog, home=self.settings.home).get())
             if self.apps:
-                self._start(services.pipeline(self.settings))
+                for wave in services.waves("pipeline", self.settings):
+                    self._start(wave)
         except BaseException:
             self.down()
             raise

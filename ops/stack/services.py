@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
-from ops.stack import artifacts
+from ops.stack import artifacts, specs
 from ops.stack.java import find_java, java_home
 from ops.stack.process import Service, ServiceError, port_open
 from questlog.kafka_admin import admin_client
@@ -29,7 +29,7 @@ COMPOSE = REPO_ROOT / "compose"
 BIN = Path(sys.executable).parent
 
 # Stop in this order: the pipeline first (it drains into the stack), then the stack.
-STOP_ORDER = ("compactor", "sink", "router", "collector", "trino", "postgres", "datanode", "namenode", "kafka")
+STOP_ORDER = specs.STOP_ORDER  # what needs others stops first (ops/stack/specs.py)
 
 
 def _http_json(url: str, timeout: float = 2.0):
@@ -480,11 +480,15 @@ def compactor(settings: Settings) -> Service:
     )
 
 
-def stack(settings: Settings) -> list[Service]:
-    from ops.stack.postgres import postgres
+def build(name: str, settings: Settings) -> Service:
+    """The Service (command, env, health check) of the service ``name`` of ops.stack.specs."""
+    if name == "postgres":
+        from ops.stack.postgres import postgres
 
-    return [kafka(settings), namenode(settings), datanode(settings), postgres(settings), trino(settings)]
+        return postgres(settings)
+    return globals()[specs.BY_NAME[name].builder](settings)
 
 
-def pipeline(settings: Settings) -> list[Service]:
-    return [collector(settings), router(settings), sink(settings), compactor(settings)]
+def waves(group: str, settings: Settings) -> list[list[Service]]:
+    """The services of ``group`` ("stack" or "pipeline") in the waves they start in (specs.waves)."""
+    return [[build(spec.name, settings) for spec in wave] for wave in specs.waves(group)]

@@ -26,25 +26,14 @@ import yaml
 
 import spark_sink.connector
 import spark_sink.job
-from ops.stack import artifacts, postgres, services
+from ops.stack import artifacts, postgres, services, specs
 from questlog.settings import ENV_VARS, REPO_ROOT, Settings
 
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
 
-PIPELINE = (
-    "kafka",
-    "namenode",
-    "datanode",
-    "postgres",
-    "trino",
-    "collector",
-    "router",
-    "sink",
-    "compactor",
-    "loadgen",
-)
+PIPELINE = (*specs.NAMES, "loadgen")  # every service of ops/stack/specs.py, and the demo load
 ONE_SHOT = ("hdfs-init", "jmx-agent", "topics", "loadgen")  # run to completion; the rest run until stopped
 APPS = ("topics", "collector", "router", "sink", "compactor", "loadgen")  # built from compose/Dockerfile
 IMAGES = [
