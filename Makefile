@@ -16,8 +16,10 @@ run: install
 stop:
 	@if [ -x $(VENV)/bin/questlog ]; then $(VENV)/bin/questlog stop; else echo "nothing installed, nothing running"; fi
 
+# Two pytest-xdist workers: the integration and end-to-end tests on one (they share the session's
+# one pipeline, in order), the unit tests on the other meanwhile (tests/conftest.py groups them).
 test: install lint
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # Style, types and the architecture, settled in pyproject.toml: lint (pyflakes, bugbear, ...),
 # formatting, mypy, and import-linter's contracts (a stage imports only the core).

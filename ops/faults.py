@@ -38,12 +38,17 @@ FAULTS: tuple[tuple[str, str, str], ...] = (
     ("kill -9 datanode", "datanode", "kill"),
     ("kill -9 trino", "trino", "kill"),
     ("kill -9 postgres", "postgres", "kill"),
-    ("pause kafka 20 s", "kafka", "pause"),
-    ("pause sink 20 s", "sink", "pause"),
-    ("pause postgres 20 s", "postgres", "pause"),
+    ("pause kafka", "kafka", "pause"),
+    ("pause sink", "sink", "pause"),
+    ("pause postgres", "postgres", "pause"),
 )
 PAUSE_S = 20.0
 TABLE = "default_hits"  # the events are of type `default`
+
+
+def fault_name(what: str, how: str, pause_s: float) -> str:
+    """A fault's name in the table: a pause says how long it lasted."""
+    return f"{what} {pause_s:g} s" if how == "pause" else what
 
 
 def say(message: str) -> None:
@@ -200,7 +205,7 @@ def run_suite(
             recovered = probe(settings, recover_timeout_s)
             took = None if recovered is None else time.monotonic() - start
             say(f"{what}: recovered in {took:.1f}s" if took is not None else f"{what}: NOT recovered")
-            windows.append((what, start, took))
+            windows.append((fault_name(what, how, pause_s), start, took))
     finally:
         client.stop()
     # Everything accepted must land: wait until it has (bounded), then count.
