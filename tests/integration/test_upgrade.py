@@ -1,7 +1,8 @@
-"""Upgrading from the previous version's Hive tables (spark_sink/migrate.py): the rows it landed,
+"""Upgrading from the previous versions. Their Hive tables (spark_sink/migrate.py): the rows it landed,
 laid out on HDFS as it laid them out (Hive-style parquet partitions registered in Trino's file
 metastore, one partition moved to a compacted generation), come into the Iceberg table once when
-the sink starts, and never twice when it starts again."""
+the sink starts, and never twice when it starts again. Their dead letters' table, without
+`reason_code`: the sink adds the column as it starts (spark_sink.tables.IcebergTables.ensure)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from compactor.compact import literal
+from ops import status
 from ops.stack import services
+from questlog.sql import execute
 from spark_sink.migrate import METASTORE_DIR
 from tests.helpers import query, settle, wait_for
 
@@ -53,8 +56,13 @@ def restart_sink(pipeline) -> None:
     pipeline.supervisor.wait_healthy(svc)
 
 
-def test_the_hive_tables_rows_come_in_once_and_a_batch_the_sink_runs_again_is_left_to_it(pipeline):
+def test_an_upgrade_brings_the_hive_rows_in_once_and_gives_the_dead_letters_their_reason_code(pipeline):
+    """The sink started on the previous version's state: the Hive tables' rows come in once (a
+    batch the sink runs again is left to it), and the dead letters' table of before reason codes
+    gains `reason_code` by Iceberg schema evolution: its old rows read NULL (status codes them
+    from their text), new dead letters carry their code."""
     s = pipeline.settings
+    old_letter = dead_letter(s)  # landed by the running pipeline; its column dropped below
     run = uuid.uuid4().hex[:8]
     day = datetime(2001, 1, 1, 12, tzinfo=UTC) + timedelta(days=random.randrange(3000))
     d1, d2 = f"{day:%Y-%m-%d}", f"{day + timedelta(days=1):%Y-%m-%d}"
@@ -80,7 +88,10 @@ def test_the_hive_tables_rows_come_in_once_and_a_batch_the_sink_runs_again_is_le
         parquet([f"{run}-rerun"], day, 1),
     )
 
-    restart_sink(pipeline)
+    pipeline.supervisor.stop("sink", timeout_s=60)
+    # the dead letters' table as the previous version had it: no reason_code (dropped as the compactor's user)
+    execute(s, "ALTER TABLE dead_letters DROP COLUMN reason_code", user=s.compact_trino_user)
+    restart_sink(pipeline)  # the upgrade: the sink starts on the previous version's tables
     sql = f"SELECT event_id, level, received_at, dt FROM {TABLE} WHERE event_id LIKE {literal(run + '-%')} ORDER BY 1"
     rows = wait_for(lambda: query(s, sql), 120, 1.0, what="the migrated rows")
     naive = day.replace(tzinfo=None)
@@ -101,70 +112,24 @@ def test_the_hive_tables_rows_come_in_once_and_a_batch_the_sink_runs_again_is_le
         s, f"SELECT count(*) FROM \"{TABLE}$snapshots\" WHERE element_at(summary, 'questlog.migrated-from') = 'hive'"
     ) == [[1]]
 
-
-# The dead letters' table as the previous version made it (no `reason_code`), with a dead letter it
-# wrote; then the sink's start (IcebergTables.ensure with today's catalog) and a dead letter of
-# today's router. In a schema of its own, on a Spark session of its own.
-DEAD_LETTER_UPGRADE = """
-import dataclasses, json, sys
-from questlog.catalog import DEAD_LETTER_TABLE, load_catalog
-from questlog.settings import Settings
-from spark_sink.session import catalog_session
-from spark_sink.tables import IcebergTables
-from spark_sink.transform import to_rows
-
-settings = Settings.from_env().replace(trino_schema=sys.argv[1])
-spark = catalog_session(settings, "local[1]")
-table = next(t for t in load_catalog(settings.catalog).tables(settings.raw_topic, settings.dlq_topic)
-             if t.name == DEAD_LETTER_TABLE)
-before = dataclasses.replace(table, columns=tuple(c for c in table.columns if c.name != "reason_code"))
-iceberg = IcebergTables(spark, settings)
-
-def letter(offset, **extra):
-    return json.dumps({"reason": "field 'price': expected double, got string 'a lot'", "raw": "{}",
-                       "source_topic": "events", "source_partition": 0, "source_offset": offset,
-                       "failed_at": "2026-01-02T03:04:05.000+00:00", **extra}).encode()
-
-def land(t, value, batch_id):
-    records = spark.createDataFrame([(t.topic, value)], "topic string, value binary")
-    iceberg.append(to_rows(records, t), DEAD_LETTER_TABLE, "upgrade-test", batch_id)
-
-iceberg.ensure([before])
-land(before, letter(1), 1)  # the previous router's dead letter, the previous sink's table
-iceberg.ensure([table])  # the upgrade: what the sink does as it starts
-land(table, letter(2, reason="field 'colour': not in the 'x' schema", reason_code="unknown_field"), 2)
-spark.stop()
-"""
-
-
-def test_the_dead_letters_table_gains_the_reason_code_column_on_upgrade(live_settings):
-    """A dead-letter table from before reason codes gains the `reason_code` column by Iceberg schema
-    evolution when the sink starts: its old rows read NULL (status codes them from their text), new
-    rows carry their code, and `questlog status` counts both by code."""
-    import os
-    import subprocess
-    import sys
-
-    from ops import status
-    from ops.stack.java import find_java, java_home
-
-    schema = f"upgrade_{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        **live_settings.to_env(),
-        "JAVA_HOME": java_home(find_java(17, 21)),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", DEAD_LETTER_UPGRADE, schema], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    s = live_settings.replace(trino_schema=schema)
+    # the dead letters' upgrade, done by the same start of the sink
     columns = [row[0] for row in query(s, "DESCRIBE dead_letters")]
     assert columns.index("reason_code") > columns.index("source_index")  # added at the end
-    assert query(s, "SELECT source_offset, reason_code FROM dead_letters ORDER BY 1") == [
-        [1, None],
-        [2, "unknown_field"],
-    ]
-    now = datetime(2026, 1, 2, 3, 30, tzinfo=UTC)
-    assert status._dead_letters(s, "dead_letters", now) == {"wrong_type": 1, "unknown_field": 1}
+    assert query(s, f"SELECT reason_code FROM dead_letters WHERE event_id = {literal(old_letter)}") == [[None]]
+    new_letter = dead_letter(s)
+    assert query(s, f"SELECT reason_code FROM dead_letters WHERE event_id = {literal(new_letter)}") == [["wrong_type"]]
+    now = datetime.now(UTC)
+    counted = status._dead_letters(s, "dead_letters", now)  # the old row coded from its text
+    assert counted.get("wrong_type", 0) >= 2 and None not in counted
+
+
+def dead_letter(settings) -> str:
+    """The event_id of a dead letter (a price that is no number) once it is in the table."""
+    import requests
+
+    event_id = f"upgrade-{uuid.uuid4()}"
+    body = {"event_type": "purchase_sword", "event_id": event_id, "price": "a lot"}
+    assert requests.post(f"{settings.collector_url}/events", json=body, timeout=30).status_code == 202
+    sql = f"SELECT count(*) FROM dead_letters WHERE event_id = {literal(event_id)}"
+    wait_for(lambda: query(settings, sql) == [[1]], 120, 1.0, what="the dead letter")
+    return event_id
