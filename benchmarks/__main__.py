@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import report
+from benchmarks.context import SIZES
 from benchmarks.harness import CASES, run
 from benchmarks.stack import BENCH_HOME, bench_settings
 from ops.stack.runner import Pipeline
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         "--size",
         default="full",
         choices=("full", "tiny"),
-        help="full: the figures (~12 min); tiny: only checks that every case runs",
+        help=f"full: the figures (within a budget of {SIZES['full'].budget_s / 60:.0f} min); tiny: only checks that every case runs",
     )
     parser.add_argument(
         "--out",
