@@ -19,6 +19,7 @@ import requests
 
 from ops.stack import services
 from ops.stack.process import Supervisor
+from questlog.catalog import DEPLOYED_CATALOG
 from questlog.kafka_admin import ensure_topics
 from tests.conftest import TEST_HOME, stack_settings
 from tests.helpers import topic_ids_until, wait_for
@@ -31,6 +32,7 @@ def own_stack():
     # The test stack's settings, with Kafka and the collector 300 ports beside the session's own.
     base = stack_settings(TEST_HOME / "kafka-away")
     settings = base.replace(
+        catalog=str(DEPLOYED_CATALOG),  # the collector reads it; nothing here deploys
         kafka_bootstrap=f"{base.kafka_host}:{base.kafka_port + 300}",
         kafka_controller_port=base.kafka_controller_port + 300,
         collector_bind=f"{base.collector_host}:{base.collector_port + 300}",
