@@ -89,10 +89,10 @@ def live_schemas(pipeline) -> Path:
 STACK_TIERS = ("integration", "e2e")  # tests/integration/ and tests/e2e/: the one shared pipeline
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     """`make test` runs pytest on two workers (pytest-xdist, `--dist loadgroup`): every test of the
     real pipeline goes to one worker, in order, sharing the session's one stack, while the other
-    worker runs the unit tests beside it."""
-    for item in items:
-        if item.path.parent.name in STACK_TIERS and item.path.parent.parent.name == "tests":
-            item.add_marker(pytest.mark.xdist_group("stack"))
+    worker runs the unit tests beside it. Marked as each test is collected, so that xdist sees the
+    group whatever order the collection hooks run in (tests/unit/test_grouping.py)."""
+    if item.path.parent.name in STACK_TIERS and item.path.parent.parent.name == "tests":
+        item.add_marker(pytest.mark.xdist_group("stack"))
