@@ -86,13 +86,21 @@ def live_schemas(pipeline) -> Path:
     return target
 
 
-STACK_TIERS = ("integration", "e2e")  # tests/integration/ and tests/e2e/: the one shared pipeline
+STACK_TIERS = ("tests/e2e/", "tests/integration/")  # every test of the one shared pipeline
 
 
-def pytest_itemcollected(item):
-    """`make test` runs pytest on two workers (pytest-xdist, `--dist loadgroup`): every test of the
-    real pipeline goes to one worker, in order, sharing the session's one stack, while the other
-    worker runs the unit tests beside it. Marked as each test is collected, so that xdist sees the
-    group whatever order the collection hooks run in (tests/unit/test_grouping.py)."""
-    if item.path.parent.name in STACK_TIERS and item.path.parent.parent.name == "tests":
-        item.add_marker(pytest.mark.xdist_group("stack"))
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs pytest on two workers (pytest-xdist, `-n 2 --dist loadgroup`): every test
+    of the real pipeline goes to one worker, in order, sharing the session's one stack, while the
+    other worker runs the unit tests beside it. A scheduler of our own rather than xdist_group
+    marks: pytest-xdist 3.8 groups by rewriting node ids, which pytest 9 no longer reads
+    (tests/unit/test_grouping.py runs two workers and checks where each test ran)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StackScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "stack" if nodeid.startswith(STACK_TIERS) else nodeid
+
+    return StackScheduling(config, log)
