@@ -1,5 +1,6 @@
 """The Faust app: agent ``route`` reads the raw topic and writes each event to its typed topic or
-to the dead letters.
+to the dead letters; agent ``sessions`` (faust_app.session_agent, QUESTLOG_SESSIONS=1) keeps each
+player's open sessions in a Faust table and writes each closed session to ``events.sessions``.
 
 Run: `faust -A faust_app.app worker -l info` (settings from QUESTLOG_* environment variables).
 Run N of them (each with its own QUESTLOG_ROUTER_WEB_PORT, or `--web-port`) to share the raw
@@ -28,6 +29,8 @@ from faust.transport.drivers import aiokafka as faust_kafka
 
 from faust_app.agents import add_route_agent
 from faust_app.router import Router
+from faust_app.session_agent import WITHOUT_PLAYER, add_sessions_agent, deliver
+from faust_app.sessions import ActivityFeed
 from faust_app.topics import Topics
 from questlog.catalog.watch import CatalogSource
 from questlog.settings import Settings
@@ -116,11 +119,23 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
             consumer = app.consumer
             return {tp: consumer.highwater(tp) for tp in consumer.assignment() if tp.topic == settings.raw_topic}
 
-        router = Router(settings, catalog.get, catalog.refresh, send, topics.ensure, highwater)
+        feed = ActivityFeed(settings.topic_partitions) if settings.sessions else None
+        counted = 0
+
+        async def send_activity(records: list[tuple[int, bytes]]) -> None:
+            nonlocal counted
+            assert feed is not None
+            WITHOUT_PLAYER.inc(feed.without_player - counted)
+            counted = feed.without_player
+            await deliver(producer, settings.activity_topic, [(p, None, value) for p, value in records])
+
+        router = Router(settings, catalog.get, catalog.refresh, send, topics.ensure, highwater, feed, send_activity)
         app.routing = router
         return router
 
     add_route_agent(app, topics, make_router)
+    if settings.sessions:
+        add_sessions_agent(app, topics, settings)
 
     @app.timer(interval=2.0)
     async def lag() -> None:

@@ -53,6 +53,7 @@ import prometheus_client as prom
 from aiokafka import errors as kafka_errors
 
 from faust_app.routing import Routed, Source, dead_letter, loads, route_record
+from faust_app.sessions import ActivityFeed
 from questlog.catalog import Catalog
 from questlog.settings import Settings
 
@@ -169,6 +170,8 @@ class Router:
         send: Send,
         ensure: Ensure,
         highwater: Callable[[], dict] = dict,
+        feed: ActivityFeed | None = None,
+        send_activity: Callable[[list[tuple[int, bytes]]], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -176,6 +179,10 @@ class Router:
         self.send = send
         self.ensure = ensure
         self.highwater = highwater  # {partition: its high watermark} of this worker's raw partitions
+        # player activity for agent ``sessions`` (faust_app.sessions): records of a chunk's valid
+        # events, delivered beside its typed copies; None with sessions off
+        self.feed = feed
+        self.send_activity = send_activity
         self._next: dict = {}  # per raw partition, the next offset to route (for the lag)
         self.limit = settings.max_record_bytes
         self._topics: set[str] = set()  # known to exist
@@ -218,7 +225,11 @@ class Router:
 
     async def _handle_chunk(self, records: list[tuple[bytes | None, Source]]) -> int:
         items = self.route(records)
-        await self.deliver(items)
+        if self.feed is None or self.send_activity is None:
+            await self.deliver(items)
+        else:
+            activity = self.feed.records(item.out.event for item in items if item.out.event is not None)
+            await asyncio.gather(self.deliver(items), self.send_activity(activity))
         self._count(items)
         return len(items)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ class Routed:
     value: bytes
     reason: str | None = None  # set for dead letters
     code: str | None = None  # and their reason code (questlog.deadletters.REASON_CODES)
+    event: dict | None = field(default=None, compare=False, repr=False)  # a typed copy's event (for sessions)
 
     @property
     def dead(self) -> bool:
@@ -185,7 +186,7 @@ def route_event(
             limit,
             "too_large",
         )
-    return Routed(typed_topic(raw_topic, et.name), key, value)
+    return Routed(typed_topic(raw_topic, et.name), key, value, event=event)
 
 
 def _raw(raw: bytes | None, event: Any) -> bytes:

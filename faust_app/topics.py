@@ -18,6 +18,11 @@ class Topics:
         self.app = app
         self.settings = settings
         self.raw = app.topic(settings.raw_topic, **RAW_BYTES)
+        # the router's player activity for agent ``sessions`` (faust_app.sessions): made by Faust as
+        # the worker starts, co-partitioned with the sessions table's changelog
+        self.activity = app.topic(
+            settings.activity_topic, partitions=settings.topic_partitions, internal=True, **RAW_BYTES
+        )
         self._out: dict[str, faust.TopicT] = {}
 
     def out(self, name: str) -> faust.TopicT:

@@ -63,6 +63,16 @@ class Settings:
     router_web_port: int = setting("QUESTLOG_ROUTER_WEB_PORT", 6066, port=True)
     # the largest record (key + value) the router writes: below Kafka's message.max.bytes (1048588)
     max_record_bytes: int = setting("QUESTLOG_MAX_RECORD_BYTES", 1_000_000)
+    # player sessions in the router (faust_app.sessions): 1 on, 0 off (no activity records, no agent)
+    sessions: int = setting("QUESTLOG_SESSIONS", 1)
+    # a player's session ends after this much event time without an event
+    session_gap_s: float = setting("QUESTLOG_SESSION_GAP_S", 1800.0)
+    # how far behind the latest event time of its partition an event may come and still be in time
+    session_lateness_s: float = setting("QUESTLOG_SESSION_LATENESS_S", 120.0)
+    # the router's idle ticks: an activity partition without events this long closes by the clock
+    session_tick_s: float = setting("QUESTLOG_SESSION_TICK_S", 10.0)
+    # a client_ts at most this much before received_at (and not after it) is the event's time
+    session_client_ts_max_age_s: float = setting("QUESTLOG_SESSION_CLIENT_TS_MAX_AGE_S", 86400.0)
     hdfs_url: str = setting("QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020", port=True)
     webhdfs_url: str = setting("QUESTLOG_WEBHDFS_URL", "http://127.0.0.1:9870", port=True)
     # data transfer; the DataNode's HTTP server listens on this - 2, its IPC on this + 1
@@ -141,6 +151,16 @@ class Settings:
         return {f.metadata["env"]: str(getattr(self, f.name)) for f in _FIELDS}
 
     # Derived values -------------------------------------------------------------------------
+    @property
+    def activity_topic(self) -> str:
+        """The router's internal topic of player activity, read by agent ``sessions``."""
+        return f"{self.router_id}-activity"
+
+    @property
+    def sessions_topic(self) -> str:
+        """The topic of closed sessions (only agent ``sessions`` writes it; the sink lands it)."""
+        return f"{self.raw_topic}.sessions"
+
     @property
     def home_path(self) -> Path:
         return Path(self.home)

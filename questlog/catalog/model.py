@@ -184,6 +184,33 @@ DEAD_LETTER_COLUMNS: tuple[Field, ...] = (
 )
 
 
+# The sessions table: what agent ``sessions`` of the router (faust_app.sessions) emits as a player's
+# session closes. Not an event type: no client can send one (the collector answers 400 to an
+# unknown event_type, the router dead-letters it), and no catalog type may take its name or topic.
+SESSION_TYPE = "sessions"
+SESSIONS_TABLE = "sessions"
+SESSION_COLUMNS: tuple[Field, ...] = (
+    Field("source", "string", "The player's source (see the events' `source`)."),
+    Field("user_id", "string", "The player (the events' `user_id`).", True),
+    Field(
+        "session_id",
+        "string",
+        "Id of the session: a hash of the player and the session's first event id (the same session "
+        "emitted twice has the same id; (`source`, `session_id`) is the dedupe key).",
+        True,
+    ),
+    Field("session_start", "timestamp", "Event time of its first event (UTC); the `dt` partition is its date.", True),
+    Field("session_end", "timestamp", "Event time of its last event (UTC).", True),
+    Field("duration_s", "double", "session_end - session_start, in seconds.", True),
+    Field("events", "long", "Events in the session.", True),
+    Field("events_by_type", "string", 'Events by event type, as JSON: `{"purchase_sword": 3}`.', True),
+    Field("first_event_id", "string", "event_id of its first event (by event time).", True),
+    Field("last_event_id", "string", "event_id of its last event (by event time).", True),
+    Field("late_events", "long", "Events that came after the partition's watermark had passed them.", True),
+    Field("closed_at", "timestamp", "When the router closed it (router clock, UTC).", True),
+)
+
+
 @dataclass(frozen=True)
 class Catalog:
     types: Mapping[str, EventType]
@@ -214,6 +241,14 @@ class Catalog:
             raise CatalogError(
                 f"event type {clash[0]!r} would write to the topic {dlq_topic!r} or {raw_topic!r}; choose another name"
             )
+        reserved = [
+            et.name for et in self if et.name == SESSION_TYPE or et.table in (SESSIONS_TABLE, DEAD_LETTER_TABLE)
+        ]
+        if reserved:
+            raise CatalogError(
+                f"event type {reserved[0]!r}: the type {SESSION_TYPE!r} and the tables {SESSIONS_TABLE!r} and "
+                f"{DEAD_LETTER_TABLE!r} are Questlog's own; choose another name"
+            )
         tables = [
             Table(et.table, typed_topic(raw_topic, et.name), et.columns, "received_at", EVENT_KEY, EVENT_KEY_SEPARATOR)
             for et in self
@@ -226,6 +261,16 @@ class Catalog:
                 "failed_at",
                 ("source_topic", "source_partition", "source_offset", "source_index"),
                 DEAD_LETTER_KEY_SEPARATOR,
+            )
+        )
+        tables.append(
+            Table(
+                SESSIONS_TABLE,
+                typed_topic(raw_topic, SESSION_TYPE),
+                SESSION_COLUMNS,
+                "session_start",
+                ("source", "session_id"),
+                EVENT_KEY_SEPARATOR,
             )
         )
         return tables

@@ -1,0 +1,124 @@
+"""Agent ``sessions``: the activity records the router writes -> players' open sessions in the
+Faust table ``sessions`` (changelog-backed) -> each closed session to ``events.sessions``, which the
+sink lands as table ``sessions``. The decisions are ``faust_app.sessions.Sessionizer``'s.
+
+The order that keeps every session exactly once: per batch, (1) decide, (2) send the closed
+sessions and await Kafka's confirmation, (3) write the changed table entries (Faust sends them to
+the changelog; it flushes its producer before each offset commit), (4) ack the batch in offset
+order. A crash anywhere re-delivers the batch from the last commit onto table state at least as new
+as that commit: players whose entry holds the record's offset skip it, sessions closed again are
+the same sessions with the same ids, and the sink drops the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import mode
+import prometheus_client as prom
+
+from faust_app.router import backoff_s, cause
+from faust_app.sessions import OUTCOMES, ActivityFeed, Sessionizer
+from faust_app.topics import Topics
+from questlog.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SESSION_EVENTS = prom.Counter(
+    "questlog_sessions_events_total",
+    "Events the sessions agent took, by outcome (in_time, late_joined, late_new_session, late_dropped, "
+    "duplicate, replayed: faust_app.sessions).",
+    ["outcome"],
+)
+SESSIONS_CLOSED = prom.Counter("questlog_sessions_closed_total", "Sessions closed and written to the sessions topic.")
+SESSIONS_CLOSED_BY_CLOCK = prom.Counter(
+    "questlog_sessions_closed_by_clock_total", "Of them, closed by the clock on an idle partition."
+)
+OPEN_PLAYERS = prom.Gauge("questlog_sessions_open_players", "Players with an open session on this worker.")
+WITHOUT_PLAYER = prom.Counter(
+    "questlog_sessions_events_without_player_total", "Routed events without a user_id (in no session)."
+)
+for _outcome in OUTCOMES:
+    SESSION_EVENTS.labels(_outcome)
+
+# A batch: up to this many activity records or what came within this long. A player's entry is
+# written to the changelog once a batch: a longer window writes less.
+TAKE_MAX = 500
+TAKE_WITHIN_S = 0.5
+
+
+def add_sessions_agent(app, topics: Topics, settings: Settings) -> None:
+    """Register table ``sessions``, agent ``sessions`` over the activity topic and the router's
+    idle ticks on ``app``."""
+    table = app.Table(
+        "sessions",
+        default=None,
+        partitions=settings.topic_partitions,
+        key_type=bytes,
+        value_type=bytes,
+        # the changelog partition of a key is Kafka's murmur2 of it, as the router's activity's
+        use_partitioner=True,
+        help="Each player's open sessions, recent event ids and last closed session's end.",
+    )
+    activity = topics.activity
+    ticks = ActivityFeed(settings.topic_partitions)
+
+    @app.agent(activity, name="sessions", concurrency=1, supervisor_strategy=mode.CrashingSupervisor)
+    async def sessions(stream):
+        core = Sessionizer(
+            settings.session_gap_s,
+            settings.session_lateness_s,
+            settings.session_tick_s,
+            settings.session_client_ts_max_age_s,
+        )
+        producer = app.producer
+        assigned: set[int] | None = None
+        async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
+            now_assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.activity_topic}
+            if now_assigned != assigned:
+                players = core.rebuild(table.items(), now_assigned)
+                log.info("sessions: partitions %s, %d players with an open session", sorted(now_assigned), players)
+                assigned = now_assigned
+            out = core.apply(((e.message.partition, e.message.offset, e.value) for e in events), table.get)
+            await deliver(producer, settings.sessions_topic, out.sessions)
+            for key, value in out.writes.items():
+                table[key] = value
+            for outcome, n in out.counts.items():
+                SESSION_EVENTS.labels(outcome).inc(n)
+            SESSIONS_CLOSED.inc(len(out.sessions))
+            SESSIONS_CLOSED_BY_CLOCK.inc(out.closed_by_clock)
+            OPEN_PLAYERS.set(core.open_players)
+            for event in events:
+                event.ack()
+
+    @app.timer(interval=settings.session_tick_s)
+    async def tick() -> None:
+        """A tick into every activity partition: the agent closes an idle partition's sessions
+        by the clock."""
+        records = ticks.ticks(round(time.time() * 1000))
+        await deliver(app.producer, settings.activity_topic, [(p, None, v) for p, v in records])
+
+
+async def deliver(producer, topic: str, records) -> None:
+    """Send ``records`` ((key, value), or (partition, key, value)) and return once Kafka confirmed
+    all; failures are retried with backoff, never given up (the batch stays unacked meanwhile)."""
+    attempt = 0
+    pending = list(records)
+    while pending:
+        futures = []
+        for rec in pending:
+            partition, key, value = rec if len(rec) == 3 else (None, *rec)
+            futures.append(await producer.send(topic, key, value, partition, None, None))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [rec for rec, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+        if failed:
+            attempt += 1
+            error = next(r for r in results if isinstance(r, BaseException))
+            wait = backoff_s(attempt)
+            log.warning(
+                "Kafka did not confirm %d records to %s (%r); retrying in %.1fs", len(failed), topic, cause(error), wait
+            )
+            await asyncio.sleep(wait)
+        pending = failed
