@@ -240,10 +240,10 @@ class Sessionizer:
                 loaded = states.get(key)
                 if loaded is None:
                     raw = get(key)
-                    st = (
+                    st: dict[str, Any] = (
                         orjson.loads(raw) if raw is not None else {"p": partition, "o": -1, "s": [], "r": [], "c": None}
                     )
-                    loaded = states[key] = (st, st["o"])
+                    loaded = states[key] = (st, int(st["o"]))
                 st, persisted = loaded
                 wm = self.watermark.get(partition, -math.inf)
                 if persisted >= offset:
@@ -259,7 +259,7 @@ class Sessionizer:
             threshold = self.watermark.get(partition, -math.inf)
             tick = ticks.get(partition)
             idle = tick is not None and now - self._last_events.get(partition, self._started) >= self.tick
-            if idle:
+            if tick is not None and idle:
                 threshold = max(threshold, tick - self.lateness)
             heap = self._heaps.setdefault(partition, [])
             while heap and heap[0][0] <= threshold:

@@ -25,14 +25,24 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1, timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet with ``partitions`` partitions, and grow existing
-    ones that have fewer (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router workers share
-    the raw topic); a topic is never shrunk."""
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 1,
+    timeout_s: float = 30.0,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create the topics that do not exist yet with ``partitions`` partitions (and ``config``), and
+    grow existing ones that have fewer (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router
+    workers share the raw topic); a topic is never shrunk."""
     admin = admin_client(bootstrap)
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = list(dict.fromkeys(topics))
-    create = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
+    create = [
+        NewTopic(t, num_partitions=partitions, replication_factor=1, config=config or {})
+        for t in wanted
+        if t not in existing
+    ]
     grow = [NewPartitions(t, partitions) for t in wanted if t in existing and len(existing[t].partitions) < partitions]
     if create:
         for topic, future in admin.create_topics(create, request_timeout=timeout_s).items():
@@ -56,6 +66,18 @@ def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:
     """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return them."""
     topics = catalog.topics(settings.raw_topic, settings.dlq_topic)
     ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    if settings.sessions:
+        # The router's own topics for agent ``sessions``, made before its first worker joins: Faust
+        # makes them too, but a group that formed before they were known leaves them unassigned
+        # until its next metadata refresh (minutes). The table's changelog is compacted, as Faust's.
+        ensure_topics(settings.kafka_bootstrap, [settings.activity_topic], settings.topic_partitions)
+        ensure_topics(
+            settings.kafka_bootstrap,
+            [settings.sessions_changelog_topic],
+            settings.topic_partitions,
+            config={"cleanup.policy": "compact"},
+        )
+        topics = [*topics, settings.activity_topic, settings.sessions_changelog_topic]
     return topics
 
 

@@ -157,6 +157,11 @@ class Settings:
         return f"{self.router_id}-activity"
 
     @property
+    def sessions_changelog_topic(self) -> str:
+        """The changelog of agent ``sessions``' Faust table (Faust's name for it)."""
+        return f"{self.router_id}-sessions-changelog"
+
+    @property
     def sessions_topic(self) -> str:
         """The topic of closed sessions (only agent ``sessions`` writes it; the sink lands it)."""
         return f"{self.raw_topic}.sessions"

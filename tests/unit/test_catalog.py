@@ -2,6 +2,7 @@ import pytest
 
 from questlog.catalog import (
     DEAD_LETTER_TABLE,
+    SESSIONS_TABLE,
     CatalogError,
     Field,
     build_catalog,
@@ -136,7 +137,7 @@ def test_a_new_type_is_one_file(tmp_path):
         'event_type = "level_up"\ntable = "level_ups"\n[fields.level]\ntype = "long"\nrequired = true\n'
     )
     catalog = load_schemas(tmp_path)
-    assert [t.name for t in catalog.tables()] == ["level_ups", DEAD_LETTER_TABLE]
+    assert [t.name for t in catalog.tables()] == ["level_ups", DEAD_LETTER_TABLE, SESSIONS_TABLE]
     assert validate(valid("level_up", level=3), catalog) == []
     assert validate(valid("level_up"), catalog) == ["field 'level': required, missing"]
 

@@ -215,3 +215,13 @@ def test_sessions_is_questlogs_own_table_and_no_event_type_may_take_it():
         bad = Catalog({**catalog.types, name: EventType(name, table, "", ())})
         with pytest.raises(CatalogError, match="Questlog's own"):
             bad.tables()
+
+
+def test_the_stack_makes_the_topics_faust_uses_for_sessions():
+    from faust_app import app as module
+
+    settings = module._settings
+    table = module.app.tables["sessions"]
+    assert table.changelog_topic.get_topic_name() == settings.sessions_changelog_topic
+    assert table.use_partitioner  # the changelog partition of a player is Kafka's murmur2, as the activity's
+    assert module.app.agents["sessions"].channel.get_topic_name() == settings.activity_topic
