@@ -1,7 +1,8 @@
 """`questlog load`: traffic that looks like a game, sent with questlog_client, and a check that it
 all landed.
 
-Simulated players come online for sessions (a `default` hit opens each one), buy swords with
+Simulated players come online for sessions (a `default` hit opens each one; a player then acts
+every minute or two of game time, and stays away 40 minutes to 5 hours between sessions), buy swords with
 prices, join and leave guilds (a leave only from a guild they are in, with the days they spent in
 it), and level up (levels only go up, experience accumulates). Every other type in the deployed
 catalog gets events too, with values of its fields' types, so a new type is loaded without a
@@ -10,10 +11,16 @@ not a number, a level-up without its level, a field no schema has): the collecto
 the router turns them into dead letters. Every event id starts with the run's id, so
 :func:`verify` can find this run's rows in Trino and check that each accepted event landed exactly
 once: a good one in its type's table, a bad one in ``dead_letters``.
+
+Game time runs faster than the wall clock and is sent as each event's ``client_ts``: a run of a
+minute covers hours of play ending now (at most ``MAX_HISTORY_S``), so the router's sessions
+(faust_app.sessions, which take ``client_ts`` as the event's time) have gaps and lengths like a
+game's, and the tables have something to plot.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 import sys
 import threading
@@ -49,6 +56,11 @@ LEAVE_REASONS = (("quit", 70), ("kicked", 20), ("disbanded", 10))
 # What an online player does next, by weight; guild moves only when they make sense.
 ACTIONS = {"purchase_sword": 35, "level_up": 20, "default": 25, "join_guild": 10, "leave_guild": 10}
 SESSION_EVENTS = (5, 40)  # events a session lasts, at random within
+AWAY_S = (2400.0, 18000.0)  # game time a player stays away between sessions, at random within
+MEAN_GAP_S = 90.0  # mean game time between two events of an online player
+# The most game time a run covers (client_ts older than QUESTLOG_SESSION_CLIENT_TS_MAX_AGE_S, a
+# day by default, would not be an event's time): a longer run plays faster.
+MAX_HISTORY_S = 20 * 3600.0
 DAY_S = 86_400.0
 
 
@@ -62,6 +74,7 @@ class Player:
     joined_at: float = 0.0  # simulated time
     session_left: int = 0
     last_level_at: float = 0.0
+    back_at: float = 0.0  # game time it may come online again
 
 
 @dataclass
@@ -71,22 +84,30 @@ class Game:
     catalog: Catalog
     players: int
     rng: random.Random
-    clock: float = 0.0  # simulated seconds; one event moves it on a little
+    clock: float = 0.0  # game time, seconds; each event moves it on
+    mean_gap_s: float = MEAN_GAP_S  # between two events of one online player
     online: list[Player] = field(default_factory=list)
-    offline: list[Player] = field(default_factory=list)
+    offline: list[tuple[float, int, Player]] = field(default_factory=list)  # a heap by back_at
 
     def __post_init__(self) -> None:
-        self.offline = [Player(f"p{i:05d}", self.rng.choice(CLASSES)) for i in range(self.players)]
-        self.rng.shuffle(self.offline)
+        players = [Player(f"p{i:05d}", self.rng.choice(CLASSES)) for i in range(self.players)]
+        self.rng.shuffle(players)
+        self.offline = [(0.0, i, p) for i, p in enumerate(players)]
+        self._seq = len(players)
         self.known = {et.name for et in self.catalog}
         self.other_types = [et for et in self.catalog if et.name not in ACTIONS]
 
+    @property
+    def target_online(self) -> int:
+        return max(1, self.players // 2)
+
     def next_event(self) -> tuple[str, dict[str, Any]]:
-        """(event_type, fields) of the next thing that happens."""
-        self.clock += self.rng.uniform(1, 30)
-        target_online = max(1, self.players // 2)
-        if self.offline and (len(self.online) < target_online or not self.online):
-            player = self.offline.pop(self.rng.randrange(len(self.offline)))
+        """(event_type, fields) of the next thing that happens, at game time ``clock``."""
+        self.clock += self.rng.expovariate(max(1, len(self.online)) / self.mean_gap_s)
+        if not self.online and self.offline[0][0] > self.clock:
+            self.clock = self.offline[0][0]  # nobody plays until the first one is back
+        if self.offline and self.offline[0][0] <= self.clock and len(self.online) < self.target_online:
+            player = heapq.heappop(self.offline)[2]
             player.session_left = self.rng.randint(*SESSION_EVENTS)
             self.online.append(player)
             return "default", {"user_id": player.user_id}  # the session opens with a hit
@@ -94,7 +115,10 @@ class Game:
         player = self.online[i]
         player.session_left -= 1
         if player.session_left <= 0:
-            self.offline.append(self.online.pop(i))
+            self.online.pop(i)
+            player.back_at = self.clock + self.rng.uniform(*AWAY_S)
+            self._seq += 1
+            heapq.heappush(self.offline, (player.back_at, self._seq, player))
         if self.other_types and self.rng.random() < 0.05 * len(self.other_types):
             return _generic(self.rng.choice(self.other_types), player, self.rng)
         kind = self.rng.choices(list(ACTIONS), weights=list(ACTIONS.values()))[0]
@@ -242,6 +266,14 @@ def run_load(
     rng = random.Random(seed)
     result = LoadResult(run=f"load-{uuid.uuid4().hex[:10]}")
     game = Game(catalog, players, rng)
+    # Game time ends about now: the run's events (as many as count, or rate x duration) are spread
+    # over the hours before it, at most MAX_HISTORY_S (then players act more often).
+    expected = count if count is not None else (rate if rate > 0 else 5000.0) * (duration_s or 0.0)
+    span_s = expected * game.mean_gap_s / game.target_online
+    if span_s > MAX_HISTORY_S:
+        game.mean_gap_s *= MAX_HISTORY_S / span_s
+        span_s = MAX_HISTORY_S
+    origin = time.time() - span_s
     lock = threading.Lock()
 
     def accepted(ids: list[str], types: Counter) -> None:
@@ -278,13 +310,14 @@ def run_load(
                 time.sleep(min(0.01, max(0.0005, (n + 1) / rate - (now - started))))
             while n < due:
                 event_type, fields = game.next_event()
+                fields["client_ts"] = min(origin + game.clock, time.time())
                 bad = bad_share > 0 and rng.random() < bad_share
                 if bad:
                     fields = spoil(event_type, fields, catalog.get(event_type), rng)
                     event_id = tracker.track_event({"event_type": event_type, **fields}, check=False)
                     result.bad_sent[event_type] += 1
                 else:
-                    event_id = tracker.track(event_type, **fields)
+                    event_id = tracker.track_event({"event_type": event_type, **fields})
                 result.kind[event_id] = (event_type, bad)
                 result.sent[event_type] += 1
                 n += 1

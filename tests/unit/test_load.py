@@ -70,3 +70,21 @@ def test_run_load_counts_what_was_accepted(catalog):
     assert all(i.startswith(result.run + "-") for i in ids)
     assert 0.5 < result.elapsed_s < 10  # paced at about 2,000/s
     assert "accepted" in result.summary() and "purchase_sword" in result.summary()
+
+
+def test_the_game_plays_sessions_with_gaps_between_them(catalog):
+    """Each session opens with a `default` hit; within one a player acts every 90 s or so of game
+    time, between two they are away 40 min to 5 h: so gaps over the sessions' 30 min split a
+    player's events exactly at the hits that open a session."""
+    game = Game(catalog, players=40, rng=random.Random(11))
+    times: dict[str, list[float]] = {}
+    opens: Counter = Counter()
+    for _ in range(6000):
+        event_type, fields = game.next_event()
+        times.setdefault(fields["user_id"], []).append(game.clock)
+        opens[fields["user_id"]] += event_type == "default" and len(fields) == 1
+    sessions = {user: 1 + sum(b - a > 1800 for a, b in zip(ts, ts[1:])) for user, ts in times.items()}
+    assert sum(sessions.values()) >= 2 * len(times)  # most players come back
+    for user, n in sessions.items():
+        assert n <= opens[user], user  # a `default` hit may also happen mid-session
+    assert 2 * 3600 < game.clock < 48 * 3600
