@@ -83,7 +83,7 @@ def test_the_game_plays_sessions_with_gaps_between_them(catalog):
         event_type, fields = game.next_event()
         times.setdefault(fields["user_id"], []).append(game.clock)
         opens[fields["user_id"]] += event_type == "default" and len(fields) == 1
-    sessions = {user: 1 + sum(b - a > 1800 for a, b in zip(ts, ts[1:])) for user, ts in times.items()}
+    sessions = {user: 1 + sum(b - a > 1800 for a, b in zip(ts, ts[1:], strict=False)) for user, ts in times.items()}
     assert sum(sessions.values()) >= 2 * len(times)  # most players come back
     for user, n in sessions.items():
         assert n <= opens[user], user  # a `default` hit may also happen mid-session
