@@ -131,6 +131,27 @@ class ActivityFeed:
         return [(p, value) for p in range(self.partitions)]
 
 
+def _to_ms_or_none(timestamp: str) -> int | None:
+    try:
+        return to_ms(timestamp)
+    except ValueError:
+        return None
+
+
+def _load(raw: bytes | None, partition: int) -> tuple[dict, int]:
+    """A player's table entry as the sessionizer works on it (recent ids as an ordered set), with
+    the activity offset it holds; a new one if ``raw`` is None."""
+    if raw is None:
+        return {"p": partition, "o": -1, "s": [], "r": {}, "c": None}, -1
+    st = orjson.loads(raw)
+    st["r"] = dict.fromkeys(st["r"])
+    return st, st["o"]
+
+
+def _dump(st: dict) -> bytes:
+    return orjson.dumps({**st, "r": list(st["r"])})
+
+
 def digest(event_id: str) -> str:
     return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
 
@@ -227,6 +248,9 @@ class Sessionizer:
         dirty: set[bytes] = set()
         ticks: dict[int, int] = {}
         seen: set[int] = set()
+        times: dict[str, int | None] = {}  # timestamp -> ms, for this batch (a request's events share them)
+        keys: dict[tuple[str | None, str], bytes] = {}
+        max_age = self.max_age
         for partition, offset, value in batch:
             rec = orjson.loads(value)
             if "tick" in rec:
@@ -234,27 +258,40 @@ class Sessionizer:
                 continue
             seen.add(partition)
             self._last_events[partition] = now
+            wm = self.watermark.get(partition, -math.inf)
+            top = wm
             for source, user, received_at, client_ts, event_type, event_id in rec["e"]:
-                t = event_time_ms(received_at, client_ts, self.max_age)
-                key = player_key(source, user)
+                # event_time_ms, with each timestamp parsed once a batch
+                t = times.get(received_at)
+                if t is None:
+                    t = times[received_at] = to_ms(received_at)
+                if client_ts:
+                    c = times.get(client_ts, -1)
+                    if c == -1:
+                        c = times[client_ts] = _to_ms_or_none(client_ts)
+                    if c is not None and t - max_age <= c <= t:
+                        t = c
+                key = keys.get((source, user))
+                if key is None:
+                    key = keys[(source, user)] = player_key(source, user)
                 loaded = states.get(key)
                 if loaded is None:
-                    raw = get(key)
-                    st: dict[str, Any] = (
-                        orjson.loads(raw) if raw is not None else {"p": partition, "o": -1, "s": [], "r": [], "c": None}
-                    )
-                    loaded = states[key] = (st, int(st["o"]))
+                    loaded = states[key] = _load(get(key), partition)
                 st, persisted = loaded
-                wm = self.watermark.get(partition, -math.inf)
                 if persisted >= offset:
                     out.counts["replayed"] += 1
                 else:
-                    out.counts[self._add(st, t, event_type, event_id, late=t < wm)] += 1
-                    st["o"] = max(st["o"], offset)
+                    out.counts[self._add(st, t, event_type, event_id, t < wm)] += 1
+                    if offset > st["o"]:
+                        st["o"] = offset
                     dirty.add(key)
-                    if st["s"]:
-                        self._schedule(key, st)
-                self.watermark[partition] = max(wm, t - self.lateness)
+                if t > top:
+                    top = t
+            self.watermark[partition] = max(wm, top - self.lateness)
+        for key in dirty:
+            st = states[key][0]
+            if st["s"]:
+                self._schedule(key, st)
         for partition in seen | set(ticks):
             threshold = self.watermark.get(partition, -math.inf)
             tick = ticks.get(partition)
@@ -272,7 +309,7 @@ class Sessionizer:
                     raw = get(key)
                     if raw is None:
                         continue
-                    loaded = states[key] = (orjson.loads(raw), -2)
+                    loaded = states[key] = _load(raw, partition)
                 st = loaded[0]
                 keep = []
                 for s in st["s"]:
@@ -287,17 +324,33 @@ class Sessionizer:
                 dirty.add(key)
                 if keep:
                     self._schedule(key, st)
-        out.writes = {key: orjson.dumps(states[key][0]) for key in dirty}
+        out.writes = {key: _dump(states[key][0]) for key in dirty}
         return out
 
     def _add(self, st: dict, t: int, event_type: str, event_id: str, late: bool) -> str:
         d = digest(event_id)
-        recent: list = st["r"]
+        recent: dict = st["r"]
         if d in recent:
             return "duplicate"
         if st["c"] is not None and t <= st["c"]:
             return "late_dropped"
+        recent[d] = None
+        if len(recent) > RECENT_IDS:
+            del recent[next(iter(recent))]
         gap = self.gap
+        if len(st["s"]) == 1:  # the common case: one open session, which the event joins, in place
+            s = st["s"][0]
+            if s[0] - gap <= t <= s[1] + gap:
+                if t < s[0] or (t == s[0] and event_id < s[2]):
+                    s[0], s[2] = t, event_id
+                if t > s[1] or (t == s[1] and event_id > s[3]):
+                    s[1], s[3] = t, event_id
+                counts = s[4]
+                counts[event_type] = counts.get(event_type, 0) + 1
+                if late:
+                    s[5] += 1
+                    return "late_joined"
+                return "in_time"
         new: Session = [t, t, event_id, event_id, {event_type: 1}, 1 if late else 0]
         keep = []
         joined = False
@@ -310,9 +363,6 @@ class Sessionizer:
         keep.append(new)
         keep.sort(key=lambda s: s[0])
         st["s"] = keep
-        recent.append(d)
-        if len(recent) > RECENT_IDS:
-            del recent[0]
         if not late:
             return "in_time"
         return "late_joined" if joined else "late_new_session"

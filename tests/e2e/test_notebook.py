@@ -30,6 +30,7 @@ def test_the_first_day_notebook_runs_top_to_bottom_and_plots(pipeline, monkeypat
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
     # (a failing cell raises CellExecutionError above)
+    nbformat.write(nb, str(s.home_path / "first_day.executed.ipynb"))  # to look at its plots
 
     code = [c for c in nb.cells if c.cell_type == "code"]
     plots = [c for c in code if any("image/png" in o.get("data", {}) for o in c.outputs)]
