@@ -28,6 +28,7 @@ from ops.stack import services
 from ops.stack.process import Service
 from producer.envelope import build_envelope, to_records, utc_now
 from questlog.catalog import load_catalog
+from questlog.kafka_admin import ensure_topics
 from questlog.settings import REPO_ROOT
 
 # Client batches cycle through these sizes (events per POST /events request).
@@ -93,19 +94,24 @@ def drain(ctx: Context, offsets: Offsets, group: str, backlog: Backlog, cap_s: f
     }
 
 
-def worker(ctx: Context, kind: str, raw: str, group: str, home, w: int) -> Service:
+def ours(ctx: Context, raw: str, group: str, home, port: int = 0, sessions: bool = True):
+    """The settings of our router on the bench's topics and group."""
+    return ctx.settings.replace(
+        home=str(home),
+        raw_topic=raw,
+        dlq_topic=raw + ".dlq",
+        router_id=group,
+        router_web_port=port or ctx.settings.router_web_port,
+        topic_partitions=ctx.size.router_partitions,
+        sessions=int(sessions),
+    )
+
+
+def worker(ctx: Context, kind: str, raw: str, group: str, home, w: int, sessions: bool = True) -> Service:
     s = ctx.settings
     port = free_port(s.router_web_port + 1, ctx.ports)
     if kind == "ours":
-        variant = s.replace(
-            home=str(home),
-            raw_topic=raw,
-            dlq_topic=raw + ".dlq",
-            router_id=group,
-            router_web_port=port,
-            topic_partitions=ctx.size.router_partitions,
-        )
-        return renamed(services.router(variant), f"router-{w}")
+        return renamed(services.router(ours(ctx, raw, group, home, port, sessions)), f"router-{w}")
     if kind == "faust":
         argv = [str(services.BIN / "faust"), "-A", "benchmarks.baselines.faust_noop", "worker", "-l", "info"]
         env = {"BENCH_KAFKA": s.kafka_bootstrap, "BENCH_TOPIC": raw, "BENCH_OUT": raw + ".out"}
@@ -118,27 +124,36 @@ def worker(ctx: Context, kind: str, raw: str, group: str, home, w: int) -> Servi
     return Service(f"{kind}-{w}", argv, lambda: True, env=env, cwd=REPO_ROOT)
 
 
-def measure(ctx: Context, offsets: Offsets, kind: str, what: str, workers: int, k: int) -> dict:
+def measure(ctx: Context, offsets: Offsets, kind: str, what: str, workers: int, k: int, sessions: bool = True) -> dict:
     s, size = ctx.settings, ctx.size
     raw = f"bench.{ctx.run}.router{k}"
     group = f"bench-{ctx.run}-{kind}{k}"
     create_topics(s.kafka_bootstrap, [raw, raw + ".out"], size.router_partitions)
     home = ctx.home / f"router{k}-{kind}"
+    variant = ours(ctx, raw, group, home, sessions=sessions)
+    if kind == "ours" and sessions:  # as the stack does before the router starts (questlog.kafka_admin)
+        ensure_topics(s.kafka_bootstrap, [variant.activity_topic], size.router_partitions)
+        changelog = [variant.sessions_changelog_topic]
+        ensure_topics(s.kafka_bootstrap, changelog, size.router_partitions, config={"cleanup.policy": "compact"})
     procs = Processes(home, ctx.rss)
     name = "router (Questlog, router case" if kind == "ours" else f"{BASELINES[kind]} (baseline"
+    if kind == "ours" and not sessions:
+        name += ", sessions off"
     label = f"{name}, {what}, {workers} worker{'s' if workers > 1 else ''})"
     events = size.router_events if what.startswith("GET") else size.router_batch_events
     backlog = Backlog(ctx, raw, what, events, size.router_partitions)  # before the clock
     try:
         booted = time.monotonic()
         for w in range(workers):
-            svc = worker(ctx, kind, raw, group, home, w)
+            svc = worker(ctx, kind, raw, group, home, w, sessions)
             procs.start(svc, label=f"{label} #{w + 1}" if workers > 1 else label, wait=False)
         ready = group_ready(s.kafka_bootstrap, group, raw, members=workers)
         for name in procs.names:  # all in the group, and none has exited
             procs.supervisor.wait_healthy(Service(name, [], ready, start_timeout_s=120))
         boot_s = time.monotonic() - booted
         result = drain(ctx, offsets, group, backlog, size.router_cap_s)
+        if kind == "ours" and sessions:  # how far agent `sessions` was behind as the raw drain ended
+            result["activity_behind"] = offsets.lag(group, variant.activity_topic)
         peaks = [ctx.rss.peak(f"{label} #{w + 1}" if workers > 1 else label) for w in range(workers)]
         result.update(boot_s=boot_s, rss=max((p for p in peaks if p), default=None))
         return result
@@ -195,9 +210,33 @@ def run(ctx: Context) -> None:
             ctx.data.setdefault("router_runs", []).append(
                 {"input": what, "workers": workers, "ours": ours, **baselines[shape]}
             )
+        sessions_cost(ctx, offsets, k)
         scaling(ctx)
     finally:
         offsets.close()
+
+
+def sessions_cost(ctx: Context, offsets: Offsets, k: int) -> None:
+    """The router with agent ``sessions`` (QUESTLOG_SESSIONS=1, the default, measured above) beside
+    the same router with it off, on the same input: the issue's budget is 10% of events/s."""
+    runs = ctx.data.get("router_runs", [])
+    picked = [r for r in runs if r["workers"] == 1 and not r["input"].endswith(HALF_INVALID)] or runs[:1]
+    for run in picked:
+        what, workers = run["input"], run["workers"]
+        plural = "s" if workers > 1 else ""
+        ctx.say(f"router: ours with sessions off, {what}, {workers} worker{plural}")
+        off = measure(ctx, offsets, "ours", what, workers, k, sessions=False)
+        k += 1
+        on = run["ours"]
+        behind = on.get("activity_behind")
+        ctx.add(
+            "router",
+            f"sessions agent on beside off, {what} ({workers} worker{plural})",
+            f"{cell(on)}; agent `sessions` {num(behind)} activity records behind as the drain ended",
+            f"sessions off: {cell(off)}",
+            ratio(on["rate"], off["rate"]),
+        )
+        run["sessions_off"] = off
 
 
 def scaling(ctx: Context) -> None:
