@@ -13,6 +13,8 @@ from questlog.catalog.model import (
     DEAD_LETTER_TABLE,
     ENVELOPE_NAMES,
     PARTITION_COLUMN,
+    SESSION_TYPE,
+    SESSIONS_TABLE,
     TYPES,
     Catalog,
     CatalogError,
@@ -48,6 +50,10 @@ def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
         raise CatalogError(f"{source}: table name {table!r} is reserved (dead letters)")
     if name == "dlq":
         raise CatalogError(f"{source}: event_type 'dlq' is reserved (its topic is the dead letters')")
+    if table == SESSIONS_TABLE or name == SESSION_TYPE:
+        raise CatalogError(
+            f"{source}: event_type {SESSION_TYPE!r} and table {SESSIONS_TABLE!r} are reserved (the router's sessions)"
+        )
     version = doc.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CatalogError(f"{source}: version must be a positive integer, got {version!r}")

@@ -114,6 +114,8 @@ def test_null_is_fine_for_optional_fields_only(catalog):
         ({"event_type": "X-1", "table": "xs"}, "event_type must be a lower-case identifier"),
         ({"event_type": "x", "table": "dead_letters"}, "table name 'dead_letters' is reserved"),
         ({"event_type": "dlq", "table": "x"}, "event_type 'dlq' is reserved"),
+        ({"event_type": "sessions", "table": "x"}, "event_type 'sessions' and table 'sessions' are reserved"),
+        ({"event_type": "x", "table": "sessions"}, "are reserved \\(the router's sessions\\)"),
     ],
 )
 def test_malformed_schemas_are_refused_with_the_file_named(doc, message):
