@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from ops.load import run_load
 from questlog.catalog import load_catalog
-from questlog.load import run_load
 from questlog.settings import REPO_ROOT
 from tests.helpers import query, wait_for
 

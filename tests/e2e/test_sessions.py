@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from questlog.stack import services
+from ops.stack import services
 from tests.helpers import query, wait_for
 
 pytestmark = pytest.mark.e2e

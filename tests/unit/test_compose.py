@@ -755,13 +755,21 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     monkeypatch.setattr(
         kafka_admin,
         "ensure_topics",
-        lambda bootstrap, topics, partitions: created.append((bootstrap, list(topics), partitions)),
+        lambda bootstrap, topics, partitions, config=None: created.append(
+            (bootstrap, list(topics), partitions, config)
+        ),
     )
     kafka_admin.main()
     settings = Settings.from_env()
     topics = load_catalog(str(REPO_ROOT / "questlog" / "catalog" / "catalog.json")).topics(
         settings.raw_topic, settings.dlq_topic
     )
-    assert created == [(settings.kafka_bootstrap, topics, settings.topic_partitions)]
+    n = settings.topic_partitions
+    assert created == [
+        (settings.kafka_bootstrap, topics, n, None),
+        # the router's own, for agent sessions (faust_app.session_agent): its activity, its table's changelog
+        (settings.kafka_bootstrap, [settings.activity_topic], n, None),
+        (settings.kafka_bootstrap, [settings.sessions_changelog_topic], n, {"cleanup.policy": "compact"}),
+    ]
     assert settings.raw_topic in topics and settings.dlq_topic in topics
     assert all(settings.topic_for(name) in topics for name in load_catalog(settings.catalog).names)
