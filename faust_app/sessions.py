@@ -38,6 +38,7 @@ import hashlib
 import heapq
 import math
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -149,11 +150,14 @@ def _load(raw: bytes | None, partition: int) -> tuple[dict, int]:
 
 
 def _dump(st: dict) -> bytes:
-    return orjson.dumps({**st, "r": list(st["r"])})
+    recent = list(st["r"])
+    return orjson.dumps({**st, "r": recent[-RECENT_IDS:] if len(recent) > RECENT_IDS else recent})
 
 
-def digest(event_id: str) -> str:
-    return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
+def digest(event_id: str) -> int:
+    """64 bits of an event id (CRC-32 and Adler-32: stable across processes, cheap)."""
+    b = event_id.encode()
+    return zlib.crc32(b) << 32 | zlib.adler32(b)
 
 
 def session_id(source: str | None, user_id: str, first_event_id: str) -> str:
@@ -177,20 +181,22 @@ def merge(a: Session, b: Session) -> Session:
 
 @dataclass
 class Outcome:
-    """What one batch of activity records decided: table entries to write (after the sessions
-    are confirmed), session records to send (key, value), counts by outcome."""
+    """What one batch of activity records decided: session records to send (key, value), counts
+    by outcome; ``reset``: the batch went back before what was applied (Faust re-delivers from
+    its last commit after a rebalance), so the entries in memory were dropped and read again."""
 
-    writes: dict[bytes, bytes] = field(default_factory=dict)
     sessions: list[tuple[bytes, bytes]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     closed_by_clock: int = 0
+    reset: bool = False
 
 
 class Sessionizer:
-    """Agent ``sessions``' decisions. The table entries are read through ``get`` (the Faust
-    table); what the batch changes is returned, not written. In memory (rebuilt from the table
-    after a start or a rebalance): each partition's watermark and a heap of when its players'
-    sessions may close."""
+    """Agent ``sessions``' decisions. The table's entries are read through ``get`` (the Faust
+    table) and then kept in memory, changed in place; ``checkpoint`` gives the changed ones to
+    write (the agent writes them, then acks what it applied). Also in memory (rebuilt from the
+    table after a start, a rebalance or a re-delivery): each partition's watermark and a heap of
+    when its players' sessions may close."""
 
     def __init__(
         self,
@@ -210,19 +216,28 @@ class Sessionizer:
         self._due: dict[bytes, int] = {}  # each player's latest heap entry
         self._last_events: dict[int, float] = {}  # per partition, the clock when events last came
         self._started = clock()
+        self._cache: dict[bytes, tuple[dict, int]] = {}  # key -> (entry, the offset the table has in it)
+        self._dirty: set[bytes] = set()  # changed since the last checkpoint
+        self._next: dict[int, int] = {}  # per partition, the offset after the last applied
+        self._partitions: set[int] | None = None
 
     # -- the in-memory index ----------------------------------------------------------------
-    def rebuild(self, entries: Iterable[tuple[bytes, bytes]], partitions: set[int]) -> int:
-        """Index the open sessions of ``partitions`` from the table's entries; returns how many
-        players have one."""
-        self._heaps = {p: [] for p in partitions}
+    def rebuild(self, entries: Iterable[tuple[bytes, bytes]], partitions: set[int] | None) -> int:
+        """Forget what is in memory and index the open sessions of ``partitions`` (None: all) from
+        the table's entries; returns how many players have one."""
+        self._partitions = partitions
+        self._heaps = {p: [] for p in partitions or ()}
         self._due = {}
-        self.watermark = {p: w for p, w in self.watermark.items() if p in partitions}
+        self._cache = {}
+        self._dirty = set()
+        self._next = {}
+        if partitions is not None:
+            self.watermark = {p: w for p, w in self.watermark.items() if p in partitions}
         for key, value in entries:
             if value is None:
                 continue
             st = orjson.loads(value)
-            if st["p"] in partitions and st["s"]:
+            if (partitions is None or st["p"] in partitions) and st["s"]:
                 self._schedule(key, st)
         for heap in self._heaps.values():
             heapq.heapify(heap)
@@ -239,19 +254,43 @@ class Sessionizer:
         return len(self._due)
 
     # -- a batch ----------------------------------------------------------------------------
-    def apply(self, batch: Iterable[tuple[int, int, bytes]], get: Callable[[bytes], bytes | None]) -> Outcome:
+    def checkpoint(self) -> dict[bytes, bytes]:
+        """The entries changed since the last checkpoint, to write to the table; players without
+        an open session leave the memory (the table has them)."""
+        writes = {}
+        for key in self._dirty:
+            st = self._cache[key][0]
+            writes[key] = _dump(st)
+            if not st["s"]:
+                del self._cache[key]
+        self._dirty = set()
+        return writes
+
+    def apply(
+        self,
+        batch: Iterable[tuple[int, int, bytes]],
+        get: Callable[[bytes], bytes | None],
+        entries: Callable[[], Iterable[tuple[bytes, bytes]]] = tuple,
+    ) -> Outcome:
         """Apply a batch of activity records (partition, offset, value), in offset order per
-        partition; close what the watermarks (or the clock, on idle partitions) allow."""
+        partition; close what the watermarks (or the clock, on idle partitions) allow. A batch
+        that goes back before what was applied first rebuilds from the table (``entries``)."""
         out = Outcome()
+        batch = list(batch)
+        if any(offset < self._next.get(partition, -1) for partition, offset, _ in batch):
+            self.rebuild(entries(), self._partitions)
+            out.reset = True
         now = self.clock()
-        states: dict[bytes, tuple[dict, int]] = {}  # key -> (entry, its offset as the table has it)
-        dirty: set[bytes] = set()
+        states = self._cache
+        dirty = self._dirty
+        touched: set[bytes] = set()
         ticks: dict[int, int] = {}
         seen: set[int] = set()
         times: dict[str, int | None] = {}  # timestamp -> ms, for this batch (a request's events share them)
         keys: dict[tuple[str | None, str], bytes] = {}
         max_age = self.max_age
         for partition, offset, value in batch:
+            self._next[partition] = offset + 1
             rec = orjson.loads(value)
             if "tick" in rec:
                 ticks[partition] = max(ticks.get(partition, 0), rec["tick"])
@@ -284,11 +323,12 @@ class Sessionizer:
                     out.counts[self._add(st, t, event_type, event_id, t < wm)] += 1
                     if offset > st["o"]:
                         st["o"] = offset
-                    dirty.add(key)
+                    touched.add(key)
                 if t > top:
                     top = t
             self.watermark[partition] = max(wm, top - self.lateness)
-        for key in dirty:
+        dirty |= touched
+        for key in touched:
             st = states[key][0]
             if st["s"]:
                 self._schedule(key, st)
@@ -324,7 +364,6 @@ class Sessionizer:
                 dirty.add(key)
                 if keep:
                     self._schedule(key, st)
-        out.writes = {key: _dump(states[key][0]) for key in dirty}
         return out
 
     def _add(self, st: dict, t: int, event_type: str, event_id: str, late: bool) -> str:
@@ -335,8 +374,8 @@ class Sessionizer:
         if st["c"] is not None and t <= st["c"]:
             return "late_dropped"
         recent[d] = None
-        if len(recent) > RECENT_IDS:
-            del recent[next(iter(recent))]
+        if len(recent) >= 2 * RECENT_IDS:  # keep the last RECENT_IDS (to RECENT_IDS x 2 between cuts)
+            st["r"] = dict.fromkeys(list(recent)[-RECENT_IDS:])
         gap = self.gap
         if len(st["s"]) == 1:  # the common case: one open session, which the event joins, in place
             s = st["s"][0]

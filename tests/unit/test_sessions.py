@@ -40,11 +40,11 @@ def ev(user, minute, n=0, event_type="purchase_sword", source="default", client_
 
 
 class Table(dict):
-    """The Faust table as the sessionizer sees it: get, and the writes applied after a batch."""
+    """The Faust table as the sessionizer sees it: get, items, and a checkpoint after each batch."""
 
     def run(self, core: Sessionizer, batch) -> list[dict]:
-        out = core.apply(batch, self.get)
-        self.update(out.writes)
+        out = core.apply(batch, self.get, self.items)
+        self.update(core.checkpoint())
         return [orjson.loads(v) for _, v in out.sessions]
 
 
@@ -142,11 +142,12 @@ def test_an_activity_record_delivered_again_is_skipped_and_a_routed_again_event_
     core = sessionizer()
     records = activity([ev("a", 0, 0), ev("a", 1, 1)])
     table.run(core, batch_of(records, offset=7))
-    out = core.apply(batch_of(records, offset=7), table.get)  # the agent's crash before its commit
+    out = core.apply(batch_of(records, offset=7), table.get, table.items)  # a re-delivery from the commit
+    assert out.reset
     assert out.counts == {"replayed": 2}
-    out = core.apply(batch_of(records, offset=8), table.get)  # the router's crash: routed again
+    out = core.apply(batch_of(records, offset=8), table.get, table.items)  # the router's crash: routed again
     assert out.counts == {"duplicate": 2}
-    table.update(out.writes)
+    table.update(core.checkpoint())
     core.clock = lambda: 2e10
     (s,) = table.run(core, [(0, 20, tick(T0 + 10**8))])
     assert s["events"] == 2
@@ -166,7 +167,8 @@ def test_late_events_join_within_the_gap_open_a_session_after_a_close_or_are_dro
     table.run(core, batch_of(activity([ev("a", 0, 0), ev("a", 10, 1), ev("b", 100, 0)])))
     # watermark 98 min: a's session (0-10) closed
     assert orjson.loads(table[player_key("default", "a")])["c"] == T0 + 10 * MIN
-    out = core.apply(batch_of(activity([ev("a", 5, 2), ev("a", 20, 3), ev("b", 90, 1)]), offset=10), table.get)
+    late = activity([ev("a", 5, 2), ev("a", 20, 3), ev("b", 90, 1)])
+    out = core.apply(batch_of(late, offset=10), table.get, table.items)
     # a@5: inside the closed session, dropped; a@20: after it, a session of its own; b@90: joins b's
     assert out.counts == {"late_dropped": 1, "late_new_session": 1, "late_joined": 1}
     (s,) = [orjson.loads(v) for _, v in out.sessions]  # a@20 ends at 20 + 30 <= 98: closed at once
@@ -225,3 +227,20 @@ def test_the_stack_makes_the_topics_faust_uses_for_sessions():
     assert table.changelog_topic.get_topic_name() == settings.sessions_changelog_topic
     assert table.use_partitioner  # the changelog partition of a player is Kafka's murmur2, as the activity's
     assert module.app.agents["sessions"].channel.get_topic_name() == settings.activity_topic
+
+
+def test_entries_stay_in_memory_between_checkpoints_and_a_redelivery_reads_the_table_again():
+    table = Table()
+    core = sessionizer()
+    first = activity([ev("a", 0, 0), ev("b", 0, 0)])
+    core.apply(batch_of(first), table.get, table.items)
+    table.update(core.checkpoint())
+    core.apply(batch_of(activity([ev("a", 1, 1)]), offset=2), table.get, table.items)
+    assert orjson.loads(table[player_key("default", "a")])["o"] == 0  # not written until the checkpoint
+    # a crash before the checkpoint: Faust re-delivers from its commit (offset 2), onto the table
+    out = core.apply(batch_of(activity([ev("a", 1, 1)]), offset=2), table.get, table.items)
+    assert out.reset and out.counts == {"in_time": 1}  # applied once, from the table's entry
+    writes = core.checkpoint()
+    assert list(writes) == [player_key("default", "a")]
+    entry = orjson.loads(writes[player_key("default", "a")])
+    assert entry["o"] == 2 and entry["s"][0][4] == {"purchase_sword": 2}
