@@ -16,7 +16,8 @@ answered by the deadline is reported as such instead of holding the answer up:
   `questlog.deadletters.REASON_CODES`).
 
 Services and lags are asked anew every time. The figures that need Trino or the HDFS client
-(freshness and rows today, dead letters, HDFS usage) can take longer than the deadline on a busy
+(freshness and rows today, dead letters, HDFS usage, and the sink's offsets in its checkpoint,
+from which its lag is counted) can take longer than the deadline on a busy
 or cold machine, so each answer is kept in `$QUESTLOG_HOME/run/status-answers.json` with the time
 it was had: a figure that misses the deadline is shown from there with its age ("as of 40s ago"),
 and a detached `python -m ops.status --refresh` (one at a time) asks again with a long deadline,
@@ -491,8 +492,9 @@ REFRESH_DEADLINE_S = 60.0
 
 
 def cached_probe(name: str) -> bool:
-    """The probes whose answers are kept: those that need Trino or the HDFS client."""
-    return name.startswith("freshness ") or name in ("dead letters", "hdfs usage")
+    """The probes whose answers are kept: those that need Trino or the HDFS client (the sink's
+    offsets come from its checkpoint through WebHDFS)."""
+    return name.startswith("freshness ") or name in ("dead letters", "hdfs usage", "sink offsets")
 
 
 def load_answers(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -522,6 +524,8 @@ def _from_json(name: str, value: Any) -> Any:
         return tuple(value)
     if name == "hdfs usage":
         return {table: tuple(pair) for table, pair in value.items()}
+    if name == "sink offsets":  # JSON's keys are strings; the partitions are numbers
+        return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in value.items()}
     return value
 
 
@@ -592,10 +596,18 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refr
     probes.start("dead letters", lambda: _dead_letters(settings, dead_table, now))
     probes.start("hdfs usage", lambda: _hdfs_usage(settings, [t.name for t in tables]))
 
-    # The lags need the sink's offsets first: the Kafka side waits for them, within the deadline.
+    # The lags need the sink's offsets first: the Kafka side waits for them, within the deadline,
+    # and takes the kept ones (their age shown on the sink's rows) when WebHDFS is slower than that.
+    kept_offsets = load_answers(settings).get("sink offsets")
+    lag_from_kept: list[bool] = []
+
     def lags():
         probes.threads["sink offsets"].join(max(0.0, deadline - time.monotonic() - PROBE_TIMEOUT_S * 0.7))
-        return kafka_lags(settings, probes.results.get("sink offsets"), typed_topics)
+        offsets = probes.results.get("sink offsets")
+        if offsets is None and kept_offsets is not None:
+            offsets = _from_json("sink offsets", kept_offsets["value"])
+            lag_from_kept.append(True)
+        return kafka_lags(settings, offsets, typed_topics)
 
     probes.start("lag", lags)
     supervisor = Supervisor(settings.home_path)
@@ -633,6 +645,8 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refr
         ages[name] = round(max(0.0, asked_at - float(answer["at"])), 1)
         if late:
             errors.pop(name, None)
+    if lag_from_kept and kept_offsets is not None:  # the offsets came after the lags were counted
+        ages["sink offsets"] = round(max(0.0, asked_at - float(kept_offsets["at"])), 1)
     if refresh_after and len(ages) + len(pending) > len(asked_now):  # something was not asked anew
         spawn_refresh(settings)
 
@@ -772,7 +786,7 @@ def table(status: Status):
     out.add_section()
     out.add_row("router lag", "", f"{_lag_text(status.router_lag)} on events")
     for topic, lag in status.sink_lag.items():
-        out.add_row("sink lag", "", f"{_lag_text(lag)} on {topic}")
+        out.add_row("sink lag", "", f"{_lag_text(lag)} on {topic}{_as_of(status, 'sink offsets')}")
     out.add_section()
     for t in status.tables:
         fresh = (

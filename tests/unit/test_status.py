@@ -190,3 +190,54 @@ def test_a_figure_slower_than_the_deadline_is_shown_from_the_kept_answer_with_it
     assert not [
         line for line in text.splitlines() if ("freshness" in line or "dead letters" in line) and "no answer" in line
     ]
+
+
+def test_the_sink_lag_is_counted_from_kept_offsets_when_webhdfs_is_slower_than_the_deadline(
+    tmp_path, black_hole, monkeypatch
+):
+    """The sink's offsets come from its checkpoint through WebHDFS: on a cold NameNode they may miss
+    the deadline. The lag is then counted from the offsets an earlier call kept, and the sink's rows
+    say how old they are; no row says TimeoutError."""
+    settings = Settings.from_env(
+        {}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1", webhdfs_url=f"http://{black_hole}",
+        trino_url=f"http://{black_hole}", collector_bind="127.0.0.1:2", router_web_port=3,
+        sink_metrics_bind="127.0.0.1:4",
+    )  # fmt: skip
+    (tmp_path / "run").mkdir()
+    st.save_answers(settings, {"sink offsets": {"events.purchase_sword": {0: 120, 1: 7}}}, time.time() - 30)
+    seen = []
+
+    def kafka_lags(settings, sink_offsets, topics):
+        seen.append(sink_offsets)
+        return st.Lag(0, 0.0), {"events.purchase_sword": st.Lag(5, 2.0)}
+
+    monkeypatch.setattr(st, "kafka_lags", kafka_lags)
+    saved = st.DEADLINE_S, st.PROBE_TIMEOUT_S
+    st.set_deadline(0.6)
+    try:
+        status = st.collect(settings, refresh_after=False)
+    finally:
+        st.DEADLINE_S, st.PROBE_TIMEOUT_S = saved
+    assert seen == [{"events.purchase_sword": {0: 120, 1: 7}}]  # partitions as numbers again
+    assert "sink offsets" not in status.errors and "sink offsets" not in status.pending
+    assert 29 <= status.ages["sink offsets"] < 60
+    console = Console(record=True, width=160)
+    console.print(st.table(status))
+    sink_rows = [line for line in console.export_text().splitlines() if "sink lag" in line]
+    assert sink_rows and all("as of 3" in line for line in sink_rows), sink_rows
+    assert "TimeoutError" not in console.export_text()
+
+
+def test_without_kept_offsets_a_slow_checkpoint_is_pending_not_an_error(tmp_path, black_hole):
+    settings = Settings.from_env(
+        {}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1", webhdfs_url=f"http://{black_hole}",
+        trino_url=f"http://{black_hole}", collector_bind="127.0.0.1:2", router_web_port=3,
+        sink_metrics_bind="127.0.0.1:4",
+    )  # fmt: skip
+    saved = st.DEADLINE_S, st.PROBE_TIMEOUT_S
+    st.set_deadline(0.6)
+    try:
+        status = st.collect(settings, refresh_after=False)
+    finally:
+        st.DEADLINE_S, st.PROBE_TIMEOUT_S = saved
+    assert "sink offsets" in status.pending and "sink offsets" not in status.errors
