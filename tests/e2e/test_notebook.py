@@ -22,8 +22,22 @@ def test_the_first_day_notebook_runs_top_to_bottom_and_plots(pipeline, monkeypat
     s = pipeline.settings
     result = run_load(s.collector_url, load_catalog(s.catalog), players=30, rate=0, count=1500, seed=5)
     assert sum(result.accepted.values()) == result.total_sent
-    wait_for(lambda: query(s, "SELECT count(*) FROM sessions")[0][0] >= 20, 240, 3, what="sessions of the load")
-    wait_for(lambda: query(s, "SELECT count(*) FROM sword_purchases")[0][0] > 0, 60, 2, what="sword purchases")
+    swords = result.accepted["purchase_sword"]
+    assert swords > 0
+    # this load's rows (other tests' rows may be there too): every sword purchase, and sessions of
+    # its players (p00000...: the load's names) that started during its game time
+    wait_for(
+        lambda: query(s, f"SELECT count(*) FROM sword_purchases WHERE event_id LIKE '{result.run}-%'")[0][0] == swords,
+        240,
+        3,
+        what=f"the load's {swords} sword purchases",
+    )
+    wait_for(
+        lambda: query(s, "SELECT count(*) FROM sessions WHERE regexp_like(user_id, '^p[0-9]{5}$')")[0][0] >= 20,
+        240,
+        3,
+        what="sessions of the load's players",
+    )
 
     for name, value in s.to_env().items():  # the kernel finds Trino as every Questlog tool does
         monkeypatch.setenv(name, value)
