@@ -106,6 +106,25 @@ def black_hole():
     sock.close()
 
 
+def unanswered(tmp_path, black_hole) -> Settings:
+    """Settings whose Trino and WebHDFS take connections and never answer; nothing else listens."""
+    return Settings.from_env(
+        {}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1", webhdfs_url=f"http://{black_hole}",
+        trino_url=f"http://{black_hole}", collector_bind="127.0.0.1:2", router_web_port=3,
+        sink_metrics_bind="127.0.0.1:4",
+    )  # fmt: skip
+
+
+def collect_within(settings: Settings, deadline_s: float) -> st.Status:
+    """``st.collect`` with a short deadline (the module's deadline restored after), no refresh."""
+    saved = st.DEADLINE_S, st.PROBE_TIMEOUT_S
+    st.set_deadline(deadline_s)
+    try:
+        return st.collect(settings, refresh_after=False)
+    finally:
+        st.DEADLINE_S, st.PROBE_TIMEOUT_S = saved
+
+
 def test_status_answers_within_its_deadline_when_nothing_listens(tmp_path, black_hole):
     # Ports nobody listens on or nobody answers: every probe fails or times out; the answer still
     # comes, unhealthy.
@@ -153,11 +172,7 @@ def test_a_remote_service_shows_its_verdict_without_pid_uptime_or_restarts():
 def test_a_figure_slower_than_the_deadline_is_shown_from_the_kept_answer_with_its_age(tmp_path, black_hole):
     """Trino and WebHDFS take connections and never answer (a cold or busy machine): the figures
     come from the answers an earlier call or refresh kept, each with its age; nothing times out."""
-    settings = Settings.from_env(
-        {}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1", webhdfs_url=f"http://{black_hole}",
-        trino_url=f"http://{black_hole}", collector_bind="127.0.0.1:2", router_web_port=3,
-        sink_metrics_bind="127.0.0.1:4",
-    )  # fmt: skip
+    settings = unanswered(tmp_path, black_hole)
     (tmp_path / "run").mkdir()
     at = time.time() - 40
     st.save_answers(
@@ -169,12 +184,7 @@ def test_a_figure_slower_than_the_deadline_is_shown_from_the_kept_answer_with_it
         },
         at,
     )
-    saved = st.DEADLINE_S, st.PROBE_TIMEOUT_S
-    st.set_deadline(0.6)
-    try:
-        status = st.collect(settings, refresh_after=False)
-    finally:
-        st.DEADLINE_S, st.PROBE_TIMEOUT_S = saved
+    status = collect_within(settings, 0.6)
     swords = next(t for t in status.tables if t.name == "sword_purchases")
     assert (swords.rows_today, swords.files, swords.bytes) == (12, 4, 4096)
     assert status.dead_letters_last_hour == {"wrong_type": 3}
@@ -198,11 +208,7 @@ def test_the_sink_lag_is_counted_from_kept_offsets_when_webhdfs_is_slower_than_t
     """The sink's offsets come from its checkpoint through WebHDFS: on a cold NameNode they may miss
     the deadline. The lag is then counted from the offsets an earlier call kept, and the sink's rows
     say how old they are; no row says TimeoutError."""
-    settings = Settings.from_env(
-        {}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1", webhdfs_url=f"http://{black_hole}",
-        trino_url=f"http://{black_hole}", collector_bind="127.0.0.1:2", router_web_port=3,
-        sink_metrics_bind="127.0.0.1:4",
-    )  # fmt: skip
+    settings = unanswered(tmp_path, black_hole)
     (tmp_path / "run").mkdir()
     st.save_answers(settings, {"sink offsets": {"events.purchase_sword": {0: 120, 1: 7}}}, time.time() - 30)
     seen = []
@@ -212,12 +218,7 @@ def test_the_sink_lag_is_counted_from_kept_offsets_when_webhdfs_is_slower_than_t
         return st.Lag(0, 0.0), {"events.purchase_sword": st.Lag(5, 2.0)}
 
     monkeypatch.setattr(st, "kafka_lags", kafka_lags)
-    saved = st.DEADLINE_S, st.PROBE_TIMEOUT_S
-    st.set_deadline(0.6)
-    try:
-        status = st.collect(settings, refresh_after=False)
-    finally:
-        st.DEADLINE_S, st.PROBE_TIMEOUT_S = saved
+    status = collect_within(settings, 0.6)
     assert seen == [{"events.purchase_sword": {0: 120, 1: 7}}]  # partitions as numbers again
     assert "sink offsets" not in status.errors and "sink offsets" not in status.pending
     assert 29 <= status.ages["sink offsets"] < 60
@@ -229,15 +230,6 @@ def test_the_sink_lag_is_counted_from_kept_offsets_when_webhdfs_is_slower_than_t
 
 
 def test_without_kept_offsets_a_slow_checkpoint_is_pending_not_an_error(tmp_path, black_hole):
-    settings = Settings.from_env(
-        {}, home=str(tmp_path), kafka_bootstrap="127.0.0.1:1", webhdfs_url=f"http://{black_hole}",
-        trino_url=f"http://{black_hole}", collector_bind="127.0.0.1:2", router_web_port=3,
-        sink_metrics_bind="127.0.0.1:4",
-    )  # fmt: skip
-    saved = st.DEADLINE_S, st.PROBE_TIMEOUT_S
-    st.set_deadline(0.6)
-    try:
-        status = st.collect(settings, refresh_after=False)
-    finally:
-        st.DEADLINE_S, st.PROBE_TIMEOUT_S = saved
+    settings = unanswered(tmp_path, black_hole)
+    status = collect_within(settings, 0.6)
     assert "sink offsets" in status.pending and "sink offsets" not in status.errors
