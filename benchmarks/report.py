@@ -1,9 +1,16 @@
-"""The bench's outputs: the table (printed and in latest.md), the plots, docs/performance.md."""
+"""The bench's outputs: the table (printed and in latest.md), the plots, docs/performance.md and the
+bench blocks of the other pages under docs/.
+
+``python -m benchmarks.report --docs`` rewrites the pages from the committed results without running
+anything; a complete `make bench` rewrites them with the same functions when it finishes."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
+import sys
 from pathlib import Path
 
 # docs/performance.md is this module's output, whole: what the bench measures (the intro beside this
@@ -60,8 +67,138 @@ def performance_page(latest: str, results_rel: str, budget_s: float) -> str:
 
 
 def write_performance_page(page: Path, latest: str, out_dir: Path, budget_s: float) -> None:
+    """What a complete run leaves in docs/: the performance page from ``latest``, and every bench
+    block of the pages beside it from the run's latest.json (written next to latest.md before this)."""
     rel = Path(os.path.relpath(out_dir.resolve(), page.resolve().parent)).as_posix()
     page.write_text(performance_page(latest, rel, budget_s))
+    write_blocks(page.parent, json.loads((out_dir / "latest.json").read_text()), skip=page.name)
+
+
+# Bench blocks ------------------------------------------------------------------------------------
+
+# A deep dive under docs/ quotes no measurement of its own: where a figure belongs beside the
+# reasoning, the page holds a block that this module fills with that case's rows of the last complete
+# run, the same latest.json docs/performance.md is written from:
+#
+#     <!-- bench:collector -->            every row (and note) of the collector case
+#     <!-- bench:router:sessions agent --> the router rows whose measurement contains "sessions agent"
+#     <!-- /bench -->
+#
+# The case is named as `make bench CASE=...` names it; what is between the markers is replaced.
+# tests/unit/test_bench.py checks that every block is what these functions make of the committed
+# results, and that no page quotes a measured figure outside them.
+CASE_ROWS = {
+    "start": "start",
+    "collector": "collector",
+    "client": "client",
+    "router": "router",
+    "sink": "sink",
+    "e2e": "end to end",
+    "compaction": "compaction",
+}  # `make bench CASE=` names -> the rows' case column (benchmarks.harness.NAMES)
+BLOCK = re.compile(
+    r"(?P<open><!-- bench:(?P<case>[\w-]+)(?::(?P<measure>[^>]*?))? -->\n)(?P<body>.*?)(?P<close><!-- /bench -->)", re.S
+)
+NOT_RUN = ("SKIPPED", "FAILED")  # the measurement of a case's only row when it did not run
+
+
+def block_rows(data: dict, case: str, measure: str | None = None) -> list[dict]:
+    """The run's rows of ``case`` (whose measurement contains ``measure``, if given); when the case
+    did not run, the row that says so."""
+    if case not in CASE_ROWS:
+        raise ValueError(f"bench block of unknown case {case!r}; known: {', '.join(CASE_ROWS)}")
+    rows = [r for r in data["rows"] if r["case"] == CASE_ROWS[case]]
+    if measure is None:
+        return rows
+    return [r for r in rows if measure in r["measure"]] or [r for r in rows if r["measure"] in NOT_RUN]
+
+
+def block(data: dict, case: str, measure: str | None = None) -> str:
+    """What goes between a block's markers: where the figures come from, the rows without the case
+    column, and the case's notes (for a block of the whole case)."""
+    rows = block_rows(data, case, measure)
+    m = data["meta"]
+    which = f"its {CASE_ROWS[case]} rows" + (f' with "{measure}" in the measurement' if measure else "")
+    out = [
+        f"*From the last complete `{m['command']}` ({m['date']}, {m['machine']}): {which}. Written by "
+        "`make bench` from benchmarks/results/latest.json (do not edit); the whole run is on "
+        "[performance.md](performance.md).*",
+        "",
+    ]
+    if rows:
+        out += [
+            "| measurement | Questlog | baseline (same run) | Questlog / baseline |",
+            "| --- | --- | --- | --- |",
+        ]
+        for r in rows:
+            cells = [r["measure"], r["ours"], r["baseline"] or "-", r["ratio"] or "-"]
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    else:
+        out.append(f"(No row of this run matches: case {CASE_ROWS[case]!r}, measurement {measure!r}.)")
+    notes = [n for n in data.get("notes") or [] if n.startswith(f"{CASE_ROWS[case]}: ")] if measure is None else []
+    if notes:
+        out += ["", "Notes of the run:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n\n"  # a blank line ends the table before the closing marker
+
+
+def fill_blocks(text: str, data: dict) -> str:
+    """``text`` with every bench block's body made from ``data``; the rest of it unchanged."""
+    return BLOCK.sub(
+        lambda b: b["open"] + block(data, b["case"], b["measure"]) + b["close"],
+        text,
+    )
+
+
+def write_blocks(docs: Path, data: dict, skip: str = "") -> list[Path]:
+    """Fills the bench blocks of every page under ``docs`` (but ``skip``); returns the pages changed."""
+    changed = []
+    for page in sorted(docs.glob("*.md")):
+        if page.name == skip:
+            continue
+        text = page.read_text()
+        filled = fill_blocks(text, data)
+        if filled != text:
+            page.write_text(filled)
+            changed.append(page)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Rewrites what `make bench` writes under docs/ from results already measured, "
+        "running nothing: docs/performance.md from latest.md, every bench block from latest.json.",
+    )
+    parser.add_argument("--docs", action="store_true", help="rewrite docs/performance.md and the bench blocks")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a complete run's latest.md and latest.json (default: benchmarks/results)",
+    )
+    args = parser.parse_args(argv)
+    if not args.docs:
+        parser.error("nothing to do: --docs rewrites the pages")
+    from benchmarks.context import SIZES
+    from questlog.settings import REPO_ROOT
+
+    results = args.results or REPO_ROOT / "benchmarks" / "results"
+    data = json.loads((results / "latest.json").read_text())
+    if data["meta"]["command"] != "make bench":
+        print(
+            f"{results}: a run of `{data['meta']['command']}`, not a complete `make bench`: "
+            "the docs quote only complete runs",
+            file=sys.stderr,
+        )
+        return 1
+    page = REPO_ROOT / PAGE
+    before = {p: p.read_text() for p in page.parent.glob("*.md")}
+    write_performance_page(page, (results / "latest.md").read_text(), results, SIZES[data["meta"]["size"]].budget_s)
+    for p in sorted(before):
+        if p.read_text() != before[p]:
+            print(f"rewrote {p.relative_to(REPO_ROOT)}")
+    return 0
 
 
 # Plots ------------------------------------------------------------------------------------------
@@ -260,3 +397,7 @@ def _rss(data: dict, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

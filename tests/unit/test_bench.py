@@ -1,6 +1,9 @@
-"""The bench's pure parts, and the README's performance section against the committed results."""
+"""The bench's pure parts, and what it writes into the README and docs/ against the committed results."""
 
+import json
 import re
+
+import pytest
 
 from benchmarks import report
 from benchmarks.cases.collector import parse_ab
@@ -94,3 +97,59 @@ def test_the_readme_has_no_measured_figure_and_points_to_the_performance_page():
     units = r"(?:req/s|events/s|rows/s|ms|µs|MiB|GiB|min(?:utes)?|s)\b"
     figures = re.findall(rf"\b\d[\d,.]*\s?{units}", readme)
     assert not figures, f"the README quotes figures; they belong to `make bench`: {figures}"
+
+
+# docs/: every measured figure is the last complete run's -----------------------------------------
+
+
+def _committed() -> dict:
+    return json.loads((RESULTS / "latest.json").read_text())
+
+
+def test_the_committed_results_are_one_complete_run():
+    """The docs quote one run, a complete `make bench`: every case ran, or its row says why not."""
+    from benchmarks.harness import CASES, NAMES
+
+    data = _committed()
+    assert data["meta"]["command"] == "make bench" and data["meta"]["size"] == "full"
+    assert data["meta"]["cases"] == list(CASES)
+    assert report.CASE_ROWS == NAMES
+    assert {r["case"] for r in data["rows"]} == set(NAMES.values())
+    assert f"Measured {data['meta']['date']} " in (RESULTS / "latest.md").read_text()
+
+
+def test_a_block_shows_its_case_s_rows_or_why_it_did_not_run():
+    data = {
+        "meta": {"command": "make bench", "date": "D", "machine": "M"},
+        "rows": [
+            {"case": "router", "measure": "drain (1 worker)", "ours": "1", "baseline": "", "ratio": ""},
+            {"case": "router", "measure": "drain (2 workers)", "ours": "2", "baseline": "b|c", "ratio": "2x"},
+            {"case": "compaction", "measure": "SKIPPED", "ours": "not run", "baseline": "", "ratio": ""},
+        ],
+        "notes": ["router: a note", "sink: another"],
+    }
+    text = (
+        "a\n<!-- bench:router:workers -->\nold\n<!-- /bench -->\nb\n<!-- bench:compaction:count -->\n<!-- /bench -->\n"
+    )
+    filled = report.fill_blocks(text, data)
+    assert filled.startswith("a\n<!-- bench:router:workers -->\n*From the last complete `make bench` (D, M)")
+    assert "| drain (2 workers) | 2 | b\\|c | 2x |" in filled and "(1 worker)" not in filled
+    assert "| SKIPPED | not run | - | - |" in filled and "old" not in filled
+    assert "a note" not in filled  # notes only in a block of the whole case
+    assert "- router: a note" in report.block(data, "router") and "another" not in report.block(data, "router")
+    assert report.fill_blocks(filled, data) == filled
+    with pytest.raises(ValueError, match="unknown case"):
+        report.fill_blocks("<!-- bench:routr -->\n<!-- /bench -->", data)
+
+
+def test_a_complete_run_rewrites_the_blocks_with_the_performance_page(tmp_path):
+    """`make bench` writes docs/ through report.write_performance_page: the page and every block."""
+    docs, out = tmp_path / "docs", tmp_path / "results"
+    docs.mkdir()
+    out.mkdir()
+    (out / "latest.json").write_text((RESULTS / "latest.json").read_text())
+    (docs / "sink.md").write_text("# Sink\n\n<!-- bench:sink -->\nhand-copied\n<!-- /bench -->\n")
+    report.write_performance_page(docs / "performance.md", (RESULTS / "latest.md").read_text(), out, 960)
+    assert (docs / "sink.md").read_text() == report.fill_blocks((docs / "sink.md").read_text(), _committed())
+    assert "hand-copied" not in (docs / "sink.md").read_text()
+    assert "](../results/throughput.png)" in (docs / "performance.md").read_text()
