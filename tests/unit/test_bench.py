@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -101,9 +102,16 @@ def test_the_readme_has_no_measured_figure_and_points_to_the_performance_page():
 
 # docs/: every measured figure is the last complete run's -----------------------------------------
 
+DOCS = REPO_ROOT / "docs"
+DEEP_DIVES = ("collector.md", "client.md", "router.md", "sessions.md", "sink.md", "compaction.md", "operations.md")
+
 
 def _committed() -> dict:
     return json.loads((RESULTS / "latest.json").read_text())
+
+
+def _pages() -> list:
+    return [p for p in sorted(DOCS.glob("*.md")) if p.name != Path(report.PAGE).name]
 
 
 def test_the_committed_results_are_one_complete_run():
@@ -116,6 +124,28 @@ def test_the_committed_results_are_one_complete_run():
     assert report.CASE_ROWS == NAMES
     assert {r["case"] for r in data["rows"]} == set(NAMES.values())
     assert f"Measured {data['meta']['date']} " in (RESULTS / "latest.md").read_text()
+
+
+def test_every_bench_block_is_the_bench_s_output_from_the_committed_results():
+    """Where a deep dive shows figures, they sit in a block between `<!-- bench:CASE[:MEASURE] -->`
+    and `<!-- /bench -->` that `make bench` (and `python -m benchmarks.report --docs`, from the
+    committed results) fills with that case's rows of latest.json: the same run as performance.md."""
+    data = _committed()
+    blocks = {}
+    for page in _pages():
+        text = page.read_text()
+        assert text == report.fill_blocks(text, data), (
+            f"docs/{page.name}: a bench block differs from what `make bench` writes from "
+            "benchmarks/results/latest.json (`python -m benchmarks.report --docs` rewrites it)"
+        )
+        assert text.count("<!-- bench:") == text.count("<!-- /bench -->") == len(report.BLOCK.findall(text)), page.name
+        for b in report.BLOCK.finditer(text):
+            assert "| --- |" in b["body"], f"docs/{page.name}: block {b['case']}:{b['measure']} has no row of the run"
+            blocks.setdefault(page.name, []).append(b["case"])
+    for page in DEEP_DIVES:
+        assert page in blocks, f"docs/{page} shows no figure of the last run"
+    assert "collector" in blocks["collector.md"] and "sink" in blocks["sink.md"]
+    assert "compaction" in blocks["compaction.md"]
 
 
 def test_a_block_shows_its_case_s_rows_or_why_it_did_not_run():
@@ -153,3 +183,86 @@ def test_a_complete_run_rewrites_the_blocks_with_the_performance_page(tmp_path):
     assert (docs / "sink.md").read_text() == report.fill_blocks((docs / "sink.md").read_text(), _committed())
     assert "hand-copied" not in (docs / "sink.md").read_text()
     assert "](../results/throughput.png)" in (docs / "performance.md").read_text()
+
+
+# A measured figure: a rate, a latency or duration, a size, a ratio or a share.
+UNIT = r"(?:(?:req(?:uests)?|events|rows|records)/s|ms|µs|us|s|sec|seconds?|min|minutes?|h|hours?|[KMGT]i?B|kB|bytes|%)"
+FIGURE = re.compile(
+    rf"(?<![\w.])\d[\d,.]*(?:(?:\s?-\s?|\s(?:to|and)\s)\d[\d,.]*)?"
+    rf"(?:\s?{UNIT}(?![\w/])|x\b|\s(?:events|rows|requests|records)\s(?:a|per)\ssecond\b)"
+)
+# A setting's value written beside its name: `NAME` (value), `NAME`, value or `NAME` = value.
+BESIDE_A_NAME = re.compile(r"`[^`]+`(?: \(|, | = )$")
+# What else may carry a unit, page by page: values that are configured, or chosen as a test's input,
+# or goals, or sizes computed from a layout; never the outcome of a run. Whitespace as in one line.
+NOT_MEASURED = {
+    "client.md": ("`--bad-share 0.02` makes 2%",),  # the load's input
+    "compaction.md": (
+        "the goal is within 1.5x",
+        "(what 5 minutes are at a commit every 2 s",  # the soak's input, the sink's trigger
+    ),
+    "compose.md": (  # the heaps configured in compose/, and what they add up to
+        "About 6 GB of memory for the containers (the heaps are those of the local stack: Trino 1.5 GiB, "
+        "Spark 1 GiB, Kafka 512 MiB, NameNode 384 MiB, DataNode 256 MiB,",
+    ),
+    "operations.md": (
+        "`questlog top` refreshes every 2 s",
+        "a sparkline of the last 5 minutes",
+        "| 512 MiB |",  # the heaps table: configured
+        "| 384 / 256 MiB |",
+        "| 4 MiB shared buffers |",
+        "| 1536 MiB |",
+        "| 1 GiB |",
+        "after a backoff of 1 s that doubles with each death up to 60 s and starts again from 1 s once "
+        "the service has been healthy for 60 s",
+        "At most 5 lines per service per 10 s",
+        "4 MiB of shared buffers",
+        "for 20 s each",  # the fault suite's pauses
+        "CI runs the same suite at 20 events/s",
+    ),
+    "sink.md": (
+        "The goal: at least 0.8x of the minimal job and at least 20,000 rows/s",
+        "p50 <= 4 s, p99 <= 10 s",
+        "(a trigger of 1 s: 86,400; of 5 s: 17,280)",
+        "(about 65 bytes with a UUID id)",  # topic, source and a UUID: counted, not measured
+    ),
+}
+
+
+def test_no_doc_quotes_a_measured_figure_outside_the_bench_blocks():
+    """A figure with a unit of rate, time, size, ratio or share in docs/*.md is either inside a bench
+    block (the last complete run's, checked above) or not a measurement: a setting's value written
+    beside its name (`QUESTLOG_SESSION_TICK_S` (10 s)), or one of NOT_MEASURED: configured values
+    such as the heaps of docs/operations.md and docs/compose.md, a test's or a load's input, a goal,
+    a size counted from a record's layout. What earlier runs measured is in the pages' history and
+    the issue notes, not on the pages. docs/performance.md is the bench's own page."""
+    quoted = []
+    for page in _pages():
+        text = " ".join(report.BLOCK.sub("", page.read_text()).split())
+        for allowed in NOT_MEASURED.get(page.name, ()):
+            assert allowed in text, f"docs/{page.name} no longer says {allowed!r}: drop it from NOT_MEASURED"
+            text = text.replace(allowed, " ")
+        for m in FIGURE.finditer(text):
+            if not BESIDE_A_NAME.search(text[max(0, m.start() - 100) : m.start()]):
+                quoted.append(f"docs/{page.name}: ...{text[max(0, m.start() - 50) : m.end()]}")
+    assert not quoted, "measured figures outside a bench block (see this test's docstring):\n" + "\n".join(quoted)
+
+
+def test_the_figure_pattern_finds_what_the_pages_used_to_quote():
+    for text in (
+        "23,749 rows/s",
+        "p50 2.9 s, p99 5.1 s",
+        "read 10.1 s",
+        "0.84x",
+        "1.14-1.25x",
+        "peak RSS 1,846 MiB",
+        "17-21 µs",
+        "10,196 events/s",
+        "984 ms",
+        "2,475 req/s",
+        "40% of it",
+        "200 events a second",
+    ):
+        assert FIGURE.search(text), text
+    for text in ("gunicorn 2x8", "2 x 8 threads", "Python 3.11.7", "5xx", "400,000 typed records", "ab -c 16"):
+        assert not FIGURE.search(text), text
