@@ -266,3 +266,18 @@ def test_the_figure_pattern_finds_what_the_pages_used_to_quote():
         assert FIGURE.search(text), text
     for text in ("gunicorn 2x8", "2 x 8 threads", "Python 3.11.7", "5xx", "400,000 typed records", "ab -c 16"):
         assert not FIGURE.search(text), text
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings."""
+    heads = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_every_link_to_a_heading_in_the_readme_and_docs_resolves():
+    """Links with an anchor into the README and docs/ name a heading that is there (the pages the
+    bench writes into lose and gain headings)."""
+    for page in [REPO_ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for target, anchor in re.findall(r"\]\(([^)#:]*)#([^)]+)\)", page.read_text()):
+            linked = (page.parent / target) if target else page
+            assert anchor in _anchors(linked), f"{page.name}: {target}#{anchor}"
