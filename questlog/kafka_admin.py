@@ -18,6 +18,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What Kafka answers a topic creation it will never accept as asked: retrying cannot help, so the
+# topic is reported refused and the others go on (a catalog type whose topic Kafka refuses stalls
+# no other type).
+PERMANENT_CREATE_ERRORS = frozenset(
+    {
+        "INVALID_TOPIC_EXCEPTION",  # a name Kafka cannot take, or one that collides (`a.b` and `a_b`)
+        "TOPIC_AUTHORIZATION_FAILED",
+        "CLUSTER_AUTHORIZATION_FAILED",
+        "POLICY_VIOLATION",
+        "INVALID_CONFIG",
+        "INVALID_REPLICATION_FACTOR",
+    }
+)
+
 
 def admin_client(bootstrap: str) -> AdminClient:
     """An admin client that logs only warnings and errors: librdkafka's informational lines
@@ -31,10 +45,12 @@ def ensure_topics(
     partitions: int = 1,
     timeout_s: float = 30.0,
     config: dict[str, str] | None = None,
-) -> None:
+) -> dict[str, str]:
     """Create the topics that do not exist yet with ``partitions`` partitions (and ``config``), and
     grow existing ones that have fewer (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router
-    workers share the raw topic); a topic is never shrunk."""
+    workers share the raw topic); a topic is never shrunk. Returns the topics Kafka refused for
+    good (PERMANENT_CREATE_ERRORS), each with Kafka's reason, after creating every other one;
+    raises for anything else (Kafka away: try again)."""
     admin = admin_client(bootstrap)
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = list(dict.fromkeys(topics))
@@ -44,13 +60,18 @@ def ensure_topics(
         if t not in existing
     ]
     grow = [NewPartitions(t, partitions) for t in wanted if t in existing and len(existing[t].partitions) < partitions]
+    refused: dict[str, str] = {}
     if create:
         for topic, future in admin.create_topics(create, request_timeout=timeout_s).items():
             try:
                 future.result()
                 log.info("created topic %s", topic)
             except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                error = exc.args[0]
+                if error.name() in PERMANENT_CREATE_ERRORS:
+                    refused[topic] = f"{error.name()}: {error.str()}"
+                    log.error("Kafka refuses to create topic %s: %s", topic, refused[topic])
+                elif error.name() != "TOPIC_ALREADY_EXISTS":
                     raise
     if grow:
         for topic, future in admin.create_partitions(grow, request_timeout=timeout_s).items():
@@ -60,12 +81,15 @@ def ensure_topics(
             except KafkaException as exc:
                 if exc.args[0].name() != "INVALID_PARTITIONS":  # grown meanwhile by another caller
                     raise
+    return refused
 
 
 def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:
-    """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return them."""
+    """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return those
+    that exist now (a topic Kafka refused for good is logged and left out)."""
     topics = catalog.topics(settings.raw_topic, settings.dlq_topic)
-    ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    refused = ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    topics = [t for t in topics if t not in refused]
     if settings.sessions:
         # The router's own topics for agent ``sessions``, made before its first worker joins: Faust
         # makes them too, but a group that formed before they were known leaves them unassigned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,8 +22,24 @@ from questlog.catalog.model import (
     EventType,
     Field,
 )
+from questlog.catalog.validation import short_name
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+# What an event type, a table and a field may be named: ASCII lower case, digits and `_`,
+# starting with a letter, at most NAME_MAX_CHARS. Kafka's topic names take [a-zA-Z0-9._-] up to
+# 249 characters, HDFS paths and Trino's identifiers take far more, PostgreSQL's identifiers (the
+# JDBC catalog's tables) 63 bytes; `str.isidentifier()` let through `café`, which no topic can be.
+NAME_MAX_CHARS = 63
+NAME_RULE = f"[a-z][a-z0-9_]* and at most {NAME_MAX_CHARS} characters"
+_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+def valid_name(name: object) -> bool:
+    """Whether ``name`` may name an event type, a table or a field (NAME_RULE)."""
+    return isinstance(name, str) and len(name) <= NAME_MAX_CHARS and _NAME.match(name) is not None
+
+
 DEPLOYED_CATALOG = Path(__file__).resolve().parent / "catalog.json"
 
 
@@ -34,8 +51,9 @@ def _parse_field(source: str, name: str, spec: Any) -> Field:
         raise CatalogError(f"{source}: field {name!r} has type {kind!r}; expected one of {sorted(TYPES)}")
     if name in ENVELOPE_NAMES or name == PARTITION_COLUMN:
         raise CatalogError(f"{source}: field {name!r} is reserved (envelope or partition column)")
-    if not name.isidentifier() or name.lower() != name:
-        raise CatalogError(f"{source}: field name {name!r} must be a lower-case identifier")
+    if not valid_name(name):
+        shown = short_name(name) if isinstance(name, str) else repr(name)
+        raise CatalogError(f"{source}: field name {shown} must be {NAME_RULE}")
     return Field(name, kind, str(spec.get("description", "")), bool(spec.get("required", False)))
 
 
@@ -44,8 +62,9 @@ def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
     name: Any = doc.get("event_type")
     table: Any = doc.get("table")
     for key, value in (("event_type", name), ("table", table)):
-        if not isinstance(value, str) or not value.isidentifier() or value.lower() != value:
-            raise CatalogError(f"{source}: {key} must be a lower-case identifier, got {value!r}")
+        if not valid_name(value):
+            shown = short_name(value) if isinstance(value, str) else repr(value)
+            raise CatalogError(f"{source}: {key} must be {NAME_RULE}, got {shown}")
     if table == DEAD_LETTER_TABLE:
         raise CatalogError(f"{source}: table name {table!r} is reserved (dead letters)")
     if name == "dlq":

@@ -111,7 +111,16 @@ def test_null_is_fine_for_optional_fields_only(catalog):
         ({"event_type": "x", "table": "xs", "fields": {"a": {"type": "int"}}}, "has type 'int'"),
         ({"event_type": "x", "table": "xs", "fields": {"event_id": {"type": "string"}}}, "is reserved"),
         ({"event_type": "x", "table": "xs", "fields": {"dt": {"type": "string"}}}, "is reserved"),
-        ({"event_type": "X-1", "table": "xs"}, "event_type must be a lower-case identifier"),
+        (
+            {"event_type": "X-1", "table": "xs"},
+            "event_type must be \\[a-z\\]\\[a-z0-9_\\]\\* and at most 63 characters",
+        ),
+        # isidentifier() took these; Kafka cannot name a topic `events.café`, PostgreSQL cuts at 63 bytes
+        ({"event_type": "café", "table": "xs"}, "event_type must be .* got 'café'"),
+        ({"event_type": "x", "table": "_xs"}, "table must be .* got '_xs'"),
+        ({"event_type": "x" * 64, "table": "xs"}, "event_type must be .* at most 63 characters, got 'x{64}'"),
+        ({"event_type": "x", "table": "xs", "fields": {"prix_é": {"type": "string"}}}, "field name 'prix_é' must be"),
+        ({"event_type": "x", "table": "xs", "fields": {"Price": {"type": "string"}}}, "field name 'Price' must be"),
         ({"event_type": "x", "table": "dead_letters"}, "table name 'dead_letters' is reserved"),
         ({"event_type": "dlq", "table": "x"}, "event_type 'dlq' is reserved"),
         ({"event_type": "sessions", "table": "x"}, "event_type 'sessions' and table 'sessions' are reserved"),
@@ -181,3 +190,8 @@ def test_the_router_dead_letters_an_event_id_that_breaks_the_rule(catalog):
 
 def test_event_keys_name_the_source():
     assert (event_key("game-a", "1"), event_key(None, "1")) == (b"game-a/1", b"1")
+
+
+def test_a_name_of_63_characters_is_the_longest_taken():
+    et = parse_schema("x.toml", {"event_type": "a" * 63, "table": "t_0", "fields": {"f1_x": {"type": "string"}}})
+    assert (et.name, et.table, et.fields[0].name) == ("a" * 63, "t_0", "f1_x")

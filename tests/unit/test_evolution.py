@@ -10,6 +10,7 @@ import pytest
 from questlog.catalog import (
     DEPLOYED_CATALOG,
     SCHEMA_DIR,
+    CatalogError,
     catalog_from_json,
     catalog_to_json,
     load_catalog,
@@ -80,6 +81,17 @@ def test_a_new_type_deploys(schemas, tmp_path):
     (schemas / "open_chest.toml").write_text('event_type = "open_chest"\ntable = "chest_openings"\n')
     _, changes = deploy(schemas, target)
     assert changes == ["new type open_chest (table chest_openings)"]
+
+
+@pytest.mark.parametrize("name", ["café", "open-chest", "OpenChest", "o" * 64])
+def test_deploy_refuses_a_type_name_kafka_hdfs_or_trino_cannot_take(schemas, tmp_path, name):
+    target = tmp_path / "catalog.json"
+    shutil.copy(DEPLOYED_CATALOG, target)
+    before = target.read_text()
+    (schemas / "open_chest.toml").write_text(f'event_type = "{name}"\ntable = "chest_openings"\n')
+    with pytest.raises(CatalogError, match=r"open_chest.toml: event_type must be \[a-z\]\[a-z0-9_\]\* and at most 63"):
+        deploy(schemas, target)
+    assert target.read_text() == before
 
 
 @pytest.mark.parametrize(
