@@ -15,12 +15,18 @@ How it works:
 * A batcher thread takes events off the queue in batches of ``batch_size`` events, or whatever is
   there every ``flush_interval_s``, and serialises each batch **once**: a batch keeps its body, so
   every retry sends the same events with the same ids, which the collector and the sink recognise
-  (the dedupe key is (source, event_id)). ``senders`` threads POST batches to ``/events``.
+  (the dedupe key is (source, event_id)). A batch whose body is over ``max_batch_bytes`` is cut in
+  halves until each fits. ``senders`` threads POST batches to ``/events``.
 * 2xx: accepted. 5xx, 429, a timeout or a connection error: sent again after an exponential
   backoff with jitter (``backoff_base_s * 2**attempt``, capped at ``backoff_max_s``, a random
   half of it added or not), or after the server's ``Retry-After`` when it gives one; for as long as
-  the tracker is open. Any other 4xx is final: the batch is counted as refused, logged, and passed
-  to ``on_refused(events, status, reason)``; it is never sent again.
+  the tracker is open. 413 (too large) for a batch of several events: cut in halves, each sent (and
+  spooled) as a batch of its own with the same ids. 401 and 403 (no valid write key): the batch is
+  kept (in the spool, if any) and sent again like a 5xx, with an error logged at once and every
+  ten attempts and counted in ``stats.unauthorized``: fixing the key on either side lets it through,
+  and nothing is lost meanwhile. Any other 4xx, and a 413 for a single event, is final: the batch
+  is counted as refused, logged, and passed to ``on_refused(events, status, reason)``; it is never
+  sent again.
 * **When the queue is full** (``max_queue`` events waiting), ``on_full`` decides:
   ``"block"`` (the default) makes ``track()`` wait up to ``block_timeout_s`` for room, then drop the
   event; ``"drop_oldest"`` discards the oldest waiting event at once. Either way every dropped
@@ -87,7 +93,9 @@ class Stats:
     refused: int = 0  # a final 4xx: never re-sent
     dropped: int = 0  # the queue was full (see on_full)
     lost: int = 0  # still unsent when close() gave up, without a spool to keep them
-    retries: int = 0  # batch sends that were repeated (5xx, 429, timeout, connection error)
+    retries: int = 0  # batch sends that were repeated (5xx, 429, 401, 403, timeout, connection error)
+    unauthorized: int = 0  # answers 401 or 403: the write key is missing or wrong (the batch is kept)
+    splits: int = 0  # batches cut in halves after a 413
     recovered: int = 0  # events found unsent in the spool at start, re-sent
     batches: int = 0  # batches accepted
     accepted_by_type: Counter = field(default_factory=Counter)
@@ -135,6 +143,7 @@ class Tracker:
         write_key: str | None = None,
         *,
         batch_size: int = 500,
+        max_batch_bytes: int = 512 * 1024,
         flush_interval_s: float = 0.25,
         max_queue: int = 100_000,
         on_full: OnFull = "block",
@@ -155,10 +164,11 @@ class Tracker:
             raise ValueError(f"on_full must be 'block' or 'drop_oldest', not {on_full!r}")
         if fsync not in ("batch", "never"):
             raise ValueError(f"fsync must be 'batch' or 'never', not {fsync!r}")
-        if batch_size < 1 or max_queue < 1 or senders < 1:
-            raise ValueError("batch_size, max_queue and senders must be at least 1")
+        if batch_size < 1 or max_queue < 1 or senders < 1 or max_batch_bytes < 1:
+            raise ValueError("batch_size, max_batch_bytes, max_queue and senders must be at least 1")
         self.url = url.rstrip("/") + "/events"
         self.batch_size = batch_size
+        self.max_batch_bytes = max_batch_bytes
         self.flush_interval_s = flush_interval_s
         self.max_queue = max_queue
         self.on_full = on_full
@@ -418,8 +428,20 @@ class Tracker:
                 e["client_ts"] = fromtimestamp(ts, _UTC).isoformat(timespec="milliseconds")
             types[e.get("event_type")] += 1
         body = json.dumps(events, separators=(",", ":"), default=str).encode()
-        self._seq += 1
-        batch = _Batch(self._seq, len(events), types, body, [e["event_id"] for e in events])
+        if len(body) > self.max_batch_bytes and len(events) > 1:  # rare: cut in halves until each fits
+            half = len(events) // 2
+            self._form(events[:half], send)
+            self._form(events[half:], send)
+            return
+        self._queue_batch(self._new_batch(events, types, body), send)
+
+    def _new_batch(self, events: list[dict[str, Any]], types: Counter, body: bytes) -> _Batch:
+        with self._pending_cv:  # senders make batches too (a 413's halves)
+            self._seq += 1
+            seq = self._seq
+        return _Batch(seq, len(events), types, body, [e["event_id"] for e in events])
+
+    def _queue_batch(self, batch: _Batch, send: bool = True, first: bool = False) -> None:
         if self._spool is not None:
             self._spool.append(batch)
             with self._pending_cv:
@@ -427,7 +449,10 @@ class Tracker:
                     batch.body = None  # read back from the spool when its turn comes
         if send:
             with self._pending_cv:
-                self._pending.append(batch)
+                if first:
+                    self._pending.appendleft(batch)
+                else:
+                    self._pending.append(batch)
                 self._pending_cv.notify()
 
     def _send_loop(self) -> None:
@@ -468,7 +493,12 @@ class Tracker:
                     self._finished(batch, accepted=True, body=body)
                     return
                 error = str(status)
-                if status < 500 and status != 429:
+                if status == 413 and batch.count > 1:
+                    self._split(batch, body)
+                    return
+                if status in (401, 403):
+                    self._unauthorized(batch, status, response.text, attempt)
+                elif status < 500 and status != 429:
                     self._refused(batch, body, status, response.text)
                     return
                 retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -477,7 +507,7 @@ class Tracker:
                 self.stats.retries += 1
             wait = retry_after if retry_after is not None else backoff(attempt, self.backoff_base_s, self.backoff_max_s)
             attempt += 1
-            if attempt in (1, 10) or attempt % 100 == 0:
+            if error not in ("401", "403") and (attempt in (1, 10) or attempt % 100 == 0):
                 log.warning(
                     "questlog tracker: batch %d (%d events): %s; attempt %d, retrying in %.2fs",
                     batch.seq,
@@ -489,11 +519,48 @@ class Tracker:
             if self._stopped.wait(wait):
                 raise _Stopped
 
+    def _split(self, batch: _Batch, body: bytes) -> None:
+        """A 413: the batch's events as two batches (spooled before the batch is marked done), sent
+        next, with the same ids; halves that are still too large are cut again."""
+        events = json.loads(body)
+        half = len(events) // 2
+        halves = []
+        for part in (events[:half], events[half:]):
+            part_body = json.dumps(part, separators=(",", ":"), default=str).encode()
+            halves.append(self._new_batch(part, Counter(e.get("event_type") for e in part), part_body))
+        log.warning(
+            "questlog tracker: batch %d (%d events, %d bytes) too large for the collector (413); sending it in halves",
+            batch.seq,
+            batch.count,
+            len(body),
+        )
+        for half_batch in reversed(halves):
+            self._queue_batch(half_batch, first=True)
+        if self._spool is not None:
+            self._spool.done(batch)
+        with self._done_cv:
+            self.stats.errors["413"] += 1
+            self.stats.splits += 1
+
+    def _unauthorized(self, batch: _Batch, status: int, text: str, attempt: int) -> None:
+        """401/403: the write key is missing or wrong. The batch is kept and sent again; said loudly."""
+        with self._done_cv:
+            self.stats.unauthorized += batch.count if attempt == 0 else 0
+        if attempt % 10 == 0:
+            where = f"kept in the spool {self._spool.directory}" if self._spool is not None else "kept in memory"
+            log.error(
+                "questlog tracker: batch %d (%d events) refused with %d (%s): the write key is missing or wrong; "
+                "the batch is %s and sent again until the key is fixed (attempt %d)",
+                batch.seq,
+                batch.count,
+                status,
+                _reason(text)[:200],
+                where,
+                attempt + 1,
+            )
+
     def _refused(self, batch: _Batch, body: bytes, status: int, text: str) -> None:
-        try:
-            reason = json.loads(text).get("error", text)
-        except (ValueError, AttributeError):
-            reason = text
+        reason = _reason(text)
         with self._done_cv:
             self.stats.errors[str(status)] += 1
         log.error(
@@ -540,6 +607,14 @@ def backoff(attempt: int, base_s: float, max_s: float) -> float:
     come back together."""
     cap = min(max_s, base_s * 2 ** min(attempt, 30))
     return cap / 2 + random.uniform(0, cap / 2)
+
+
+def _reason(text: str) -> str:
+    """The collector's reason (its JSON's ``error``), else the answer's text."""
+    try:
+        return str(json.loads(text).get("error", text))
+    except (ValueError, AttributeError):
+        return text
 
 
 def _retry_after(value: str | None) -> float | None:

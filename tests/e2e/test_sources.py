@@ -110,3 +110,45 @@ def test_keys_off_the_source_column_says_default(live_settings):
         == 1
     )
     assert query(live_settings, f"SELECT source FROM guild_leaves WHERE event_id = '{event_id}'") == [["default"]]
+
+
+def test_a_tracker_with_a_wrong_key_keeps_its_batch_in_the_spool_until_the_key_is_valid(keyed, live_settings, tmp_path):
+    from questlog_client import Tracker
+
+    run = uuid.uuid4().hex
+    late_key = f"test-key-late-{run}"
+    spool = tmp_path / "spool"
+    tracker = Tracker(
+        keyed.collector_url, write_key=late_key, spool_dir=spool, flush_interval_s=0.05, backoff_max_s=1.0, catalog=None
+    )
+    ids = [tracker.track("level_up", event_id=f"{run}-{i}", level=i) for i in range(20)]
+    assert not tracker.flush(3)  # 401 for now: kept, not refused, not dropped
+    assert tracker.stats.unauthorized == 20 and tracker.stats.refused == 0 and tracker.stats.accepted == 0
+    assert tracker.stats.errors["401"] >= 1
+    assert list(spool.glob("spool-*.log"))
+    # The operator adds the key; the collector re-reads its key file within seconds.
+    keys = keyed.home_path / "write-keys.toml"
+    keys.write_text(keys.read_text() + f'"{late_key}" = "game-late"\n')
+    assert tracker.flush(60)
+    assert tracker.stats.accepted == 20
+    tracker.close()
+    landed = read_topic(live_settings, live_settings.raw_topic, lambda r: r.get("event_id", "").startswith(run), 20)
+    assert sorted(r["event_id"] for r in landed) == sorted(ids)
+    assert {r["source"] for r in landed} == {"game-late"}
+
+
+def test_a_tracker_splits_a_batch_the_collector_finds_too_large_and_every_event_lands(live_settings):
+    from questlog_client import Tracker
+
+    run = uuid.uuid4().hex
+    # Batches of up to 1,000 events of 2 KB: 2 MB, over the collector's 900,000-byte body limit
+    tracker = Tracker(
+        live_settings.collector_url, batch_size=1000, max_batch_bytes=8 * 2**20, flush_interval_s=1.0, catalog=None
+    )
+    ids = [tracker.track("default", event_id=f"{run}-{i}", note="n" * 2000) for i in range(1000)]
+    assert tracker.flush(120)
+    assert tracker.stats.accepted == 1000 and tracker.stats.refused == 0
+    assert tracker.stats.splits >= 1 and tracker.stats.errors["413"] >= 1
+    tracker.close()
+    landed = read_topic(live_settings, live_settings.raw_topic, lambda r: r.get("event_id", "").startswith(run), 1000)
+    assert sorted(r["event_id"] for r in landed) == sorted(ids)

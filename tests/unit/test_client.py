@@ -186,6 +186,72 @@ def test_4xx_is_reported_and_not_retried(collector, caplog):
     t.close()
 
 
+def test_batches_are_capped_by_bytes_as_well_as_events(collector):
+    t = Tracker(collector.url, batch_size=500, max_batch_bytes=20_000, flush_interval_s=0.05, catalog=None)
+    ids = [t.track("default", pad="y" * 1_000) for _ in range(100)]
+    assert t.flush(10)
+    sizes = [len(json.dumps(body, separators=(",", ":"))) for _, body in collector.requests]
+    assert max(sizes) <= 20_000 and len(collector.requests) >= 100 * 1_000 // 20_000, sizes
+    big = t.track_event({"event_type": "default", "pad": "x" * 25_000}, check=False)  # alone, it is sent as it is
+    assert t.flush(10)
+    assert sorted(collector.ids()) == sorted([*ids, big]) and t.stats.accepted == 101
+    t.close()
+
+
+def test_a_413_is_split_in_halves_and_resent_with_the_same_ids(collector, tmp_path, caplog):
+    collector.script = [(413, {}), (413, {})]  # the batch of 8, then its first half of 4
+    spool = tmp_path / "spool"
+    t = Tracker(collector.url, batch_size=8, flush_interval_s=0.05, catalog=None, spool_dir=spool, senders=1)
+    ids = [t.track("default", n=i) for i in range(8)]
+    assert t.flush(10)
+    assert [len(body) for _, body in collector.requests] == [8, 4, 2, 2, 4]
+    accepted = [e["event_id"] for _, body in collector.requests[2:] for e in body]
+    assert accepted == ids  # each once, in order, with its own id
+    assert t.stats.accepted == 8 and t.stats.refused == 0 and t.stats.splits == 2
+    assert "too large for the collector (413); sending it in halves" in caplog.text
+    t.close()
+    assert not list(spool.glob("spool-*.log"))  # every half done, the split batches too
+
+
+def test_a_413_for_one_event_is_final(collector):
+    collector.script = [(413, {})]
+    t = Tracker(collector.url, batch_size=1, flush_interval_s=0.05, catalog=None)
+    t.track("default")
+    assert t.flush(10)
+    assert t.stats.refused == 1 and len(collector.requests) == 1
+    t.close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_401_or_403_keeps_the_batch_in_the_spool_and_says_so(collector, tmp_path, caplog, status):
+    collector.script = [(status, {})] * 3
+    spool = tmp_path / "spool"
+    t = Tracker(collector.url, batch_size=5, flush_interval_s=0.05, catalog=None, spool_dir=spool, backoff_base_s=0.05)
+    ids = [t.track("default", n=i) for i in range(5)]
+    assert not t.flush(0.15)  # refused for now, not dropped
+    assert t.stats.unauthorized == 5 and t.stats.refused == 0
+    assert f"refused with {status} (scripted): the write key is missing or wrong" in caplog.text
+    assert f"kept in the spool {spool}" in caplog.text
+    assert t.flush(10)  # the key is fixed (the script runs out): the same batch goes through
+    assert collector.ids()[-5:] == ids and t.stats.accepted == 5
+    assert [len(body) for _, body in collector.requests] == [5, 5, 5, 5]
+    t.close()
+
+
+def test_a_401_leaves_the_batch_in_the_spool_for_the_next_tracker(collector, tmp_path):
+    collector.script = [(401, {})] * 1000
+    spool = tmp_path / "spool"
+    first = Tracker(collector.url, batch_size=5, flush_interval_s=0.05, catalog=None, spool_dir=spool)
+    ids = [first.track("default", n=i) for i in range(5)]
+    assert not first.close(0.3)
+    assert first.stats.lost == 0 and first.stats.refused == 0
+    collector.script = []
+    second = Tracker(collector.url, spool_dir=spool, catalog=None)
+    assert second.stats.recovered == 5 and second.flush(10)
+    assert collector.ids()[-5:] == ids
+    second.close()
+
+
 def test_queue_full_drop_oldest_counts_what_it_drops():
     t = Tracker(
         closed_port(),
