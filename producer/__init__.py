@@ -1,7 +1,7 @@
 """The Flask collector: HTTP in, raw events on Kafka's `events` topic.
 
 Run it as `make run` does (ops.stack.services.collector):
-`granian --interface wsgi --workers 2 --blocking-threads 8 --host 127.0.0.1 --port 5000 'producer:create_app()'`
+`granian --interface wsgi --workers 2 --blocking-threads 72 --http1-header-read-timeout 10000 --host 127.0.0.1 --port 5000 'producer:create_app()'`
 (`--factory`); `gunicorn 'producer:create_app()'` serves it too.
 """
 

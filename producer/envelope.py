@@ -22,7 +22,36 @@ HEADER_FIELDS: Mapping[str, str] = {"Host": "host", "User-Agent": "user_agent", 
 
 # Longest of those headers that is recorded. Each is copied into every event of a request, so a
 # megabyte User-Agent on a batch of 1,000 events would be a gigabyte to serialise: refused (431).
-MAX_HEADER_CHARS = 8192
+# Real ones are far shorter (a browser's User-Agent and Accept are 100-300 characters; a host name
+# is at most 253).
+MAX_HEADER_CHARS = 1024
+
+# The most bytes a request may make Kafka store in the raw topic, as a multiple of the request's
+# own bytes (request_bytes()): a batch of 1,000 events of nothing but their type (the smallest a
+# client can send) is 8.6x once each has its envelope, a client's usual batch 1.8x, a seed GET
+# 2.8x; 1,000 copies of long headers would be 90x and more, and is refused (413).
+MAX_AMPLIFICATION = 10
+
+
+def request_bytes(environ: Mapping[str, Any], body_bytes: int) -> int:
+    """About what a request cost its sender: its body, path, query string and headers (names and
+    values, as WSGI gives them)."""
+    size = body_bytes + len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) + 16
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and isinstance(value, str):
+            size += len(key) - 5 + len(value) + 4  # `Name: value\r\n`
+    return size + len(environ.get("CONTENT_TYPE", "")) + len(environ.get("CONTENT_LENGTH", ""))
+
+
+class TooAmplified(ValueError):
+    """A request whose records would be more than MAX_AMPLIFICATION times its own size."""
+
+    def __init__(self, stored: int, size: int) -> None:
+        super().__init__(
+            f"this request would make Kafka store {stored} bytes, {stored / size:.0f} times its own {size}; "
+            f"at most {MAX_AMPLIFICATION} times: send fewer events per request, or shorter headers"
+        )
+
 
 # Fields only Questlog sets (the collector, or the router for schema_version); a client value for
 # them is replaced, not trusted.

@@ -20,21 +20,24 @@ from werkzeug.exceptions import HTTPException, NotFound
 from producer.auth import bearer_token
 from producer.envelope import (
     DEFAULT_SOURCE,
+    MAX_AMPLIFICATION,
     MAX_HEADER_CHARS,
     EventTooLarge,
     RejectedEvent,
+    TooAmplified,
     build_envelope,
     environ_context,
     new_event_ids,
     oversized_header,
     parse_body,
+    request_bytes,
     to_records,
     utc_now,
 )
 from producer.extension import get_writer
 from producer.metrics import ACCEPTED, PRODUCE_SECONDS, REJECTED, render
 from producer.writer import RETRY_AFTER_S, DeliveryError, KafkaUnavailable
-from questlog.catalog import Catalog, coerce_text
+from questlog.catalog import Catalog, coerce_text, short_name
 
 log = logging.getLogger(__name__)
 bp = Blueprint("collector", __name__)
@@ -118,10 +121,19 @@ def _deliver(writer, events: list[dict[str, Any]], records: list[tuple[bytes, by
     return None
 
 
-def _records(events: list[dict[str, Any]], dumps=None) -> list[tuple[bytes, bytes]]:
+def _records(events: list[dict[str, Any]], body_bytes: int, dumps=None) -> list[tuple[bytes, bytes]]:
+    """The request's records; refused (413) when they would be more than MAX_AMPLIFICATION times
+    the request's own size (long headers copied into each of many small events)."""
     limit = current_app.config["SETTINGS"].max_body_bytes
     try:
-        return to_records(events, limit, dumps) if dumps else to_records(events, limit)
+        records = to_records(events, limit, dumps) if dumps else to_records(events, limit)
+        stored = sum(len(k) + len(v) for k, v in records)
+        size = request_bytes(request.environ, body_bytes)
+        if stored > MAX_AMPLIFICATION * size:
+            raise TooAmplified(stored, size)
+        return records
+    except TooAmplified as exc:
+        raise _Refused(_error(413, f"{exc}; nothing was sent")) from None
     except EventTooLarge as exc:
         raise _Refused(
             _error(413, f"{exc}; nothing was sent", rejected=[{"index": exc.index, "error": str(exc)}])
@@ -140,11 +152,13 @@ def _refused(exc: _Refused):
 def seed_route(path: str):
     """The catalog's GET routes (`/purchase_a_sword`, `/join_guild`, ...), looked up per request
     so that a newly deployed type's route works without a restart; query parameters are fields
-    (but `key`, the write key)."""
+    (but `key`, the write key). HEAD (which Flask answers with the GET route) records nothing: 405."""
     catalog = get_catalog()
     et = catalog.routes.get("/" + path)
     if et is None:
         raise NotFound()
+    if request.method == "HEAD":  # a link checker or a prefetch is not a player's action
+        return _error(405, "HEAD records nothing; send GET to record an event", {"Allow": "GET"})
     source = _source(query_key=True)
     writer = _writer()
     params: dict[str, Any] = {}
@@ -160,7 +174,7 @@ def seed_route(path: str):
         event = build_envelope(params, catalog, _context(), utc_now(), et.name, source=source)
     except RejectedEvent as exc:
         return _error(400, str(exc))
-    failure = _deliver(writer, [event], _records([event]))
+    failure = _deliver(writer, [event], _records([event], 0))
     if failure:
         return failure
     return Response(et.response, 200, content_type="text/plain; charset=utf-8")
@@ -171,11 +185,14 @@ def post_events():
     """One JSON event, or a JSON array of them. 202 once Kafka has all; 4xx with reasons if any
     cannot be an event (then none is sent)."""
     settings = current_app.config["SETTINGS"]
+    if request.mimetype != "application/json":  # a cross-site form can post text/plain, never this
+        return _error(415, f"Content-Type must be application/json, got {short_name(request.mimetype or '(none)')}")
     source = _source(query_key=False)
     writer = _writer()
     catalog = get_catalog()
+    data = request.get_data(cache=False) or b""
     try:
-        body, dumps = parse_body(request.get_data(cache=False) or b"")
+        body, dumps = parse_body(data)
     except ValueError as exc:
         return _error(400, str(exc))
     items = body if isinstance(body, list) else [body]
@@ -194,7 +211,7 @@ def post_events():
     if errors:
         reason = errors[0]["error"] if len(items) == 1 else f"{len(errors)} of {len(items)} events rejected"
         return _error(400, f"{reason}; nothing was sent", rejected=errors)
-    failure = _deliver(writer, events, _records(events, dumps))
+    failure = _deliver(writer, events, _records(events, len(data), dumps))
     if failure:
         return failure
     return jsonify(accepted=len(events), event_ids=[e["event_id"] for e in events]), 202

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 if TYPE_CHECKING:
     from questlog.catalog import Catalog
@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 # no other type).
 PERMANENT_CREATE_ERRORS = frozenset(
     {
-        "INVALID_TOPIC_EXCEPTION",  # a name Kafka cannot take, or one that collides (`a.b` and `a_b`)
+        # INVALID_TOPIC_EXCEPTION, as librdkafka names it: a name Kafka cannot take, or one that
+        # collides with an existing topic's (`a.b` and `a_b`)
+        "TOPIC_EXCEPTION",
         "TOPIC_AUTHORIZATION_FAILED",
         "CLUSTER_AUTHORIZATION_FAILED",
         "POLICY_VIOLATION",
@@ -60,6 +62,19 @@ def ensure_topics(
         if t not in existing
     ]
     grow = [NewPartitions(t, partitions) for t in wanted if t in existing and len(existing[t].partitions) < partitions]
+    if config and (older := [t for t in wanted if t in existing]):  # a stack made before the setting
+        resources = [
+            ConfigResource(
+                ConfigResource.Type.TOPIC,
+                t,
+                incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()
+                ],
+            )
+            for t in older
+        ]
+        for future in admin.incremental_alter_configs(resources, request_timeout=timeout_s).values():
+            future.result()
     refused: dict[str, str] = {}
     if create:
         for topic, future in admin.create_topics(create, request_timeout=timeout_s).items():
@@ -84,17 +99,26 @@ def ensure_topics(
     return refused
 
 
+def retention_config(settings: Settings) -> dict[str, str]:
+    """A pipeline topic's size bound: each partition keeps at most QUESTLOG_TOPIC_RETENTION_BYTES
+    (Kafka deletes whole closed segments, so a partition holds up to that plus one segment: segments
+    of an eighth of it, at most Kafka's default 1 GiB)."""
+    segment = max(2**20, min(2**30, settings.topic_retention_bytes // 8))
+    return {"retention.bytes": str(settings.topic_retention_bytes), "segment.bytes": str(segment)}
+
+
 def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:
     """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return those
     that exist now (a topic Kafka refused for good is logged and left out)."""
     topics = catalog.topics(settings.raw_topic, settings.dlq_topic)
-    refused = ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    retention = retention_config(settings)
+    refused = ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions, config=retention)
     topics = [t for t in topics if t not in refused]
     if settings.sessions:
         # The router's own topics for agent ``sessions``, made before its first worker joins: Faust
         # makes them too, but a group that formed before they were known leaves them unassigned
         # until its next metadata refresh (minutes). The table's changelog is compacted, as Faust's.
-        ensure_topics(settings.kafka_bootstrap, [settings.activity_topic], settings.topic_partitions)
+        ensure_topics(settings.kafka_bootstrap, [settings.activity_topic], settings.topic_partitions, config=retention)
         ensure_topics(
             settings.kafka_bootstrap,
             [settings.sessions_changelog_topic],

@@ -50,6 +50,9 @@ class Settings:
     raw_topic: str = setting("QUESTLOG_RAW_TOPIC", "events")
     dlq_topic: str = setting("QUESTLOG_DLQ_TOPIC", "events.dlq")
     topic_partitions: int = setting("QUESTLOG_TOPIC_PARTITIONS", 1)
+    # Bytes each partition of a pipeline topic keeps at most (Kafka's retention.bytes): a flood
+    # fills no disk; the oldest records go first, read or not (questlog status shows the lag).
+    topic_retention_bytes: int = setting("QUESTLOG_TOPIC_RETENTION_BYTES", 4 * 2**30)
     collector_bind: str = setting("QUESTLOG_COLLECTOR_BIND", "127.0.0.1:5000", port=True)
     collector_workers: int = setting("QUESTLOG_COLLECTOR_WORKERS", 2)
     # below Kafka's default message size (1000000), so that one event always fits one message

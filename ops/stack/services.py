@@ -365,6 +365,10 @@ def _app_env(settings: Settings) -> dict[str, str]:
     return {**settings.to_env(), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
 
 
+# Threads per collector worker (see collector()).
+COLLECTOR_THREADS = 72
+
+
 def collector(settings: Settings) -> Service:
     metrics_dir = settings.home_path / "run" / "collector-metrics"
 
@@ -373,7 +377,11 @@ def collector(settings: Settings) -> Service:
         metrics_dir.mkdir(parents=True)
 
     # Granian's WSGI server, not gunicorn's gthread: 1.7x the requests per second at -c 16 (the
-    # collector's deep dive, docs/collector.md). Each worker waits for Kafka's acks on up to 8 threads at once.
+    # collector's deep dive, docs/collector.md). Each worker waits for Kafka's acks on its threads.
+    # A request holds a thread while its body arrives, so a slow sender holds one: 72 threads a
+    # worker (started only when needed) leave 8 for traffic and /healthz with 64 slow senders on
+    # one worker. Headers are read without a thread, and a client that has not sent them all in
+    # 10 s is cut off.
     argv = [
         str(BIN / "granian"),
         "--interface",
@@ -385,7 +393,9 @@ def collector(settings: Settings) -> Service:
         "--workers",
         str(settings.collector_workers),
         "--blocking-threads",
-        "8",
+        str(COLLECTOR_THREADS),
+        "--http1-header-read-timeout",
+        "10000",
         "--http",
         "1",
         "--no-ws",

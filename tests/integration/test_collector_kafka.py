@@ -70,12 +70,12 @@ def test_an_oversized_event_in_the_middle_of_a_batch_lands_nothing(live_settings
         {
             "event_type": "default",
             "event_id": f"aon-{run}-{i}",
-            "pad": "x" * (100 if i != 2 else live_settings.max_body_bytes - 2000),
+            "pad": "x" * (100 if i != 2 else live_settings.max_body_bytes - 1200),
         }
         for i in range(5)
     ]
     response = requests.post(
-        f"{live_settings.collector_url}/events", json=batch, timeout=30, headers={"User-Agent": "u" * 4000}
+        f"{live_settings.collector_url}/events", json=batch, timeout=30, headers={"User-Agent": "u" * 1000}
     )  # the envelope pushes event 2 over the limit
     assert response.status_code == 413, response.text
     assert response.json()["rejected"][0]["index"] == 2

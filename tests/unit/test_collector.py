@@ -449,6 +449,54 @@ def roomy(settings, writer):
     return make_app(settings.replace(max_body_bytes=900_000, max_batch_events=1000), writer).test_client()
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None, "application/jsonx"],
+)
+def test_post_events_takes_only_application_json(client, writer, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/events", data=b'{"event_type": "default"}', headers=headers)
+    assert response.status_code == 415
+    assert response.json["error"].startswith("Content-Type must be application/json")
+    assert writer.sent == []
+
+
+def test_post_events_takes_application_json_with_a_charset(client, writer):
+    response = client.post(
+        "/events", data=b'{"event_type": "default"}', headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert response.status_code == 202 and len(writer.sent) == 1
+
+
+@pytest.mark.parametrize("path", ["/", "/purchase_a_sword", "/join_guild"])
+def test_head_records_nothing(client, writer, path):
+    response = client.head(path)
+    assert response.status_code == 405 and response.headers["Allow"] == "GET"
+    assert writer.sent == []
+
+
+def test_a_header_over_1024_characters_is_a_431(client, writer):
+    assert client.get("/purchase_a_sword", headers={"User-Agent": "u" * 1024}).status_code == 200
+    response = client.get("/purchase_a_sword", headers={"User-Agent": "u" * 1025})
+    assert response.status_code == 431 and "longer than 1024 characters" in response.json["error"]
+    assert len(writer.sent) == 1
+
+
+def test_headers_copied_into_many_small_events_are_refused_by_the_amplification_bound(roomy, writer):
+    events = [{"event_type": "default"}] * 1000
+    long_headers = {"User-Agent": "u" * 1000, "Accept": "a" * 1000}
+    response = roomy.post("/events", json=events, headers=long_headers)
+    assert response.status_code == 413, response.json
+    assert "times its own" in response.json["error"] and "at most 10 times" in response.json["error"]
+    assert writer.sent == []
+    # The same events with a client's usual headers (8.6x: an envelope on events of nothing but
+    # their type), and the long headers on fewer events, are taken.
+    assert roomy.post("/events", json=events, headers={"User-Agent": "python-requests/2.32.3"}).status_code == 202
+    assert roomy.post("/events", json=events[:10], headers=long_headers).status_code == 202
+    stored = sum(len(k) + len(v) for k, v in writer.records)
+    assert len(writer.sent) == 1010 and stored < 10 * (len(json.dumps(events)) + 10 * 25 + 2000)
+
+
 def test_a_huge_header_is_a_431_not_copied_into_every_event(roomy, writer):
     response = roomy.post("/events", json=[{"event_type": "default"}] * 1000, headers={"User-Agent": "u" * 1_000_000})
     assert response.status_code == 431

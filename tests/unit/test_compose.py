@@ -755,8 +755,8 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     monkeypatch.setattr(
         kafka_admin,
         "ensure_topics",
-        lambda bootstrap, topics, partitions, config=None: created.append(
-            (bootstrap, list(topics), partitions, config)
+        lambda bootstrap, topics, partitions, config=None: (
+            created.append((bootstrap, list(topics), partitions, config)) or {}
         ),
     )
     kafka_admin.main()
@@ -765,10 +765,11 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
         settings.raw_topic, settings.dlq_topic
     )
     n = settings.topic_partitions
+    bounded = {"retention.bytes": str(4 * 2**30), "segment.bytes": str(2**29)}
     assert created == [
-        (settings.kafka_bootstrap, topics, n, None),
+        (settings.kafka_bootstrap, topics, n, bounded),
         # the router's own, for agent sessions (faust_app.session_agent): its activity, its table's changelog
-        (settings.kafka_bootstrap, [settings.activity_topic], n, None),
+        (settings.kafka_bootstrap, [settings.activity_topic], n, bounded),
         (settings.kafka_bootstrap, [settings.sessions_changelog_topic], n, {"cleanup.policy": "compact"}),
     ]
     assert settings.raw_topic in topics and settings.dlq_topic in topics
