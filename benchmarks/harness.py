@@ -30,7 +30,7 @@ from questlog.sql import execute
 CASES = ("start", "collector", "client", "router", "sink", "e2e", "compaction")
 # The longest each case takes at full size on a busy 2-core machine (its caps included), and what
 # stopping the pipeline takes: a case is run only if it fits in what is left of the budget.
-WORST_S = {"collector": 80, "client": 60, "router": 420, "sink": 330, "e2e": 120, "compaction": 300, "stop": 40}
+WORST_S = {"collector": 80, "client": 60, "router": 420, "sink": 330, "e2e": 240, "compaction": 300, "stop": 40}
 NAMES = {
     "start": "start",
     "collector": "collector",
