@@ -160,9 +160,20 @@ class Lander:
         # committed there): it may have committed some tables already. Every other batch is new.
         self.rerun: int | None = pending_batch(spark, checkpoint)
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.tables)), thread_name_prefix="land")
+        # the files each commit added, read back from the table's metadata for the files metric: off
+        # the batch's path (one more catalog load and metadata read per table, which no row waits for)
+        self.counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-files")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.counting.shutdown(wait=True)
+
+    def _count_files(self, table: str, batch_id: int) -> None:
+        assert self.run_id is not None
+        try:
+            sink_metrics.FILES.labels(table).inc(self.iceberg.added_files(table, self.run_id, batch_id))
+        except Exception as exc:  # a metric, never a reason to fail or hold a batch
+            log.warning("could not count the files batch %d added to %s: %s", batch_id, table, exc)
 
     def _land_table(self, batch: DataFrame, table: Table, rows: int, batch_id: int) -> float:
         """Write the table's rows of the batch and commit them as one snapshot: the seconds it took."""
@@ -171,8 +182,8 @@ class Lander:
         if rows <= SINGLE_FILE_ROWS:
             data = data.coalesce(1)  # one file per date for a small batch: fewer files a day
         assert self.run_id is not None  # read before any table is landed
-        files = self.iceberg.append(data, table.name, self.run_id, batch_id)
-        sink_metrics.FILES.labels(table.name).inc(files)
+        self.iceberg.append(data, table.name, self.run_id, batch_id)
+        self.counting.submit(self._count_files, table.name, batch_id)
         return time.monotonic() - started
 
     def _committed_already(self, topics: list[str], batch_id: int) -> set[str]:

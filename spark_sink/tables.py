@@ -130,16 +130,15 @@ class IcebergTables:
         rows.writeTo(qualified(self.settings, table)).option(f"snapshot-property.{MIGRATED_PROPERTY}", "hive").append()
         return count
 
-    def append(self, rows: DataFrame, table: str, checkpoint: str, batch_id: int) -> int:
-        """``rows`` as one commit to ``table``, its snapshot naming the checkpoint and batch; the data
-        files it added."""
+    def append(self, rows: DataFrame, table: str, checkpoint: str, batch_id: int) -> None:
+        """``rows`` as one commit to ``table``, its snapshot naming the checkpoint and batch (the data
+        files it added: ``added_files``)."""
         (
             rows.writeTo(qualified(self.settings, table))
             .option(f"snapshot-property.{CHECKPOINT_PROPERTY}", checkpoint)
             .option(f"snapshot-property.{BATCH_PROPERTY}", str(batch_id))
             .append()
         )
-        return self.added_files(table, checkpoint, batch_id)
 
     def added_files(self, table: str, checkpoint: str, batch_id: int) -> int:
         """The data files the commit of ``batch_id`` added to ``table`` (0 if it is not among the
