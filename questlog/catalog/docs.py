@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from questlog.catalog import DEAD_LETTER_COLUMNS, DEAD_LETTER_TABLE, ENVELOPE, PARTITION_COLUMN, Catalog, Field
 
+PII_NOTES = {
+    "hash": " Personal: stored as a keyed hash (`hmac:...`, docs/privacy.md).",
+    "drop": " Personal: never stored (dropped by the router).",
+    "ip": " Personal: stored cut to its network (IPv4 /24, IPv6 /48).",
+}
+
 
 def _rows(fields: tuple[Field, ...]) -> list[str]:
     out = ["| field | type | required | description |", "| --- | --- | --- | --- |"]
     out += [
         f"| `{f.name}` | {f.type} ({f.trino_type}) | {'yes' if f.required else ''} | "
-        f"{f.description.replace('|', '/')} |"
+        f"{f.description.replace('|', '/')}{PII_NOTES[f.pii] if f.pii else ''} |"
         for f in fields
     ]
     return out
@@ -41,6 +47,7 @@ def render_markdown(catalog: Catalog) -> str:
             "",
             f"{et.description} Table `{et.table}`, schema version "
             f"{et.version}."
+            + (f" Rows are kept {et.retention_days} days after their day (`dt`)." if et.retention_days else "")
             + (f" GET {', '.join(f'`{r}`' for r in et.routes)} answers `{et.response.strip()}`." if et.routes else ""),
             "",
         ]

@@ -51,6 +51,11 @@ def check_evolution(old: Catalog, new: Catalog) -> list[str]:
                 problems.append(
                     f"{before.name}: field {name!r} changed type from {f.type} to {g.type}; add a new field instead"
                 )
+            elif f.pii and g.pii != f.pii:
+                problems.append(
+                    f"{before.name}: field {name!r} was personal (pii = {f.pii!r}) and would be stored "
+                    f"{'as sent' if not g.pii else f'as pii = {g.pii!r}'}; add a new field instead"
+                )
             elif g.required and not f.required:
                 problems.append(f"{before.name}: field {name!r} became required; events without it would be rejected")
         added = [g for name, g in new_fields.items() if name not in old_fields]

@@ -14,6 +14,7 @@ from questlog.catalog.model import (
     DEAD_LETTER_TABLE,
     ENVELOPE_NAMES,
     PARTITION_COLUMN,
+    PII_MODES,
     SESSION_TYPE,
     SESSIONS_TABLE,
     TYPES,
@@ -54,7 +55,14 @@ def _parse_field(source: str, name: str, spec: Any) -> Field:
     if not valid_name(name):
         shown = short_name(name) if isinstance(name, str) else repr(name)
         raise CatalogError(f"{source}: field name {shown} must be {NAME_RULE}")
-    return Field(name, kind, str(spec.get("description", "")), bool(spec.get("required", False)))
+    pii = spec.get("pii")
+    if pii is not None and pii not in PII_MODES:
+        raise CatalogError(f"{source}: field {name!r} has pii {pii!r}; expected one of {list(PII_MODES)}")
+    if pii == "ip" and kind != "string":
+        raise CatalogError(f"{source}: field {name!r}: pii 'ip' is for string fields (addresses)")
+    if pii == "hash" and kind != "string":
+        raise CatalogError(f"{source}: field {name!r}: pii 'hash' is for string fields (the hash is text)")
+    return Field(name, kind, str(spec.get("description", "")), bool(spec.get("required", False)), pii)
 
 
 def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
@@ -76,6 +84,9 @@ def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
     version = doc.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CatalogError(f"{source}: version must be a positive integer, got {version!r}")
+    retention = doc.get("retention_days")
+    if retention is not None and (not isinstance(retention, int) or isinstance(retention, bool) or retention < 1):
+        raise CatalogError(f"{source}: retention_days must be a positive integer (days), got {retention!r}")
     http = doc.get("http", {})
     fields = doc.get("fields", {})
     if isinstance(fields, list):  # the deployed form keeps fields as an ordered list
@@ -88,6 +99,7 @@ def parse_schema(source: str, doc: Mapping[str, Any]) -> EventType:
         routes=tuple(http.get("routes", ())),
         response=str(http.get("response", "OK\n")),
         version=version,
+        retention_days=retention,
     )
 
 
@@ -137,9 +149,11 @@ def catalog_to_json(catalog: Catalog) -> str:
                 "http": {"routes": list(et.routes), "response": et.response},
                 "fields": [
                     {"name": f.name, "type": f.type, "required": f.required, "description": f.description}
+                    | ({"pii": f.pii} if f.pii else {})
                     for f in et.fields
                 ],
             }
+            | ({"retention_days": et.retention_days} if et.retention_days else {})
             for et in catalog
         ],
     }

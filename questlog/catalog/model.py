@@ -21,6 +21,7 @@ TYPES: Mapping[str, tuple[str, str]] = {
 }
 
 PARTITION_COLUMN = "dt"
+PII_MODES = ("hash", "drop", "ip")  # a field's `pii` (questlog/privacy.py)
 
 
 def typed_topic(raw_topic: str, type_name: str) -> str:
@@ -38,6 +39,9 @@ class Field:
     type: str
     description: str = ""
     required: bool = False
+    # personal data (questlog/privacy.py): "hash" (a keyed hash), "drop" (never stored), "ip" (an
+    # address cut to its network); None: stored as sent
+    pii: str | None = None
 
     @property
     def trino_type(self) -> str:
@@ -142,10 +146,16 @@ class EventType:
     routes: tuple[str, ...] = ()
     response: str = "OK\n"
     version: int = 1
+    retention_days: int | None = None  # days a row is kept after its day (dt); None: forever
 
     @property
     def columns(self) -> tuple[Field, ...]:
         return ENVELOPE + self.fields
+
+    @cached_property
+    def pii_rules(self) -> tuple[tuple[str, str], ...]:
+        """(field, mode) of its personal fields, for the router (questlog.privacy.pseudonymise)."""
+        return tuple((f.name, f.pii) for f in self.fields if f.pii)
 
     @cached_property
     def timestamp_fields(self) -> tuple[str, ...]:
