@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from questlog.catalog import PARTITION_COLUMN
 from questlog.settings import Settings
@@ -132,14 +132,19 @@ class Compactor:
         self.progress(f"{table} dt={date}: {report.files} files -> {after.files}")
         return report
 
-    def expire(self, table: str, grace_s: float | None = None) -> int:
-        """Expire the table's snapshots older than the grace period, the sink's latest kept; the
-        retention used (seconds)."""
+    def expire(self, table: str, grace_s: float | None = None, sink_committed_batch: int | None = None) -> int:
+        """Expire the table's snapshots older than the grace period, the sink's latest kept (unless
+        its batch is at most ``sink_committed_batch``, the last one the sink's checkpoint recorded:
+        then no restart runs it again); the retention used (seconds)."""
         grace_s = self.settings.compact_grace_s if grace_s is None else grace_s
-        latest = self._sql(
-            f"SELECT to_unixtime(max(committed_at)) FROM {self._meta(table, 'snapshots')} "
-            "WHERE element_at(summary, 'questlog.checkpoint') IS NOT NULL"
-        )[0][0]
+        rows = self._sql(
+            f"SELECT to_unixtime(committed_at), CAST(element_at(summary, 'questlog.batch') AS bigint) "
+            f"FROM {self._meta(table, 'snapshots')} "
+            "WHERE element_at(summary, 'questlog.checkpoint') IS NOT NULL ORDER BY committed_at DESC LIMIT 1"
+        )
+        latest = rows[0][0] if rows else None
+        if rows and sink_committed_batch is not None and rows[0][1] is not None and rows[0][1] <= sink_committed_batch:
+            latest = None
         retention = expiry_retention_s(grace_s, time.time(), latest)
         self._sql(
             f"ALTER TABLE {qualified(self.settings, table)} EXECUTE expire_snapshots(retention_threshold => "
@@ -153,6 +158,21 @@ class Compactor:
             f"ALTER TABLE {qualified(self.settings, table)} EXECUTE remove_orphan_files(retention_threshold => "
             f"{literal(f'{age}s')})"
         )
+
+    def retention(self, table: str, days: int, today: str | None = None) -> dict[str, int]:
+        """Delete the table's days older than ``days`` before ``today`` (a day ``d`` is kept while
+        ``d >= today - days``), then rewrite the files those deletes left; {date: rows deleted}.
+        Whole date partitions: Trino drops their files from the table without reading them; the
+        files leave HDFS with the next snapshot expiry after QUESTLOG_COMPACT_GRACE_S."""
+        cutoff = retention_cutoff(today or today_utc(), days)
+        where = f"{quote(PARTITION_COLUMN)} < {literal(cutoff)}"
+        rows = self._sql(
+            f"SELECT {quote(PARTITION_COLUMN)}, count(*) FROM {qualified(self.settings, table)} WHERE {where} GROUP BY 1"
+        )
+        if rows:
+            self._sql(f"DELETE FROM {qualified(self.settings, table)} WHERE {where}")
+            self.progress(f"{table}: retention {days} days: {len(rows)} days before {cutoff} deleted")
+        return {r[0]: int(r[1]) for r in rows}
 
     def run(
         self,
@@ -181,6 +201,24 @@ class Compactor:
         return reports
 
 
+def retention_cutoff(today: str, days: int) -> str:
+    """The oldest day kept with ``days`` of retention on ``today`` (YYYY-MM-DD)."""
+    return (datetime.strptime(today, "%Y-%m-%d") - timedelta(days=days)).strftime("%Y-%m-%d")
+
+
+def retention_days(settings: Settings, catalog) -> dict[str, int]:
+    """{table: days} of every table with a retention: the catalog's types (``retention_days``),
+    the dead letters and the sessions (their settings; 0 keeps forever)."""
+    from questlog.catalog import DEAD_LETTER_TABLE, SESSIONS_TABLE
+
+    out = {et.table: et.retention_days for et in catalog if et.retention_days}
+    if settings.dead_letters_retention_days > 0:
+        out[DEAD_LETTER_TABLE] = settings.dead_letters_retention_days
+    if settings.sessions_retention_days > 0:
+        out[SESSIONS_TABLE] = settings.sessions_retention_days
+    return out
+
+
 def today_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
 
@@ -189,17 +227,48 @@ def loop(settings: Settings, stopping: Callable[[], bool], interval_s: float | N
     """The compactor service: every interval, today's partition of every catalog table (when at
     least QUESTLOG_COMPACT_MIN_FILES small files gathered) and each closed day once after midnight
     UTC, then snapshot expiry; orphan files once an hour."""
+    from compactor.erasure import Busy, Eraser
     from questlog.catalog.watch import CatalogSource
 
     interval_s = settings.compact_interval_s if interval_s is None else interval_s
     compactor = Compactor(settings)
     source = CatalogSource(settings.catalog)
+    eraser = Eraser(settings, lambda: source.get().tables(settings.raw_topic, settings.dlq_topic))
     done: dict[tuple[str, str], str] = {}
     orphans_at = 0.0
+    maintenance_at = 0.0
+    expired_days: dict[str, float] = {}  # table -> when retention last deleted days of it
     while not stopping():
+        # forget requests every QUESTLOG_FORGET_INTERVAL_S; the rest every QUESTLOG_COMPACT_INTERVAL_S
         try:
-            tables = [t.name for t in source.get().tables(settings.raw_topic, settings.dlq_topic)]
+            if eraser.store.open():
+                eraser.run_once()
+        except Busy:
+            pass  # `questlog forget --now` is at it
+        except Exception:
+            log.exception("erasing forgotten players failed; trying again next round")
+        if time.monotonic() < maintenance_at:
+            _sleep(min(settings.forget_interval_s, maintenance_at - time.monotonic()), stopping)
+            continue
+        maintenance_at = time.monotonic() + interval_s
+        try:
+            catalog = source.get()
+            tables = [t.name for t in catalog.tables(settings.raw_topic, settings.dlq_topic)]
             today = today_utc()
+            for table, days in retention_days(settings, catalog).items():
+                try:
+                    if compactor.retention(table, days, today):
+                        eraser.rewrite_deleted(table)
+                        expired_days[table] = time.time()
+                except Exception as exc:
+                    if "does not exist" not in str(exc):
+                        raise
+            for table, at in list(expired_days.items()):
+                # the days' files, once their snapshots expired (below, last round): the removal
+                # only the current snapshot records is swept as orphans
+                if time.time() > at + settings.compact_grace_s + interval_s:
+                    compactor.remove_orphans(table, settings.compact_grace_s)
+                    del expired_days[table]
             sweep = time.monotonic() >= orphans_at
             for table in tables:
                 try:
@@ -223,9 +292,13 @@ def loop(settings: Settings, stopping: Callable[[], bool], interval_s: float | N
                 orphans_at = time.monotonic() + ORPHANS_EVERY_S
         except Exception:
             log.exception("maintenance round failed; trying again next round")
-        deadline = time.monotonic() + interval_s
-        while time.monotonic() < deadline and not stopping():
-            time.sleep(0.5)
+        _sleep(min(settings.forget_interval_s, interval_s), stopping)
+
+
+def _sleep(seconds: float, stopping: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stopping():
+        time.sleep(0.5)
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ from faust_app.session_agent import WITHOUT_PLAYER, add_sessions_agent, deliver
 from faust_app.sessions import ActivityFeed
 from faust_app.topics import Topics
 from questlog.catalog.watch import CatalogSource
+from questlog.privacy import Suppressions
 from questlog.settings import Settings
 
 
@@ -108,6 +109,7 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
         producer_max_request_size=settings.max_record_bytes + 48_576,
     )
     topics = Topics(app, settings)
+    suppressions = Suppressions(settings)  # read at once: nothing is routed before it is known
 
     def make_router() -> Router:
         producer = app.producer
@@ -129,13 +131,15 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
             counted = feed.without_player
             await deliver(producer, settings.activity_topic, [(p, None, value) for p, value in records])
 
-        router = Router(settings, catalog.get, catalog.refresh, send, topics.ensure, highwater, feed, send_activity)
+        router = Router(
+            settings, catalog.get, catalog.refresh, send, topics.ensure, highwater, feed, send_activity, suppressions
+        )
         app.routing = router
         return router
 
     add_route_agent(app, topics, make_router)
     if settings.sessions:
-        add_sessions_agent(app, topics, settings)
+        add_sessions_agent(app, topics, settings, suppressions)
 
     @app.timer(interval=2.0)
     async def lag() -> None:

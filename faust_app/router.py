@@ -55,6 +55,7 @@ from aiokafka import errors as kafka_errors
 from faust_app.routing import Routed, Source, dead_letter, loads, route_record
 from faust_app.sessions import ActivityFeed
 from questlog.catalog import Catalog
+from questlog.privacy import Suppressions
 from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ BATCH_EVENTS = prom.Histogram(
 LAG_RECORDS = prom.Gauge(
     "questlog_router_lag_records", "Raw records not routed yet on this worker's partitions (as of its last batch)."
 )
+SUPPRESSED = prom.Counter(
+    "questlog_router_suppressed_total",
+    "Raw events of forgotten players (questlog forget) dropped: written to no topic.",
+)
+SUPPRESSION_LIST = prom.Gauge("questlog_router_suppressed_players", "Forget requests the router checks events against.")
 LAG_SECONDS = prom.Gauge(
     "questlog_router_lag_seconds", "Age of the oldest raw record of the batch being routed; 0 when caught up."
 )
@@ -172,6 +178,7 @@ class Router:
         highwater: Callable[[], dict] = dict,
         feed: ActivityFeed | None = None,
         send_activity: Callable[[list[tuple[int, bytes]]], Awaitable[None]] | None = None,
+        suppressions: Suppressions | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -183,6 +190,8 @@ class Router:
         # events, delivered beside its typed copies; None with sessions off
         self.feed = feed
         self.send_activity = send_activity
+        # forgotten players (questlog.privacy): their events go nowhere; personal fields are hashed
+        self.suppressions = suppressions
         self._next: dict = {}  # per raw partition, the next offset to route (for the lag)
         self.limit = settings.max_record_bytes
         self._topics: set[str] = set()  # known to exist
@@ -234,6 +243,9 @@ class Router:
         return len(items)
 
     def route(self, records: list[tuple[bytes | None, Source]]) -> list[Item]:
+        if self.suppressions is not None:
+            self.suppressions.refresh()  # one stat a chunk; a reload when a request came or changed
+            SUPPRESSION_LIST.set(len(self.suppressions))
         catalog = self.catalog()
         items = self._route(records, catalog)
         if any(item.out.dead for item in items) and self.refresh() is not catalog:
@@ -245,11 +257,18 @@ class Router:
     def _route(self, records: list[tuple[bytes | None, Source]], catalog: Catalog) -> list[Item]:
         s = self.settings
         args = (catalog, s.raw_topic, s.dlq_topic, None, self.limit, s.max_batch_events)
-        return [
+        sup = self.suppressions
+        drop = sup.matches if sup is not None and len(sup) else None
+        hasher = sup.hasher if sup is not None else None
+        items = [
             Item(raw if at.index is None else None, at, out)
             for raw, source in records
-            for at, out in route_record(raw, source, *args)
+            for at, out in route_record(raw, source, *args, drop=drop, hasher=hasher)
         ]
+        kept = [item for item in items if not item.out.suppressed]
+        if len(kept) < len(items):
+            SUPPRESSED.inc(len(items) - len(kept))
+        return kept
 
     async def deliver(self, items: list[Item]) -> None:
         """Write every item's record; return once Kafka confirmed them all. Permanent refusals

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ import orjson
 
 from questlog.catalog import Catalog, dead_letter_key, event_key, parse_timestamp, typed_topic, validate
 from questlog.deadletters import REASON_CODES, reason_code
+from questlog.privacy import Hasher, pseudonymise
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,15 @@ class Routed:
     @property
     def dead(self) -> bool:
         return self.reason is not None
+
+    @property
+    def suppressed(self) -> bool:
+        return self is SUPPRESSED
+
+
+# What ``route_event`` returns for a forgotten player's event (``drop``): nothing is written.
+SUPPRESSED = Routed("", None, b"")
+Drop = Callable[[Any], bool]
 
 
 # The largest record (key + value) the router writes: below Kafka's default message.max.bytes
@@ -92,12 +103,17 @@ def route_record(
     now: datetime | None = None,
     limit: int = MAX_RECORD_BYTES,
     max_events: int = MAX_RECORD_EVENTS,
+    *,
+    drop: Drop | None = None,
+    hasher: Hasher | None = None,
 ) -> list[tuple[Source, Routed]]:
     """Where each event of one raw record goes, with where it was read: a JSON array is one event
-    per item (``Source.index`` says which), anything else is one event. Never raises."""
+    per item (``Source.index`` says which), anything else is one event. Never raises. ``drop``
+    says which parsed events are forgotten players' (``SUPPRESSED``: written nowhere); ``hasher``
+    rewrites the personal fields of the rest (typed copies and dead letters alike)."""
     raw = raw or b""
     if raw.lstrip()[:1] != b"[":
-        return [(source, route(raw, source, catalog, raw_topic, dlq_topic, now, limit))]
+        return [(source, route(raw, source, catalog, raw_topic, dlq_topic, now, limit, drop=drop, hasher=hasher))]
     try:
         items = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -109,7 +125,7 @@ def route_record(
         return [(source, dead_letter(raw, None, why, source, dlq_topic, now, limit, code="bad_record"))]
     sources = [replace(source, index=index) for index in range(len(items))]
     return [
-        (at, route_event(item, None, at, catalog, raw_topic, dlq_topic, now, limit))
+        (at, route_event(item, None, at, catalog, raw_topic, dlq_topic, now, limit, drop=drop, hasher=hasher))
         for at, item in zip(sources, items, strict=True)
     ]
 
@@ -122,6 +138,9 @@ def route(
     dlq_topic: str,
     now: datetime | None = None,
     limit: int = MAX_RECORD_BYTES,
+    *,
+    drop: Drop | None = None,
+    hasher: Hasher | None = None,
 ) -> Routed:
     """Decide where one raw event goes: its typed topic if it is valid, else a dead letter that
     carries every reason, the raw payload and where it came from. Never raises; what it returns
@@ -131,7 +150,7 @@ def route(
         event = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return dead_letter(raw, None, f"payload is not valid JSON: {exc}", source, dlq_topic, now, limit, "not_json")
-    return route_event(event, raw, source, catalog, raw_topic, dlq_topic, now, limit)
+    return route_event(event, raw, source, catalog, raw_topic, dlq_topic, now, limit, drop=drop, hasher=hasher)
 
 
 def route_event(
@@ -143,9 +162,19 @@ def route_event(
     dlq_topic: str,
     now: datetime | None = None,
     limit: int = MAX_RECORD_BYTES,
+    *,
+    drop: Drop | None = None,
+    hasher: Hasher | None = None,
 ) -> Routed:
     """``route`` for an event already parsed; ``raw`` is its payload as read, or None for an item
     of an array (its dead letter then carries the item written back as JSON)."""
+    if drop is not None and drop(event):
+        return SUPPRESSED
+    if hasher is not None and isinstance(event, dict) and isinstance(event.get("event_type"), str):
+        known = catalog.get(event["event_type"])
+        if known is not None and known.pii_rules:
+            pseudonymise(event, known.pii_rules, hasher)
+            raw = None  # a dead letter of it carries the event as rewritten, never the raw fields
     errors = validate(event, catalog)
     if errors:
         return dead_letter(

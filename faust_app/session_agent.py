@@ -14,6 +14,7 @@ committed offsets) drops what is in memory and reads the table again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -23,6 +24,7 @@ import prometheus_client as prom
 from faust_app.router import backoff_s, cause
 from faust_app.sessions import OUTCOMES, ActivityFeed, Sessionizer
 from faust_app.topics import Topics
+from questlog.privacy import Suppressions
 from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,10 @@ TAKE_MAX = 2000
 TAKE_WITHIN_S = 5.0
 
 
-def add_sessions_agent(app, topics: Topics, settings: Settings) -> None:
+def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Suppressions | None = None) -> None:
     """Register table ``sessions``, agent ``sessions`` over the activity topic and the router's
-    idle ticks on ``app``."""
+    idle ticks on ``app``. A closed session of a player forgotten meanwhile (``suppressions``, the
+    router's) is not written."""
     table = app.Table(
         "sessions",
         default=None,
@@ -86,7 +89,11 @@ def add_sessions_agent(app, topics: Topics, settings: Settings) -> None:
                 log.info("sessions: partitions %s, %d players with an open session", sorted(now_assigned), players)
                 assigned = now_assigned
             out = core.apply(((e.message.partition, e.message.offset, e.value) for e in events), table.get, table.items)
-            await deliver(producer, settings.sessions_topic, out.sessions)
+            closed = out.sessions
+            if suppressions is not None:
+                suppressions.refresh()
+                closed = [rec for rec in closed if not forgotten(suppressions, rec)]
+            await deliver(producer, settings.sessions_topic, closed)
             for key, value in core.checkpoint().items():
                 table[key] = value
             for outcome, n in out.counts.items():
@@ -103,6 +110,18 @@ def add_sessions_agent(app, topics: Topics, settings: Settings) -> None:
         by the clock."""
         records = ticks.ticks(round(time.time() * 1000))
         await deliver(app.producer, settings.activity_topic, [(p, None, v) for p, v in records])
+
+
+def forgotten(suppressions: Suppressions, record) -> bool:
+    """Whether a closed session's record (key, value) is a forgotten player's."""
+    if not len(suppressions):
+        return False
+    value = record[-1]
+    try:
+        session = json.loads(value)
+    except (TypeError, ValueError):
+        return False
+    return suppressions.matches(session)
 
 
 async def deliver(producer, topic: str, records) -> None:

@@ -565,5 +565,111 @@ def replay(settings: Settings, event_type: str | None, codes: tuple[str, ...], d
     click.echo(f"not replayable (not JSON or no event_id): {plan.not_replayable}")
 
 
+def _requests_from(path: str) -> list[tuple[str, str | None]]:
+    """A file of forget requests: one a line, a player id, or JSON {"user_id": ..., "source": ...}."""
+    import json
+
+    out: list[tuple[str, str | None]] = []
+    with open(path, encoding="utf-8") as lines:
+        for n, line in enumerate(lines, 1):
+            line = line.rstrip("\n")
+            if not line.strip() or line.startswith("#"):
+                continue
+            if line.lstrip().startswith("{"):
+                try:
+                    doc = json.loads(line)
+                    out.append((doc["user_id"], doc.get("source")))
+                except (ValueError, KeyError, TypeError):
+                    raise click.BadParameter(
+                        f"line {n}: not a JSON object with a user_id", param_hint="--file"
+                    ) from None
+            else:
+                out.append((line, None))
+    return out
+
+
+@main.command()
+@click.option("--user", "user_id", metavar="USER", help="The player's id (the events' user_id).")
+@click.option("--source", default=None, metavar="S", help="Only the player's events from this source (write key).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False),
+    help='Many requests: a player id a line, or JSON lines {"user_id": ..., "source": ...}.',
+)
+@click.option("--now", is_flag=True, help="Erase their rows now instead of leaving it to the compactor service.")
+@click.option("--wait", is_flag=True, help="With --now: also wait until their files are off HDFS.")
+@click.option("--lift", is_flag=True, help="Lift the suppression: the player's events land again from now on.")
+@click.option("--list", "listing", is_flag=True, help="List the requests (no personal data) and exit.")
+@click.pass_obj
+def forget(
+    settings: Settings,
+    user_id: str | None,
+    source: str | None,
+    path: str | None,
+    now: bool,
+    wait: bool,
+    lift: bool,
+    listing: bool,
+) -> None:
+    """Forget a player: every row of theirs leaves every table (dead letters included) and their
+    files leave HDFS, and their events never land again (docs/privacy.md).
+
+    The request is on disk before this answers; asking again is the same request. The compactor
+    service erases the rows within QUESTLOG_FORGET_INTERVAL_S (or --now), and the files that held
+    them QUESTLOG_FORGET_GRACE_S later. `questlog status` shows each request until it is done."""
+    import time
+
+    from questlog.privacy import DONE, RequestStore
+
+    store = RequestStore(settings)
+    if listing:
+        for r in store.all():
+            click.echo(
+                f"{r.id}  {r.state:<8} requested {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r.requested_at))}"
+                f"  rows {sum(r.rows.values())}  {r.note}"
+            )
+        return
+    wanted = ([(user_id, source)] if user_id else []) + (_requests_from(path) if path else [])
+    if not wanted:
+        raise click.UsageError("say whom: --user USER or --file FILE")
+    ids = []
+    for user, src in wanted:
+        try:
+            if lift:
+                lifted = store.lift(user, src)
+                click.echo(f"{'lifted' if lifted else 'no such request'}: {lifted.id if lifted else '-'}")
+                continue
+            request, new = store.record(user, src)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--user") from None
+        ids.append(request.id)
+        click.echo(f"{'recorded' if new else 'already asked'}: request {request.id} ({request.state})")
+    if lift or not now:
+        return
+    from compactor.erasure import Busy, Eraser
+    from questlog.catalog.watch import CatalogSource
+
+    source_ = CatalogSource(settings.catalog)
+    eraser = Eraser(
+        settings,
+        lambda: source_.get().tables(settings.raw_topic, settings.dlq_topic),
+        progress=lambda m: click.echo(f"questlog: {m}", err=True),
+        store=store,
+    )
+    deadline = time.monotonic() + 600 + (settings.forget_grace_s if wait else 0)
+    while time.monotonic() < deadline:
+        try:
+            eraser.run_once()
+        except Busy as exc:
+            click.echo(f"questlog: {exc}", err=True)
+        states = [getattr(store.get(i), "state", "?") for i in ids]
+        if all(state == DONE or (not wait and state == "erased") for state in states):
+            click.echo(f"{'done' if wait else 'rows erased'}: {len(ids)} requests")
+            return
+        time.sleep(5)
+    raise click.ClickException("not done in time; the compactor service carries on (questlog status)")
+
+
 if __name__ == "__main__":
     main()

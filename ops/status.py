@@ -45,6 +45,7 @@ from functools import partial
 from typing import Any
 
 from ops.stack import specs
+from questlog.checkpoint import sink_progress
 from questlog.deadletters import reason_code
 from questlog.settings import Settings
 
@@ -108,6 +109,9 @@ class Status:
     # the answers kept by an earlier call or refresh (CACHED_PROBES only)
     ages: dict[str, float] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)  # kept probes never answered yet (a refresh runs)
+    # forget requests not done yet (questlog forget): id, state, since when, what they wait for;
+    # never the player's id
+    forget_requests: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,26 +269,9 @@ def _restarts(settings: Settings) -> dict[str, int] | None:
 
 
 def _sink_offsets(settings: Settings) -> dict[str, dict[int, int]]:
-    """{topic: {partition: next offset to read}} of the last batch the sink committed: Spark's
-    offsets log `<checkpoint>/sink-v2/offsets/<n>` for the highest n with a `commits/<n>`."""
-    root = settings.sink_checkpoint_dir
-    try:
-        listing = json.loads(_webhdfs(settings, f"{root}/commits", "LISTSTATUS"))
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:  # no batch committed yet
-            return {}
-        raise
-    commits = [int(s["pathSuffix"]) for s in listing["FileStatuses"]["FileStatus"] if s["pathSuffix"].isdigit()]
-    if not commits:
-        return {}
-    lines = _webhdfs(settings, f"{root}/offsets/{max(commits)}", "OPEN").decode().splitlines()
-    offsets: dict[str, dict[int, int]] = {}
-    for line in lines[2:]:  # v1, the batch's metadata, then one line per source
-        line = line.strip()
-        if line.startswith("{"):
-            for topic, parts in json.loads(line).items():
-                offsets[topic] = {int(p): int(o) for p, o in parts.items()}
-    return offsets
+    """{topic: {partition: next offset to read}} of the last batch the sink committed
+    (questlog.checkpoint.sink_progress)."""
+    return sink_progress(settings, PROBE_TIMEOUT_S)[1]
 
 
 def kafka_lags(
@@ -700,6 +687,7 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refr
             row.files, row.bytes = usage[t.name]
         table_rows.append(row)
     return Status(
+        forget_requests=_forget_requests(settings),
         healthy=all(s.healthy for s in out),
         took_s=round(time.monotonic() - started, 3),
         services=out,
@@ -711,6 +699,25 @@ def collect(settings: Settings, meanwhile: Callable[[], Any] | None = None, refr
         ages=ages,
         pending=pending,
     )
+
+
+def _forget_requests(settings: Settings) -> list[dict[str, Any]]:
+    """The open forget requests, from their files (no network)."""
+    from questlog.privacy import RequestStore
+
+    out = []
+    for r in RequestStore(settings).open():
+        out.append(
+            {
+                "id": r.id,
+                "state": r.state,
+                "requested_at": r.requested_at,
+                "erased_at": r.erased_at,
+                "note": r.note,
+                "leaves_hdfs_after": None if r.erased_at is None else r.erased_at + settings.forget_grace_s,
+            }
+        )
+    return out
 
 
 # Each service's probe where the settings point (ops/stack/specs.py names it): up when it
@@ -812,6 +819,15 @@ def table(status: Status):
     else:
         for code, n in dead.items():
             out.add_row("dead letters", when, f"{n:,} x {code}")
+    if status.forget_requests:
+        out.add_section()
+        now = time.time()
+        for r in status.forget_requests:
+            if r["state"] == "pending":
+                what = f"rows still in the tables; asked {duration(now - r['requested_at'])} ago"
+            else:
+                what = f"rows erased; files leave HDFS in {duration(max(0.0, r['leaves_hdfs_after'] - now))}"
+            out.add_row(f"forget {r['id'][:12]}", r["state"], what + (f"; {r['note']}" if r["note"] else ""))
     for probe in status.pending:
         out.add_row(
             f"[dim]{probe}[/]", "[yellow]first answer on its way[/]", "asked in the background; shown next time"

@@ -104,7 +104,13 @@ def retention_config(settings: Settings) -> dict[str, str]:
     (Kafka deletes whole closed segments, so a partition holds up to that plus one segment: segments
     of an eighth of it, at most Kafka's default 1 GiB)."""
     segment = max(2**20, min(2**30, settings.topic_retention_bytes // 8))
-    return {"retention.bytes": str(settings.topic_retention_bytes), "segment.bytes": str(segment)}
+    return {
+        "retention.bytes": str(settings.topic_retention_bytes),
+        "segment.bytes": str(segment),
+        # and its time bound (QUESTLOG_KAFKA_RETENTION_H; 0: none): what a forgotten player left
+        # in Kafka is gone after the first of the two (docs/privacy.md)
+        "retention.ms": str(int(settings.kafka_retention_h * 3_600_000)) if settings.kafka_retention_h > 0 else "-1",
+    }
 
 
 def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:

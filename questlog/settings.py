@@ -114,6 +114,21 @@ class Settings:
     compact_interval_s: float = setting("QUESTLOG_COMPACT_INTERVAL_S", 300.0)
     compact_min_files: int = setting("QUESTLOG_COMPACT_MIN_FILES", 50)
     orphan_age_s: float = setting("QUESTLOG_ORPHAN_AGE_S", 86400.0)
+    # Players' data (questlog/privacy.py, docs/privacy.md): the hashing key's file (empty:
+    # $QUESTLOG_HOME/privacy/secret, made on first use); how long after a forget request its rows
+    # leave the tables (the compactor looks this often) and its files leave HDFS (snapshots of the
+    # rows' files older than this are expired); how long a request waits for the router to have
+    # seen it before the compactor makes sure nothing routed before it is still on its way
+    privacy_secret_file: str = setting("QUESTLOG_PRIVACY_SECRET_FILE", "")
+    forget_interval_s: float = setting("QUESTLOG_FORGET_INTERVAL_S", 60.0)
+    forget_grace_s: float = setting("QUESTLOG_FORGET_GRACE_S", 600.0)
+    forget_settle_s: float = setting("QUESTLOG_FORGET_SETTLE_S", 5.0)
+    # retention: Kafka topics' time bound (their size bound is QUESTLOG_TOPIC_RETENTION_BYTES); the
+    # dead letters' and the sessions' tables (event types have theirs in the catalog:
+    # retention_days); 0 keeps forever
+    kafka_retention_h: float = setting("QUESTLOG_KAFKA_RETENTION_H", 168.0)
+    dead_letters_retention_days: int = setting("QUESTLOG_DEAD_LETTERS_RETENTION_DAYS", 30)
+    sessions_retention_days: int = setting("QUESTLOG_SESSIONS_RETENTION_DAYS", 0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

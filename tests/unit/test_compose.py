@@ -765,7 +765,7 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
         settings.raw_topic, settings.dlq_topic
     )
     n = settings.topic_partitions
-    bounded = {"retention.bytes": str(4 * 2**30), "segment.bytes": str(2**29)}
+    bounded = {"retention.bytes": str(4 * 2**30), "segment.bytes": str(2**29), "retention.ms": str(7 * 24 * 3_600_000)}
     assert created == [
         (settings.kafka_bootstrap, topics, n, bounded),
         # the router's own, for agent sessions (faust_app.session_agent): its activity, its table's changelog
