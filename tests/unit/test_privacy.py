@@ -220,3 +220,28 @@ def test_the_catalog_takes_pii_and_retention_and_refuses_nonsense():
     )
     problems = check_evolution(build_catalog([et]), build_catalog([plain]))
     assert problems and "was personal" in problems[0]
+
+
+def test_status_shows_each_open_request_until_done_without_the_player(settings):
+    from rich.console import Console
+
+    import ops.status as st
+
+    store = RequestStore(settings)
+    pending, _ = store.record("hank", None)
+    erased, _ = store.record("ivy", "mobile")
+    erased.state, erased.user_id, erased.erased_at = "erased", None, erased.requested_at
+    store.save(erased)
+    done, _ = store.record("jo", None)
+    done.state, done.user_id = DONE, None
+    store.save(done)
+    rows = st._forget_requests(settings)
+    assert [(r["id"], r["state"]) for r in rows] == [(pending.id, PENDING), (erased.id, "erased")]
+    status = st.Status(True, 0.1, [], None, {}, [], {}, forget_requests=rows)
+    console = Console(record=True, width=160)
+    console.print(st.table(status))
+    text = console.export_text()
+    assert f"forget {pending.id[:12]}" in text and "rows still in the tables" in text
+    assert f"forget {erased.id[:12]}" in text and "files leave HDFS in" in text
+    assert done.id[:12] not in text
+    assert "hank" not in text and "ivy" not in json.dumps(status.to_json())
