@@ -210,21 +210,26 @@ class Eraser:
         return {t.name: r for t, r in zip(tables, results, strict=True) if r[0]}
 
     def erase(self, requests: list[Request], tables: list[str]) -> None:
-        """Delete the players' rows from ``tables``, then rewrite every file with deletes (only the
-        files that held rows of forgotten players, or of expired days: optimize with a threshold of
-        one byte picks files with deletes and no other)."""
+        """Delete the players' rows from ``tables``, then rewrite every file with deletes in every
+        table (only the files that held rows of forgotten players: optimize with a threshold of one
+        byte picks files with deletes and no other)."""
         by_name = {t.name: t for t in self.tables()}
 
         def one(name: str) -> None:
-            table = by_name.get(name)
-            if table is None:
-                return
-            for group in chunks(requests):
-                self._sql(f"DELETE FROM {qualified(self.settings, name)} WHERE {player_predicate(table, group)}")
-            self.rewrite_deleted(name)
+            table = by_name[name]
+            if name in tables:
+                for group in chunks(requests):
+                    self._sql(f"DELETE FROM {qualified(self.settings, name)} WHERE {player_predicate(table, group)}")
+            # every table, not only those with rows now: a pass killed after a DELETE left files with
+            # deletes where no row of the player is found any more
+            try:
+                self.rewrite_deleted(name)
+            except Exception as exc:
+                if "does not exist" not in str(exc) and "TABLE_NOT_FOUND" not in str(exc):
+                    raise
 
         with ThreadPoolExecutor(max_workers=PARALLEL_TABLES) as pool:
-            list(pool.map(one, tables))
+            list(pool.map(one, by_name))
 
     def rewrite_deleted(self, table: str) -> int:
         """Rewrite the data files that have delete files, partition by partition; how many dates."""

@@ -28,8 +28,6 @@ def stack_settings(home: Path = TEST_HOME) -> Settings:
         sink_trigger_s=2.0,
         # the compactor service looks once at start, then tests compact on their own
         compact_interval_s=3600.0,
-        # and forget requests too (tests/e2e/test_privacy.py erases with `questlog forget --now`)
-        forget_interval_s=3600.0,
         # sessions of idle partitions close by the clock after 2 s, not 10
         session_tick_s=2.0,
     )
