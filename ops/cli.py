@@ -557,7 +557,7 @@ def replay(settings: Settings, event_type: str | None, codes: tuple[str, ...], d
         plan = run_replay(settings, load_catalog(settings.catalog), event_type, dry_run, codes=list(codes))
     except Exception as exc:
         raise click.ClickException(f"replay failed: {exc}") from exc
-    click.echo(f"{'would re-send' if dry_run else 're-sent'}: {len(plan.send)}")
+    click.echo(f"{'would re-send' if dry_run else 're-sent'}: {plan.replayed}")
     click.echo(f"already in their tables: {plan.already_landed}")
     click.echo(f"still rejected by the catalog: {sum(plan.still_invalid.values())}")
     for reason, n in plan.still_invalid.most_common(5):

@@ -27,6 +27,7 @@ class ReplayPlan:
     still_invalid: Counter = field(default_factory=Counter)  # reason -> count
     not_replayable: int = 0  # not JSON, or without an event_id: no catalog change can fix them
     already_landed: int = 0
+    replayed: int = 0  # sent again (or, with --dry-run, that would be)
 
 
 class Progress:
@@ -128,6 +129,11 @@ def _landed(cursor, catalog: Catalog, plan: ReplayPlan, progress: Progress | Non
     return landed & plan.send.keys()
 
 
+# Dead letters read, planned, looked up and sent a chunk at a time: a replay holds one chunk's
+# payloads in memory, not the table's.
+CHUNK = 1000
+
+
 def replay(
     settings: Settings,
     catalog: Catalog,
@@ -138,15 +144,27 @@ def replay(
 ) -> ReplayPlan:
     """Send the dead letters that the catalog now accepts and that did not land since back to the
     raw topic; only those of ``event_type`` and of the reason ``codes`` (questlog.deadletters), if
-    given. A dead letter from before the `reason_code` column is coded from its text."""
+    given. A dead letter from before the `reason_code` column is coded from its text.
+
+    Streams: CHUNK dead letters at a time are read, planned, looked up in their tables (a second
+    query beside the one reading) and produced, so memory holds one chunk of payloads and the
+    identities sent so far (a repeat of one in a later chunk is not sent twice). Returns the counts
+    (``replayed``; ``send`` stays empty)."""
     from confluent_kafka import Producer
 
     from questlog.sql import connect
 
     progress = progress or Progress()
+    total = ReplayPlan()
+    seen: set[Identity] = set()
+    producer = (
+        None
+        if dry_run
+        else Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
+    )
     conn = connect(settings)
     try:
-        cur = conn.cursor()
+        cur, lookup = conn.cursor(), conn.cursor()
         sql = f'SELECT raw, reason_code, reason FROM "{DEAD_LETTER_TABLE}"'
         where, params = [], []
         if event_type:
@@ -159,33 +177,31 @@ def replay(
         if where:
             sql += " WHERE " + " AND ".join(where)
         cur.execute(sql, params)
-        progress.step("reading dead letters")
-        raws = []
-        while True:
-            rows = cur.fetchmany(1000)
-            if not rows:
-                break
-            raws += [raw for raw, code, reason in rows if not codes or (code or reason_code(reason)) in codes]
+        progress.step("dead letters read, checked and (if the catalog takes them now) re-sent")
+        while rows := cur.fetchmany(CHUNK):
+            raws = [raw for raw, code, reason in rows if not codes or (code or reason_code(reason)) in codes]
+            plan = plan_replay(raws, catalog)
+            for identity in plan.send.keys() & seen:
+                del plan.send[identity]
+            seen.update(plan.send)
+            landed = _landed(lookup, catalog, plan)
+            for identity in landed:
+                del plan.send[identity]
+            total.already_landed += len(landed)
+            total.not_replayable += plan.not_replayable
+            total.still_invalid.update(plan.still_invalid)
+            total.replayed += len(plan.send)
+            if producer is not None:
+                for (source, event_id), (_, raw) in plan.send.items():
+                    key = event_key(source, event_id)
+                    producer.produce(settings.raw_topic, raw, key=key, headers={"questlog-replay": b"1"})
+                    producer.poll(0)
             progress.advance(len(rows))
-        plan = plan_replay(raws, catalog)
-        progress.step("looking for replayable events already in their tables", len(plan.send))
-        landed = _landed(cur, catalog, plan, progress)
         progress.end()
     finally:
         conn.close()
-    plan.already_landed = len(landed)
-    for identity in landed:
-        del plan.send[identity]
-    if dry_run or not plan.send:
-        return plan
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
-    progress.step("sending", len(plan.send))
-    for (source, event_id), (_, raw) in plan.send.items():
-        producer.produce(settings.raw_topic, raw, key=event_key(source, event_id), headers={"questlog-replay": b"1"})
-        progress.advance()
-        producer.poll(0)
-    remaining = producer.flush(60)
-    progress.end()
-    if remaining:
-        raise RuntimeError(f"Kafka did not confirm {remaining} replayed events; run the replay again")
-    return plan
+    if producer is not None:
+        remaining = producer.flush(60)
+        if remaining:
+            raise RuntimeError(f"Kafka did not confirm {remaining} replayed events; run the replay again")
+    return total

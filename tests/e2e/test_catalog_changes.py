@@ -81,7 +81,10 @@ def test_a_type_added_by_one_catalog_entry_becomes_a_table_while_running(live_se
     assert rows == [["player9", "wooden", 2, 1], ["player9", "golden", 40, 1]]
 
 
-def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(live_settings, live_schemas):
+def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(live_settings, live_schemas, monkeypatch):
+    # replay streams the dead letters a chunk at a time: chunks of 2 here, so that every replay
+    # below reads the session's dead letters in many chunks, each looked up beside the read
+    monkeypatch.setattr("ops.replay.CHUNK", 2)
     host = f"replay.{uuid.uuid4().hex[:8]}"
     bad_id = f"bad-{uuid.uuid4()}"
     old = {"event_type": "purchase_sword", "event_id": f"old-{uuid.uuid4()}", "price": 1.0}
