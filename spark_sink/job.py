@@ -55,7 +55,7 @@ TUNING: Mapping[str, str] = {
     "spark.driver.memory": "1g",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -Diceberg.worker.num-threads=8",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.sql.shuffle.partitions": "2",
     "spark.sql.streaming.noDataMicroBatches.enabled": "false",
     "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
