@@ -95,7 +95,7 @@ CASE_ROWS = {
     "sink": "sink",
     "e2e": "end to end",
     "compaction": "compaction",
-}  # `make bench CASE=` names -> the rows' case column (benchmarks.harness.NAMES)
+}  # `make bench CASE=` names -> the rows' case column (the harness names its rows with it)
 BLOCK = re.compile(
     r"(?P<open><!-- bench:(?P<case>[\w-]+)(?::(?P<measure>[^>]*?))? -->\n)(?P<body>.*?)(?P<close><!-- /bench -->)", re.S
 )
