@@ -172,8 +172,7 @@ def route_event(
         return SUPPRESSED
     if hasher is not None and isinstance(event, dict) and isinstance(event.get("event_type"), str):
         known = catalog.get(event["event_type"])
-        if known is not None and known.pii_rules:
-            pseudonymise(event, known.pii_rules, hasher)
+        if known is not None and known.pii_rules and pseudonymise(event, known.pii_rules, hasher):
             raw = None  # a dead letter of it carries the event as rewritten, never the raw fields
     errors = validate(event, catalog)
     if errors:

@@ -119,21 +119,27 @@ def truncate_ip(value: Any) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
-def pseudonymise(event: dict, rules: Iterable[tuple[str, str]], hasher: Hasher) -> None:
-    """Rewrite ``event``'s personal fields in place by their rules ((field, mode) pairs)."""
+def pseudonymise(event: dict, rules: Iterable[tuple[str, str]], hasher: Hasher) -> bool:
+    """Rewrite ``event``'s personal fields in place by their rules ((field, mode) pairs); True when
+    a field was changed (an event without personal values, or one already rewritten, is not)."""
+    changed = False
     for name, mode in rules:
         if name not in event:
             continue
         value = event[name]
         if mode == "drop":
             del event[name]
+            changed = True
         elif value is None:
             continue
         elif mode == "hash":
             if not (isinstance(value, str) and value.startswith(HASH_PREFIX) and len(value) == len(HASH_PREFIX) + 32):
                 event[name] = hasher.value(value if isinstance(value, str) else json.dumps(value))
+                changed = True
         elif mode == "ip":
             event[name] = truncate_ip(value)
+            changed = changed or event[name] != value
+    return changed
 
 
 # Forget requests ----------------------------------------------------------------------------
