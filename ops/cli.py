@@ -579,7 +579,7 @@ def _requests_from(path: str) -> list[tuple[str, str | None]]:
                 try:
                     doc = json.loads(line)
                     out.append((doc["user_id"], doc.get("source")))
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     raise click.BadParameter(
                         f"line {n}: not a JSON object with a user_id", param_hint="--file"
                     ) from None

@@ -94,7 +94,7 @@ def plan_replay(raws: list[str], catalog: Catalog) -> ReplayPlan:
     for raw in raws:
         try:
             event = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # the router dead-letters JSON nested too deep as such
             plan.not_replayable += 1
             continue
         if not isinstance(event, dict) or not isinstance(event.get("event_id"), str):
