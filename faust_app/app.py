@@ -87,7 +87,10 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
         web_bind=settings.router_web_host,  # web_host only names it in URLs; the default bind is 0.0.0.0
         web_port=settings.router_web_port,
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        # the copies of the topics Faust makes itself; the stack and the sink make them all first
+        # (questlog.kafka_admin.ensure_pipeline_topics), as many as the brokers up allow, and the
+        # agent's typed topics get theirs from faust_app.topics
+        topic_replication_factor=settings.topic_replication or 1,
         store="memory://",
         Monitor=LeanMonitor,
         # A crashed worker's partitions go to another worker after this long.

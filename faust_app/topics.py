@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 
+from questlog.kafka_admin import durability_config, min_insync_for, replication_for, retention_config
 from questlog.settings import Settings
 
 # Records are bytes in and bytes out: the router parses and writes JSON itself (faust_app.routing).
@@ -30,12 +31,23 @@ class Topics:
         first use: a type deployed while the worker runs gets its topic then."""
         topic = self._out.get(name)
         if topic is None:
-            topic = self._out[name] = self.app.topic(
-                name, partitions=self.settings.topic_partitions, replicas=1, **RAW_BYTES
-            )
+            topic = self._out[name] = self.app.topic(name, partitions=self.settings.topic_partitions, **RAW_BYTES)
         return topic
 
+    def brokers_up(self) -> int:
+        """Brokers in the cluster metadata of Faust's producer (its aiokafka client's)."""
+        producer: Any = self.app.producer  # faust's aiokafka driver
+        return len(producer._ensure_producer().client.cluster.brokers())
+
     async def ensure(self, name: str) -> None:
-        """Create topic ``name`` through Faust's producer if Kafka does not have it; raises what
-        Kafka answered if it refuses (e.g. InvalidTopicError for a name it cannot take)."""
-        await self.out(name).maybe_declare()
+        """Create topic ``name`` through Faust's producer if Kafka does not have it, with the
+        pipeline's copies and durability configs (as `questlog.kafka_admin.ensure_topics` makes
+        them); raises what Kafka answered if it refuses (e.g. InvalidTopicError for a name it
+        cannot take), ReplicationError for more copies than brokers up."""
+        topic = self.out(name)
+        if topic.replicas is None:
+            copies = replication_for(self.settings.topic_replication, self.brokers_up())
+            insync = min_insync_for(self.settings.min_insync_replicas, copies)
+            topic.replicas = copies
+            topic.config = {**(topic.config or {}), **retention_config(self.settings), **durability_config(insync)}
+        await topic.maybe_declare()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
@@ -41,38 +41,105 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
 
 
+# Kafka's default, stated: a replica that missed acknowledged writes never becomes the leader
+# (it would drop them); a partition without an in-sync replica waits for one instead.
+UNCLEAN_LEADER_ELECTION = "false"
+
+
+class ReplicationError(ValueError):
+    """QUESTLOG_TOPIC_REPLICATION or QUESTLOG_MIN_INSYNC_REPLICAS that this cluster cannot give."""
+
+
+def replication_for(wanted: int, brokers: int) -> int:
+    """The replication factor of a topic made now: ``wanted`` (QUESTLOG_TOPIC_REPLICATION) if set,
+    else as many copies as ``brokers`` (those up) allow, at most 3."""
+    if wanted < 0:
+        raise ReplicationError(f"QUESTLOG_TOPIC_REPLICATION={wanted}: a number of copies, 1 or more (0: automatic)")
+    if wanted == 0:
+        return max(1, min(3, brokers))
+    if wanted > brokers:
+        raise ReplicationError(
+            f"QUESTLOG_TOPIC_REPLICATION={wanted}, but {brokers} Kafka broker{'s are' if brokers != 1 else ' is'} up: "
+            "a topic cannot have more copies than brokers (start more brokers, or lower the setting)"
+        )
+    return wanted
+
+
+def min_insync_for(wanted: int, replication: int) -> int:
+    """min.insync.replicas for a topic of ``replication`` copies: ``wanted``
+    (QUESTLOG_MIN_INSYNC_REPLICAS) if set, else one less than the copies (2 of 3), at least 1."""
+    if wanted == 0:
+        return max(1, replication - 1)
+    if not 1 <= wanted <= replication:
+        raise ReplicationError(
+            f"QUESTLOG_MIN_INSYNC_REPLICAS={wanted} with {replication} cop{'ies' if replication != 1 else 'y'} "
+            "of each partition: it must be between 1 and the replication (else no write is ever acknowledged)"
+        )
+    return wanted
+
+
+def durability_config(min_insync: int) -> dict[str, str]:
+    """The topic configs that make an acknowledged record survive a broker's death."""
+    return {"min.insync.replicas": str(min_insync), "unclean.leader.election.enable": UNCLEAN_LEADER_ELECTION}
+
+
 def ensure_topics(
     bootstrap: str,
     topics: Iterable[str],
     partitions: int = 1,
     timeout_s: float = 30.0,
     config: dict[str, str] | None = None,
+    replication: int = 0,
+    min_insync: int = 0,
 ) -> dict[str, str]:
-    """Create the topics that do not exist yet with ``partitions`` partitions (and ``config``), and
-    grow existing ones that have fewer (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router
-    workers share the raw topic); a topic is never shrunk. Returns the topics Kafka refused for
-    good (PERMANENT_CREATE_ERRORS), each with Kafka's reason, after creating every other one;
-    raises for anything else (Kafka away: try again)."""
+    """Create the topics that do not exist yet with ``partitions`` partitions, ``replication``
+    copies (0: as many as the brokers up allow, at most 3; see `replication_for`) and ``config``
+    plus min.insync.replicas and unclean leader election off; grow existing ones that have fewer
+    partitions (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router workers share the raw
+    topic) and give them the same configs (their min.insync.replicas capped by the copies they
+    have); a topic is never shrunk. Returns the topics Kafka refused for good
+    (PERMANENT_CREATE_ERRORS), each with Kafka's reason, after creating every other one; raises
+    ReplicationError for copies the cluster cannot give, and anything else (Kafka away: try again)."""
     admin = admin_client(bootstrap)
-    existing = admin.list_topics(timeout=timeout_s).topics
+    metadata = admin.list_topics(timeout=timeout_s)
+    existing = metadata.topics
+    copies = replication_for(replication, len(metadata.brokers))
+    insync = min_insync_for(min_insync, copies)
     wanted = list(dict.fromkeys(topics))
     create = [
-        NewTopic(t, num_partitions=partitions, replication_factor=1, config=config or {})
+        NewTopic(
+            t,
+            num_partitions=partitions,
+            replication_factor=copies,
+            config={**(config or {}), **durability_config(insync)},
+        )
         for t in wanted
         if t not in existing
     ]
     grow = [NewPartitions(t, partitions) for t in wanted if t in existing and len(existing[t].partitions) < partitions]
-    if config and (older := [t for t in wanted if t in existing]):  # a stack made before the setting
-        resources = [
-            ConfigResource(
-                ConfigResource.Type.TOPIC,
-                t,
-                incremental_configs=[
-                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()
-                ],
+    if older := [t for t in wanted if t in existing]:  # a stack made before the settings
+        resources = []
+        for t in older:
+            has = min((len(p.replicas) for p in existing[t].partitions.values()), default=1)
+            if has < copies:
+                log.warning(
+                    "topic %s has %d cop%s of each partition, fewer than %d: Kafka does not add copies to an "
+                    "existing topic by itself (kafka-reassign-partitions.sh does)",
+                    t,
+                    has,
+                    "ies" if has != 1 else "y",
+                    copies,
+                )
+            entries = {**(config or {}), **durability_config(min(insync, has))}
+            resources.append(
+                ConfigResource(
+                    ConfigResource.Type.TOPIC,
+                    t,
+                    incremental_configs=[
+                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries.items()
+                    ],
+                )
             )
-            for t in older
-        ]
         for future in admin.incremental_alter_configs(resources, request_timeout=timeout_s).values():
             future.result()
     refused: dict[str, str] = {}
@@ -118,21 +185,33 @@ def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:
     that exist now (a topic Kafka refused for good is logged and left out)."""
     topics = catalog.topics(settings.raw_topic, settings.dlq_topic)
     retention = retention_config(settings)
-    refused = ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions, config=retention)
+    copies: dict[str, Any] = {"replication": settings.topic_replication, "min_insync": settings.min_insync_replicas}
+    refused = ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions, config=retention, **copies)
     topics = [t for t in topics if t not in refused]
+    # Faust's leader election topic (one partition), made here with the pipeline's copies: Faust
+    # would make it with its app's replication factor, fixed before it knows the brokers up
+    ensure_topics(settings.kafka_bootstrap, [faust_leader_topic(settings)], 1, **copies)
     if settings.sessions:
         # The router's own topics for agent ``sessions``, made before its first worker joins: Faust
         # makes them too, but a group that formed before they were known leaves them unassigned
         # until its next metadata refresh (minutes). The table's changelog is compacted, as Faust's.
-        ensure_topics(settings.kafka_bootstrap, [settings.activity_topic], settings.topic_partitions, config=retention)
+        ensure_topics(
+            settings.kafka_bootstrap, [settings.activity_topic], settings.topic_partitions, config=retention, **copies
+        )
         ensure_topics(
             settings.kafka_bootstrap,
             [settings.sessions_changelog_topic],
             settings.topic_partitions,
             config={"cleanup.policy": "compact"},
+            **copies,
         )
         topics = [*topics, settings.activity_topic, settings.sessions_changelog_topic]
     return topics
+
+
+def faust_leader_topic(settings: Settings) -> str:
+    """The topic Faust's leader assignor makes for the router's app (faust.assignor.LeaderAssignor)."""
+    return f"{settings.router_id}-__assignor-__leader"
 
 
 def main() -> None:

@@ -53,6 +53,12 @@ class Settings:
     # Bytes each partition of a pipeline topic keeps at most (Kafka's retention.bytes): a flood
     # fills no disk; the oldest records go first, read or not (questlog status shows the lag).
     topic_retention_bytes: int = setting("QUESTLOG_TOPIC_RETENTION_BYTES", 4 * 2**30)
+    # Copies of each partition of every topic Questlog creates (Kafka's replication factor); 0: as
+    # many as the brokers up allow, at most 3 (one broker: 1; three or more: 3). And how many of
+    # them must have a record before Kafka acknowledges it (min.insync.replicas; producers use
+    # acks=all); 0: one less than the replication, at least 1 (2 of 3).
+    topic_replication: int = setting("QUESTLOG_TOPIC_REPLICATION", 0)
+    min_insync_replicas: int = setting("QUESTLOG_MIN_INSYNC_REPLICAS", 0)
     collector_bind: str = setting("QUESTLOG_COLLECTOR_BIND", "127.0.0.1:5000", port=True)
     collector_workers: int = setting("QUESTLOG_COLLECTOR_WORKERS", 2)
     # below Kafka's default message size (1000000), so that one event always fits one message

@@ -12,7 +12,7 @@ from ops.stack import artifacts, services, specs
 from ops.stack.logecho import LogEcho
 from ops.stack.process import Service, ServiceError, Supervisor
 from questlog.catalog.watch import CatalogSource
-from questlog.kafka_admin import ensure_pipeline_topics
+from questlog.kafka_admin import ensure_pipeline_topics, min_insync_for, replication_for
 from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ class Pipeline:
 
     def up(self) -> None:
         started = time.monotonic()
+        # copies the local brokers cannot give: said now, not once Kafka, HDFS and Trino are up
+        copies = replication_for(self.settings.topic_replication, services.LOCAL_KAFKA_BROKERS)
+        min_insync_for(self.settings.min_insync_replicas, copies)
         _stop_marker(self.settings).unlink(missing_ok=True)
         self.fetch()
         self.started = []

@@ -103,6 +103,10 @@ def jmx_agent_option(settings: Settings, address: tuple[str, int]) -> str:
 # Kafka ------------------------------------------------------------------------------------------
 
 
+# Brokers the local stack starts (compose/kafka/server.properties: one node, one copy of each topic).
+LOCAL_KAFKA_BROKERS = 1
+
+
 def kafka_config(settings: Settings) -> dict[str, str]:
     host, port = settings.kafka_host, settings.kafka_port
     ctl = settings.kafka_controller_port

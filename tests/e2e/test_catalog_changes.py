@@ -79,6 +79,18 @@ def test_a_type_added_by_one_catalog_entry_becomes_a_table_while_running(live_se
         what="rows in the new table",
     )
     assert rows == [["player9", "wooden", 2, 1], ["player9", "golden", 40, 1]]
+    # its topic, made by the router or the sink (whichever saw the type first), has the pipeline's
+    # durability and retention configs like the topics made at start
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    from questlog.kafka_admin import admin_client
+
+    resource = ConfigResource(ResourceType.TOPIC, live_settings.topic_for("open_chest"))
+    admin = admin_client(live_settings.kafka_bootstrap)  # held until it answered
+    configs = admin.describe_configs([resource])[resource].result()
+    assert configs["min.insync.replicas"].value == "1"
+    assert configs["unclean.leader.election.enable"].value == "false"
+    assert configs["retention.bytes"].value == str(live_settings.topic_retention_bytes)
 
 
 def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(live_settings, live_schemas, monkeypatch):

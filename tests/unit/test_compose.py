@@ -755,8 +755,8 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     monkeypatch.setattr(
         kafka_admin,
         "ensure_topics",
-        lambda bootstrap, topics, partitions, config=None: (
-            created.append((bootstrap, list(topics), partitions, config)) or {}
+        lambda bootstrap, topics, partitions, config=None, replication=0, min_insync=0: (
+            created.append((bootstrap, list(topics), partitions, config, replication, min_insync)) or {}
         ),
     )
     kafka_admin.main()
@@ -766,11 +766,13 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     )
     n = settings.topic_partitions
     bounded = {"retention.bytes": str(4 * 2**30), "segment.bytes": str(2**29), "retention.ms": str(7 * 24 * 3_600_000)}
+    auto = (0, 0)  # copies and min in-sync: as the brokers up allow (compose sets neither)
     assert created == [
-        (settings.kafka_bootstrap, topics, n, bounded),
+        (settings.kafka_bootstrap, topics, n, bounded, *auto),
+        (settings.kafka_bootstrap, [f"{settings.router_id}-__assignor-__leader"], 1, None, *auto),  # Faust's
         # the router's own, for agent sessions (faust_app.session_agent): its activity, its table's changelog
-        (settings.kafka_bootstrap, [settings.activity_topic], n, bounded),
-        (settings.kafka_bootstrap, [settings.sessions_changelog_topic], n, {"cleanup.policy": "compact"}),
+        (settings.kafka_bootstrap, [settings.activity_topic], n, bounded, *auto),
+        (settings.kafka_bootstrap, [settings.sessions_changelog_topic], n, {"cleanup.policy": "compact"}, *auto),
     ]
     assert settings.raw_topic in topics and settings.dlq_topic in topics
     assert all(settings.topic_for(name) in topics for name in load_catalog(settings.catalog).names)
