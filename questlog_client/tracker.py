@@ -543,9 +543,8 @@ class Tracker:
             self.stats.splits += 1
 
     def _unauthorized(self, batch: _Batch, status: int, text: str, attempt: int) -> None:
-        """401/403: the write key is missing or wrong. The batch is kept and sent again; said loudly."""
-        with self._done_cv:
-            self.stats.unauthorized += batch.count if attempt == 0 else 0
+        """401/403: the write key is missing or wrong. The batch is kept and sent again; said loudly
+        (said first, then counted: whoever sees the count sees the message too)."""
         if attempt % 10 == 0:
             where = f"kept in the spool {self._spool.directory}" if self._spool is not None else "kept in memory"
             log.error(
@@ -558,6 +557,8 @@ class Tracker:
                 where,
                 attempt + 1,
             )
+        with self._done_cv:
+            self.stats.unauthorized += batch.count if attempt == 0 else 0
 
     def _refused(self, batch: _Batch, body: bytes, status: int, text: str) -> None:
         reason = _reason(text)
