@@ -71,6 +71,12 @@ def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Su
     )
     activity = topics.activity
     ticks = ActivityFeed(settings.topic_partitions)
+    # Faust's assignments to this worker so far: the agent reads the table again after each one.
+    assignments = [0]
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs) -> None:
+        assignments[0] += 1
 
     @app.agent(activity, name="sessions", concurrency=1, supervisor_strategy=mode.CrashingSupervisor)
     async def sessions(stream):
@@ -81,13 +87,17 @@ def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Su
             settings.session_client_ts_max_age_s,
         )
         producer = app.producer
-        assigned: set[int] | None = None
+        rebuilt_for = -1  # the assignment the entries in memory were read for
         async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
-            now_assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.activity_topic}
-            if now_assigned != assigned:
+            if rebuilt_for != assignments[0]:
+                # After every rebalance, not only when this worker's partitions differ from the last
+                # batch's: a partition may have gone to another worker and come back between two
+                # batches (no batch comes while a worker holds no partition), and the entries in
+                # memory are then older than the table the other worker left.
+                rebuilt_for = assignments[0]
+                now_assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.activity_topic}
                 players = core.rebuild(table.items(), now_assigned)
                 log.info("sessions: partitions %s, %d players with an open session", sorted(now_assigned), players)
-                assigned = now_assigned
             out = core.apply(((e.message.partition, e.message.offset, e.value) for e in events), table.get, table.items)
             closed = out.sessions
             if suppressions is not None:
