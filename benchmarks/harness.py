@@ -151,7 +151,7 @@ def run(
                     f"sent then queryable {secs(up_s + query_s + event_s if query_s and event_s else None)}",
                 )
                 ctx.data["start"] = {"up_s": up_s, "query_s": query_s, "event_s": event_s}
-        offsets = Offsets(settings.kafka_bootstrap)
+        offsets = Offsets(settings.kafka_client())
         try:
             for name in [c for c in CASES if c in cases and c != "start"]:
                 if name in ("router", "sink"):  # what the collector case sent is not theirs to compete with

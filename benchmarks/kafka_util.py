@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from questlog.kafka_admin import ensure_topics
+from questlog.settings import Settings
+
+Kafka = str | Mapping[str, str]  # a bootstrap address, or Settings.kafka_client()
 
 
-def produce(bootstrap: str, records: Iterable[tuple]) -> int:
+def client(kafka: Kafka) -> dict[str, Any]:
+    return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
+
+
+def python_client_auth(settings: Settings | None = None) -> dict[str, Any]:
+    """kafka-python's and aiokafka's keyword arguments for the user of ``settings`` (the
+    environment's: the bench runs baselines as the admin)."""
+    settings = settings or Settings.from_env()
+    if not settings.kafka_sasl:
+        return {}
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_user,
+        "sasl_plain_password": settings.kafka_password(),
+    }
+
+
+def admin_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a baseline's Settings.from_env() the bench stack's admin: the
+    user and where its password is (never the password itself)."""
+    return {
+        "QUESTLOG_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "QUESTLOG_KAFKA_USER": settings.kafka_user,
+        "QUESTLOG_KAFKA_PASSWORD_FILE": str(settings.kafka_password_path),
+    }
+
+
+def produce(bootstrap: Kafka, records: Iterable[tuple]) -> int:
     """Produce (topic, key, value) records, or (topic, key, value, partition), idempotent and
     acks=all like the collector; returns how many Kafka confirmed."""
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **client(bootstrap),
             "enable.idempotence": True,
             "linger.ms": 20,
             "batch.size": 1_000_000,
@@ -47,18 +79,18 @@ def produce(bootstrap: str, records: Iterable[tuple]) -> int:
     return n
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+def create_topics(bootstrap: Kafka, topics: list[str], partitions: int) -> None:
     ensure_topics(bootstrap, topics, partitions)
 
 
 class Offsets:
     """End offsets of topics and committed offsets of consumer groups, summed over partitions."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: Kafka) -> None:
         self.bootstrap = bootstrap
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.admin = AdminClient(client(bootstrap))
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"bench-offsets-{uuid.uuid4()}", "enable.auto.commit": False}
+            {**client(bootstrap), "group.id": f"bench-offsets-{uuid.uuid4()}", "enable.auto.commit": False}
         )
         self._partitions: dict[str, list[int]] = {}
 

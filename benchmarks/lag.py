@@ -60,7 +60,7 @@ def settle(pipeline: Pipeline, offsets: Offsets, cap_s: float, say) -> int:
     say(f"the router is {lag:,} raw events behind after {cap_s:.0f} s: skipping them")
     pipeline.supervisor.stop("router")
     end = offsets.end(s.raw_topic)
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient(s.kafka_client())
     request = [ConsumerGroupTopicPartitions(s.router_id, [TopicPartition(s.raw_topic, p, o) for p, o in end.items()])]
     for attempt in range(60):  # the group must be empty: a stopped member leaves it at once or times out
         try:

@@ -42,13 +42,15 @@ def http_ok(url: str) -> Callable[[], bool]:
     return probe
 
 
-def group_ready(bootstrap: str, group: str, topic: str, members: int = 1) -> Callable[[], bool]:
+def group_ready(bootstrap, group: str, topic: str, members: int = 1) -> Callable[[], bool]:
     """A health check: consumer ``group`` is stable with ``members`` members holding ``topic``."""
 
     def probe() -> bool:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        from benchmarks.kafka_util import client
+
+        admin = AdminClient(client(bootstrap))
         desc = admin.describe_consumer_groups([group])[group].result(timeout=5)
         holders = [m for m in desc.members if any(tp.topic == topic for tp in m.assignment.topic_partitions)]
         return desc.state.name == "STABLE" and len(holders) >= members

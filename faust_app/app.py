@@ -70,6 +70,23 @@ class IdempotentProducer(faust_kafka.Producer):
         return {**super()._settings_extra(), "enable_idempotence": True}
 
 
+class PasswordFileCredentials(faust.SASLCredentials):
+    """SASL credentials whose password is read from its file when Faust connects (building the
+    app reads nothing)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        super().__init__(username=settings.kafka_user, mechanism=settings.kafka_sasl_mechanism)
+
+    @property
+    def password(self) -> str:
+        return self._settings.kafka_password()
+
+    @password.setter
+    def password(self, value: str | None) -> None:  # SASLCredentials.__init__ sets None: the file decides
+        pass
+
+
 class RouterApp(faust.App):
     routing: Router | None = None  # the agent's, once it runs (for the lag timer and tests)
 
@@ -82,6 +99,9 @@ def build_router(settings: Settings, catalog: CatalogSource) -> RouterApp:
     app = RouterApp(
         settings.router_id,
         broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+        # the router's own Kafka user (the local stack's `questlog-router`: it may read the raw
+        # topic and write the typed ones, not create them), its password read from its file
+        broker_credentials=PasswordFileCredentials(settings) if settings.kafka_sasl else None,
         datadir=str(Path(settings.home) / f"faust-{settings.router_web_port}"),
         web_host=settings.router_web_host,
         web_bind=settings.router_web_host,  # web_host only names it in URLs; the default bind is 0.0.0.0

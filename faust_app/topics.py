@@ -34,19 +34,21 @@ class Topics:
             topic = self._out[name] = self.app.topic(name, partitions=self.settings.topic_partitions, **RAW_BYTES)
         return topic
 
-    def brokers_up(self) -> int:
-        """Brokers in the cluster metadata of Faust's producer (its aiokafka client's)."""
-        producer: Any = self.app.producer  # faust's aiokafka driver
-        return len(producer._ensure_producer().client.cluster.brokers())
-
     async def ensure(self, name: str) -> None:
-        """Create topic ``name`` through Faust's producer if Kafka does not have it, with the
+        """Make sure topic ``name`` exists: asked of the cluster's metadata first (the router's
+        user may describe the typed topics, not create them: Kafka refuses a creation it may not
+        make even of a topic that exists), else created through Faust's producer with the
         pipeline's copies and durability configs (as `questlog.kafka_admin.ensure_topics` makes
-        them); raises what Kafka answered if it refuses (e.g. InvalidTopicError for a name it
-        cannot take), ReplicationError for more copies than brokers up."""
+        them); raises what Kafka answered if it refuses (TopicAuthorizationFailedError without the
+        right, or InvalidTopicError for a name it cannot take), ReplicationError for more copies
+        than brokers up."""
         topic = self.out(name)
+        producer: Any = await self.app.maybe_start_producer()  # Faust's aiokafka driver's
+        metadata = await producer._ensure_producer().client.fetch_all_metadata()
+        if name in metadata.topics():
+            return
         if topic.replicas is None:
-            copies = replication_for(self.settings.topic_replication, self.brokers_up())
+            copies = replication_for(self.settings.topic_replication, len(metadata.brokers()))
             insync = min_insync_for(self.settings.min_insync_replicas, copies)
             topic.replicas = copies
             topic.config = {**(topic.config or {}), **retention_config(self.settings), **durability_config(insync)}

@@ -254,21 +254,19 @@ def sql(settings: Settings, cli_args: tuple[str, ...]) -> None:
 
     cli = artifacts.trino_cli(settings.cache_path)
     java = find_java(22, purpose="the Trino CLI")
-    argv = [
-        java,
-        "-jar",
-        str(cli),
-        "--server",
-        settings.trino_url,
-        "--catalog",
-        settings.trino_catalog,
-        "--schema",
-        settings.trino_schema,
-        "--user",
-        settings.trino_user,
-        *cli_args,
-    ]
-    os.execv(java, argv)
+    credentials = settings.trino_credentials
+    user = credentials[0] if credentials else settings.trino_user
+    server = f"{settings.trino_scheme}://{settings.trino_host}:{settings.trino_port}"  # without credentials
+    argv = [java, "-jar", str(cli), "--server", server, "--catalog", settings.trino_catalog]
+    argv += ["--schema", settings.trino_schema, "--user", user]
+    env = dict(os.environ)
+    password = settings.trino_password(user) if settings.trino_scheme == "https" else None
+    if password is not None:  # the CLI reads it from TRINO_PASSWORD with --password: never on its command line
+        argv.append("--password")
+        env["TRINO_PASSWORD"] = password
+    if settings.trino_ca_file:
+        argv += ["--truststore-path", settings.trino_ca_file]
+    os.execve(java, [*argv, *cli_args], env)
 
 
 @main.command()
@@ -471,13 +469,15 @@ def catalog() -> None:
 def catalog_deploy(settings: Settings, schemas: str | None, dry_run: bool) -> None:
     """Check the schemas against the deployed catalog (QUESTLOG_CATALOG) and deploy them.
 
-    Compatible changes only: new types, new optional fields (with a version bump). A running
-    pipeline picks the new catalog up within seconds, no restart needed."""
+    Compatible changes only: new types, new optional fields (with a version bump). The new types'
+    Kafka topics are created first (as the admin, QUESTLOG_KAFKA_USER); a running pipeline picks the
+    new catalog up within seconds, no restart needed."""
     from questlog.catalog import SCHEMA_DIR, CatalogError
-    from questlog.catalog.evolution import IncompatibleChange, deploy
+    from questlog.catalog.evolution import IncompatibleChange
+    from questlog.kafka_admin import deploy_with_topics
 
     try:
-        _, changes = deploy(schemas or SCHEMA_DIR, settings.catalog, dry_run=dry_run, home=settings.home)
+        _, changes = deploy_with_topics(settings, schemas or SCHEMA_DIR, dry_run=dry_run)
     except (IncompatibleChange, CatalogError) as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "would deploy" if dry_run else "deployed"

@@ -157,11 +157,7 @@ def replay(
     progress = progress or Progress()
     total = ReplayPlan()
     seen: set[Identity] = set()
-    producer = (
-        None
-        if dry_run
-        else Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
-    )
+    producer = None if dry_run else Producer({**settings.kafka_client(), "enable.idempotence": True, "acks": "all"})
     conn = connect(settings)
     try:
         cur, lookup = conn.cursor(), conn.cursor()

@@ -150,9 +150,30 @@ class Probes:
                 self.errors[name] = f"no answer within {DEADLINE_S:.1f}s"
 
 
-def _http_json(url: str, timeout: float = PROBE_TIMEOUT_S) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _http_json(url: str, timeout: float = PROBE_TIMEOUT_S, context=None) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return json.loads(response.read())
+
+
+def _trino_tls(settings: Settings):
+    """The TLS context of an https Trino (its CA: QUESTLOG_TRINO_CA or the local stack's), or None."""
+    if settings.trino_scheme != "https":
+        return None
+    import ssl
+
+    return ssl.create_default_context(cafile=settings.trino_ca_file)
+
+
+def _trino_headers(settings: Settings) -> dict[str, str]:
+    """Who asks: QUESTLOG_TRINO_USER, with its password over https (Trino's password authentication)."""
+    headers = {"X-Trino-User": settings.trino_user}
+    password = settings.trino_password() if settings.trino_scheme == "https" else None
+    if password is not None:
+        import base64
+
+        token = base64.b64encode(f"{settings.trino_user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    return headers
 
 
 # Service checks: the same questions the runner asks before it calls a service up.
@@ -162,7 +183,7 @@ def _admin(settings: Settings):
     """An admin client that logs nothing: what fails is the verdict, not lines on stderr."""
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    return AdminClient({**settings.kafka_client(), "log_level": 0})
 
 
 def _check_kafka(settings: Settings) -> tuple[bool, str]:
@@ -195,7 +216,7 @@ def _check_postgres(settings: Settings) -> tuple[bool, str]:
 
 
 def _check_trino(settings: Settings) -> tuple[bool, str]:
-    starting = _http_json(f"{settings.trino_url}/v1/info").get("starting")
+    starting = _http_json(f"{settings.trino_url}/v1/info", context=_trino_tls(settings)).get("starting")
     return (False, "starting") if starting else (True, "ok")
 
 
@@ -283,7 +304,7 @@ def kafka_lags(
 
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_client(),
             "group.id": settings.router_id,
             "enable.auto.commit": False,
             "log_level": 0,
@@ -380,24 +401,25 @@ def _trino(settings: Settings, statement: str, timeout: float | None = None) -> 
         data=statement.encode(),
         method="POST",
         headers={
-            "X-Trino-User": settings.trino_user,
+            **_trino_headers(settings),
             "X-Trino-Catalog": settings.trino_catalog,
             "X-Trino-Schema": settings.trino_schema,
         },
     )
+    context = _trino_tls(settings)
     rows: list[list] = []
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"Trino did not finish within {timeout:.1f}s")
-        with urllib.request.urlopen(request, timeout=left) as response:
+        with urllib.request.urlopen(request, timeout=left, context=context) as response:
             answer = json.loads(response.read())
         if answer.get("error"):
             raise TrinoError(answer["error"].get("message", "query failed"), answer["error"].get("errorName"))
         rows += answer.get("data") or []
         if not answer.get("nextUri"):
             return rows
-        request = urllib.request.Request(answer["nextUri"], headers={"X-Trino-User": settings.trino_user})
+        request = urllib.request.Request(answer["nextUri"], headers=_trino_headers(settings))
 
 
 def _webhdfs(settings: Settings, path: str, op: str) -> bytes:

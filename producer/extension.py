@@ -26,7 +26,9 @@ WriterFactory = Callable[[Settings], Any]
 
 
 def kafka_writer(settings: Settings) -> EventWriter:
-    return EventWriter(settings.kafka_bootstrap, settings.raw_topic, settings.produce_timeout_s)
+    """The worker's writer, as this process's Kafka user (the local stack's `questlog-collector`,
+    which may write the raw topic and nothing else)."""
+    return EventWriter(settings.kafka_client(), settings.raw_topic, settings.produce_timeout_s)
 
 
 class EventWriters:

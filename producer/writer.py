@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -80,7 +80,7 @@ STARTING, UP, DOWN, CLOSED = "starting", "up", "down", "closed"
 class EventWriter:
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | Mapping[str, Any],
         topic: str,
         timeout_s: float,
         *,
@@ -94,7 +94,8 @@ class EventWriter:
         self.probe_interval_s = probe_interval_s
         self.max_queued = max_queued  # below librdkafka's queue.buffering.max.messages (100,000)
         self.config = {
-            "bootstrap.servers": bootstrap,
+            # the brokers, or a whole connection (Settings.kafka_client(): with SASL, the user)
+            **({"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap),
             "enable.idempotence": True,
             "acks": "all",
             # Concurrent requests share one produce request to the broker (and the broker's work):

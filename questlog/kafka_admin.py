@@ -6,7 +6,7 @@ settings in the environment: compose runs it before the stages start."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
@@ -35,10 +35,12 @@ PERMANENT_CREATE_ERRORS = frozenset(
 )
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    """An admin client that logs only warnings and errors: librdkafka's informational lines
+def admin_client(kafka: str | Mapping[str, str]) -> AdminClient:
+    """An admin client for ``kafka`` (Settings.kafka_client(), or a bootstrap address without
+    authentication) that logs only warnings and errors: librdkafka's informational lines
     (``%6|...|BGQUEUE|...`` when a client is closed) would otherwise reach the user's terminal."""
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    config = {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
+    return AdminClient({**config, "log_level": 4})
 
 
 # Kafka's default, stated: a replica that missed acknowledged writes never becomes the leader
@@ -84,7 +86,7 @@ def durability_config(min_insync: int) -> dict[str, str]:
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: str | Mapping[str, str],
     topics: Iterable[str],
     partitions: int = 1,
     timeout_s: float = 30.0,
@@ -97,10 +99,11 @@ def ensure_topics(
     plus min.insync.replicas and unclean leader election off; grow existing ones that have fewer
     partitions (so that raising QUESTLOG_TOPIC_PARTITIONS lets more router workers share the raw
     topic) and give them the same configs (their min.insync.replicas capped by the copies they
-    have); a topic is never shrunk. Returns the topics Kafka refused for good
+    have); a topic is never shrunk. ``kafka``: Settings.kafka_client(), or a bootstrap address
+    without authentication. Returns the topics Kafka refused for good
     (PERMANENT_CREATE_ERRORS), each with Kafka's reason, after creating every other one; raises
     ReplicationError for copies the cluster cannot give, and anything else (Kafka away: try again)."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(kafka)
     metadata = admin.list_topics(timeout=timeout_s)
     existing = metadata.topics
     copies = replication_for(replication, len(metadata.brokers))
@@ -180,28 +183,30 @@ def retention_config(settings: Settings) -> dict[str, str]:
     }
 
 
-def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:
+def ensure_pipeline_topics(settings: Settings, catalog: Catalog, timeout_s: float = 30.0) -> list[str]:
     """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return those
     that exist now (a topic Kafka refused for good is logged and left out)."""
     topics = catalog.topics(settings.raw_topic, settings.dlq_topic)
     retention = retention_config(settings)
+    kafka = settings.kafka_client()
     copies: dict[str, Any] = {"replication": settings.topic_replication, "min_insync": settings.min_insync_replicas}
-    refused = ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions, config=retention, **copies)
+    refused = ensure_topics(kafka, topics, settings.topic_partitions, timeout_s=timeout_s, config=retention, **copies)
     topics = [t for t in topics if t not in refused]
     # Faust's leader election topic (one partition), made here with the pipeline's copies: Faust
     # would make it with its app's replication factor, fixed before it knows the brokers up
-    ensure_topics(settings.kafka_bootstrap, [faust_leader_topic(settings)], 1, **copies)
+    ensure_topics(kafka, [faust_leader_topic(settings)], 1, timeout_s=timeout_s, **copies)
     if settings.sessions:
         # The router's own topics for agent ``sessions``, made before its first worker joins: Faust
         # makes them too, but a group that formed before they were known leaves them unassigned
         # until its next metadata refresh (minutes). The table's changelog is compacted, as Faust's.
         ensure_topics(
-            settings.kafka_bootstrap, [settings.activity_topic], settings.topic_partitions, config=retention, **copies
+            kafka, [settings.activity_topic], settings.topic_partitions, timeout_s=timeout_s, config=retention, **copies
         )
         ensure_topics(
-            settings.kafka_bootstrap,
+            kafka,
             [settings.sessions_changelog_topic],
             settings.topic_partitions,
+            timeout_s=timeout_s,
             config={"cleanup.policy": "compact"},
             **copies,
         )
@@ -212,6 +217,25 @@ def ensure_pipeline_topics(settings: Settings, catalog: Catalog) -> list[str]:
 def faust_leader_topic(settings: Settings) -> str:
     """The topic Faust's leader assignor makes for the router's app (faust.assignor.LeaderAssignor)."""
     return f"{settings.router_id}-__assignor-__leader"
+
+
+def deploy_with_topics(settings: Settings, schemas, dry_run: bool = False) -> tuple[Catalog, list[str]]:
+    """`questlog catalog deploy`: check the schemas against the deployed catalog, create (as this
+    process's Kafka user, the admin) the topics of the new catalog, then write it; so a stage never
+    sees a type without its topic (the router and the sink may not create topics). Raises what
+    ``questlog.catalog.evolution.deploy`` raises, before anything is created."""
+    from questlog.catalog.evolution import deploy
+
+    new, changes = deploy(schemas, settings.catalog, dry_run=True, home=settings.home)
+    if dry_run:
+        return new, changes
+    try:
+        ensure_pipeline_topics(settings, new, timeout_s=10.0)
+    except (KafkaException, RuntimeError) as exc:  # no Kafka (or no credentials) here: nothing runs on it
+        note = f"topics not created ({str(exc)[:200]}): `questlog run` creates them as it starts"
+        log.warning("%s", note)
+        return deploy(schemas, settings.catalog, home=settings.home)[0], [*changes, note]
+    return deploy(schemas, settings.catalog, home=settings.home)
 
 
 def main() -> None:

@@ -35,13 +35,13 @@ from pyspark.sql import functions as F
 
 from questlog.catalog import Catalog, Table
 from questlog.catalog.watch import CatalogSource
-from questlog.kafka_admin import admin_client, ensure_pipeline_topics
+from questlog.kafka_admin import admin_client
 from questlog.settings import Settings
 from spark_sink import metrics as sink_metrics
 from spark_sink.connector import PACKAGES
 from spark_sink.dedupe import DedupeIndex, dedupe_keys, repeats
 from spark_sink.migrate import migrate
-from spark_sink.session import ICEBERG_EXTENSIONS, attach_catalog
+from spark_sink.session import ICEBERG_EXTENSIONS, attach_catalog, kafka_options
 from spark_sink.tables import IcebergTables
 from spark_sink.transform import to_rows, with_fallback_key
 
@@ -77,6 +77,9 @@ def required_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.hadoop.fs.defaultFS": settings.hdfs_url,
         "spark.sql.extensions": ICEBERG_EXTENSIONS,
+        # the Kafka source's options hold the sink's password (kafka.sasl.jaas.config): redacted
+        # wherever Spark shows options (plans, the UI), as it redacts URLs by default
+        "spark.sql.redaction.options.regex": "(?i)url|jaas|password",
     }
 
 
@@ -318,7 +321,7 @@ def build_query(spark: SparkSession, settings: Settings, tables: list[Table], la
     """
     records = with_fallback_key(
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**kafka_options(settings))
         .option("subscribe", ",".join(sorted(t.topic for t in tables)))
         .option("startingOffsets", starting)
         .option("maxOffsetsPerTrigger", settings.sink_max_batch_records)
@@ -385,7 +388,7 @@ def resume_offsets(offsets_log: str, partitions: Mapping[str, list[int]]) -> dic
 
 def kafka_partitions(settings: Settings, topics: list[str]) -> dict[str, list[int]]:
     """{topic: its partition numbers}, from one metadata request."""
-    meta = admin_client(settings.kafka_bootstrap).list_topics(timeout=30)
+    meta = admin_client(settings.kafka_client()).list_topics(timeout=30)
     return {t: sorted(meta.topics[t].partitions) for t in topics}
 
 
@@ -403,13 +406,22 @@ def progress_line(progress: dict) -> str:
     return "; ".join(parts)
 
 
+def existing_topics(settings: Settings) -> list[str]:
+    """The topics Kafka has (that the sink may describe). The sink creates none: the admin does,
+    as the stack starts and before `questlog catalog deploy` writes a new type
+    (questlog.kafka_admin.deploy_with_topics)."""
+    return list(admin_client(settings.kafka_client()).list_topics(timeout=30).topics)
+
+
 def landable(tables: list[Table], topics: list[str]) -> list[Table]:
-    """The tables whose topics exist: a type whose topic Kafka refused to create (logged by
-    questlog.kafka_admin.ensure_topics) is left out of the query until the catalog changes,
-    rather than failing it for every type."""
+    """The tables whose topics exist: a type without its topic (Kafka refused to create it, or a
+    catalog deployed by hand without `questlog catalog deploy`) is left out of the query until
+    the catalog changes, rather than failing it for every type."""
     missing = sorted(t.name for t in tables if t.topic not in topics)
     if missing:
-        log.error("not landing %s: Kafka refused to create their topics", ", ".join(missing))
+        log.error(
+            "not landing %s: their topics do not exist (`questlog catalog deploy` creates them)", ", ".join(missing)
+        )
     return [t for t in tables if t.topic in topics]
 
 
@@ -427,9 +439,7 @@ def run(
     report_failures = 0  # queries in a row stopped by the progress report of a batch run again
     while not stopping.is_set():
         catalog = source.get()
-        tables = landable(
-            catalog.tables(settings.raw_topic, settings.dlq_topic), ensure_pipeline_topics(settings, catalog)
-        )
+        tables = landable(catalog.tables(settings.raw_topic, settings.dlq_topic), existing_topics(settings))
         iceberg.ensure(tables, log)
         log.info("Iceberg tables ready: %s", ", ".join(sorted(t.name for t in tables)))
         checkpoint = settings.hdfs_url.rstrip("/") + settings.sink_checkpoint_dir

@@ -25,6 +25,28 @@ from spark_sink.connector import PACKAGES
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 
 
+def kafka_options(settings: Settings) -> dict[str, str]:
+    """The Kafka source's connection options: the brokers and, with SASL on, this process's user
+    (the local stack's sink is `questlog-sink`, which may read the typed topics and nothing else);
+    the password read from its file, handed to Spark in this process, never on a command line."""
+    options = {"kafka.bootstrap.servers": settings.kafka_bootstrap}
+    if settings.kafka_sasl:
+        scram = settings.kafka_sasl_mechanism.startswith("SCRAM")
+        module = "scram.ScramLoginModule" if scram else "plain.PlainLoginModule"
+        password = settings.kafka_password().replace("\\", "\\\\").replace('"', '\\"')
+        options.update(
+            {
+                "kafka.security.protocol": "SASL_PLAINTEXT",
+                "kafka.sasl.mechanism": settings.kafka_sasl_mechanism,
+                "kafka.sasl.jaas.config": (
+                    f'org.apache.kafka.common.security.{module} required username="{settings.kafka_user}" '
+                    f'password="{password}";'
+                ),
+            }
+        )
+    return options
+
+
 def catalog_conf(settings: Settings) -> dict[str, str]:
     """The Spark settings of the Iceberg catalog, all but its password."""
     prefix = f"spark.sql.catalog.{settings.trino_catalog}"

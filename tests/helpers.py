@@ -28,7 +28,7 @@ def wait_for(probe: Callable[[], Any], timeout_s: float = 90.0, interval_s: floa
 
 
 def produce(settings: Settings, topic: str, values: list[bytes], key: bytes | None = None) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer({**settings.kafka_client(), "enable.idempotence": True})
     for value in values:
         producer.produce(topic, value, key=key)
     assert producer.flush(30) == 0, "Kafka did not take the test records"
@@ -41,7 +41,7 @@ def json_records(settings: Settings, topic: str, timeout_s: float) -> Iterator[t
     records are skipped."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_client(),
             "group.id": f"test-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

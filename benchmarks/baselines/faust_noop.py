@@ -15,11 +15,23 @@ import tempfile
 
 import faust
 
+from benchmarks.kafka_util import python_client_auth
 from faust_app.topics import RAW_BYTES as RAW  # bytes in, bytes out
+
+_auth = python_client_auth()
 
 app = faust.App(
     os.environ.get("BENCH_GROUP", "bench-faust-noop"),
     broker=f"kafka://{os.environ.get('BENCH_KAFKA', '127.0.0.1:9092')}",
+    broker_credentials=(  # SASL: as the bench's admin
+        faust.SASLCredentials(
+            username=_auth["sasl_plain_username"],
+            password=_auth["sasl_plain_password"],
+            mechanism=_auth["sasl_mechanism"],
+        )
+        if _auth
+        else None
+    ),
     web_host="127.0.0.1",
     web_bind="127.0.0.1",
     web_port=int(os.environ.get("BENCH_WEB_PORT", "6099")),

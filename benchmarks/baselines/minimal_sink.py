@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from questlog.catalog import load_catalog
 from questlog.settings import Settings
 from spark_sink.connector import KAFKA_PACKAGE, PACKAGES
-from spark_sink.session import attach_catalog
+from spark_sink.session import attach_catalog, kafka_options
 from spark_sink.tables import create_table_sql, qualified
 from spark_sink.transform import to_rows
 
@@ -89,7 +89,8 @@ def main() -> None:
 
     query = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", args.kafka)
+        # the sink's own Kafka user, as the sink (the bench gives it the sink's environment)
+        .options(**kafka_options(Settings.from_env().replace(kafka_bootstrap=args.kafka)))
         .option("subscribe", ",".join(sorted(tables)))
         .option("startingOffsets", "earliest")
         .load()

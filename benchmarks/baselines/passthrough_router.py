@@ -14,13 +14,22 @@ import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks.kafka_util import python_client_auth
+
 
 async def passthrough(bootstrap: str, topic: str, out: str, group: str) -> None:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **python_client_auth(),  # SASL: as the bench's admin
     )
     # Batches as large as a tuned producer's: this is the ceiling, not a straw man.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024, **python_client_auth()
+    )
     await consumer.start()
     await producer.start()
     stopping = asyncio.Event()

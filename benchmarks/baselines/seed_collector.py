@@ -13,10 +13,12 @@ import json
 from flask import Flask, request
 from kafka import KafkaProducer
 
+from benchmarks.kafka_util import python_client_auth
+
 
 def create_app(bootstrap: str, topic: str) -> Flask:
     app = Flask(__name__)
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **python_client_auth())  # SASL: as the bench's admin
 
     def log_to_kafka(event):
         event.update(request.headers)

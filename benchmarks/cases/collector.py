@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from benchmarks.context import Context, num, ratio
 from benchmarks.events import bodies, load_types
-from benchmarks.kafka_util import create_topics
+from benchmarks.kafka_util import admin_env, create_topics
 from benchmarks.stack import Processes, free_port, http_ok
 from ops.stack.process import Service, port_open
 from questlog.catalog import load_catalog
@@ -108,10 +108,12 @@ def run(ctx: Context) -> None:
     s = ctx.settings
     procs = Processes(ctx.home / "collector", ctx.rss)
     seed_topic = f"bench.{ctx.run}.seed"
-    create_topics(s.kafka_bootstrap, [seed_topic], 1)
+    create_topics(s.kafka_client(), [seed_topic], 1)
     seed_port = free_port(s.collector_port + 1, ctx.ports)
     noop_port = free_port(seed_port + 1, ctx.ports)
     env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    # the seed's collector speaks to Kafka as the admin (its password file named, not given)
+    seed_env = {**env, **admin_env(s)}
     try:
         procs.start(
             Service(
@@ -128,7 +130,7 @@ def run(ctx: Context) -> None:
                     seed_topic,
                 ],
                 lambda: port_open("127.0.0.1", seed_port),
-                env=env,
+                env=seed_env,
                 cwd=REPO_ROOT,
                 ports=[("127.0.0.1", seed_port)],
                 start_timeout_s=60,

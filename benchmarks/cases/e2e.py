@@ -176,7 +176,7 @@ def measure(ctx: Context, rate: int, offsets: Offsets) -> dict:
 
 
 def run(ctx: Context) -> None:
-    offsets = Offsets(ctx.settings.kafka_bootstrap)
+    offsets = Offsets(ctx.settings.kafka_client())
     try:
         for rate in ctx.size.e2e_rates:
             needed = ctx.size.settle_cap_s + ctx.size.e2e_seconds + ctx.size.e2e_drain_cap_s + 30

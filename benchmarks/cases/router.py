@@ -22,9 +22,9 @@ import orjson
 
 from benchmarks.context import Context, num, ratio
 from benchmarks.events import CONTEXT, body, load_types
-from benchmarks.kafka_util import Offsets, create_topics, produce
+from benchmarks.kafka_util import Offsets, admin_env, create_topics, produce
 from benchmarks.stack import Processes, free_port, group_ready, renamed
-from ops.stack import services
+from ops.stack import kafka_security, services
 from ops.stack.process import Service
 from producer.envelope import build_envelope, to_records, utc_now
 from questlog.catalog import load_catalog
@@ -74,7 +74,7 @@ def drain(ctx: Context, offsets: Offsets, group: str, backlog: Backlog, cap_s: f
     """Produce ``backlog`` and time until ``group`` has committed it all."""
     ends = {p: len(c) for p, c in backlog.events.items()}
     started = time.monotonic()
-    produce(ctx.settings.kafka_bootstrap, backlog.records)
+    produce(ctx.settings.kafka_client(), backlog.records)
     produced_s = time.monotonic() - started
     while True:
         committed = offsets.committed(group, backlog.records[0][0])
@@ -101,6 +101,7 @@ def ours(ctx: Context, raw: str, group: str, home, port: int = 0, sessions: bool
         raw_topic=raw,
         dlq_topic=raw + ".dlq",
         router_id=group,
+        kafka_password_file=str(ctx.settings.kafka_password_path),  # the bench stack's Kafka users
         router_web_port=port or ctx.settings.router_web_port,
         topic_partitions=ctx.size.router_partitions,
         sessions=int(sessions),
@@ -111,15 +112,17 @@ def worker(ctx: Context, kind: str, raw: str, group: str, home, w: int, sessions
     s = ctx.settings
     port = free_port(s.router_web_port + 1, ctx.ports)
     if kind == "ours":
-        return renamed(services.router(ours(ctx, raw, group, home, port, sessions)), f"router-{w}")
+        settings = ours(ctx, raw, group, home, port, sessions)
+        kafka_security.grant(settings)  # the router's user may read and write the bench's topics
+        return renamed(services.router(settings), f"router-{w}")
     if kind == "faust":
         argv = [str(services.BIN / "faust"), "-A", "benchmarks.baselines.faust_noop", "worker", "-l", "info"]
-        env = {"BENCH_KAFKA": s.kafka_bootstrap, "BENCH_TOPIC": raw, "BENCH_OUT": raw + ".out"}
+        env = {"BENCH_KAFKA": s.kafka_bootstrap, "BENCH_TOPIC": raw, "BENCH_OUT": raw + ".out", **admin_env(s)}
         env |= {"BENCH_GROUP": group, "BENCH_WEB_PORT": str(port), "BENCH_DATADIR": str(home / f"faust-{w}")}
     else:
         argv = [sys.executable, "-m", "benchmarks.baselines.passthrough_router", "--kafka", s.kafka_bootstrap]
         argv += ["--topic", raw, "--out", raw + ".out", "--group", group]
-        env = {}
+        env = admin_env(s)
     env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
     return Service(f"{kind}-{w}", argv, lambda: True, env=env, cwd=REPO_ROOT)
 
@@ -128,13 +131,13 @@ def measure(ctx: Context, offsets: Offsets, kind: str, what: str, workers: int, 
     s, size = ctx.settings, ctx.size
     raw = f"bench.{ctx.run}.router{k}"
     group = f"bench-{ctx.run}-{kind}{k}"
-    create_topics(s.kafka_bootstrap, [raw, raw + ".out"], size.router_partitions)
+    create_topics(s.kafka_client(), [raw, raw + ".out"], size.router_partitions)
     home = ctx.home / f"router{k}-{kind}"
     variant = ours(ctx, raw, group, home, sessions=sessions)
     if kind == "ours" and sessions:  # as the stack does before the router starts (questlog.kafka_admin)
-        ensure_topics(s.kafka_bootstrap, [variant.activity_topic], size.router_partitions)
+        ensure_topics(s.kafka_client(), [variant.activity_topic], size.router_partitions)
         changelog = [variant.sessions_changelog_topic]
-        ensure_topics(s.kafka_bootstrap, changelog, size.router_partitions, config={"cleanup.policy": "compact"})
+        ensure_topics(s.kafka_client(), changelog, size.router_partitions, config={"cleanup.policy": "compact"})
     procs = Processes(home, ctx.rss)
     name = "router (Questlog, router case" if kind == "ours" else f"{BASELINES[kind]} (baseline"
     if kind == "ours" and not sessions:
@@ -147,7 +150,7 @@ def measure(ctx: Context, offsets: Offsets, kind: str, what: str, workers: int, 
         for w in range(workers):
             svc = worker(ctx, kind, raw, group, home, w, sessions)
             procs.start(svc, label=f"{label} #{w + 1}" if workers > 1 else label, wait=False)
-        ready = group_ready(s.kafka_bootstrap, group, raw, members=workers)
+        ready = group_ready(s.kafka_client(), group, raw, members=workers)
         for name in procs.names:  # all in the group, and none has exited
             procs.supervisor.wait_healthy(Service(name, [], ready, start_timeout_s=120))
         boot_s = time.monotonic() - booted
@@ -168,7 +171,7 @@ def cell(r: dict) -> str:
 
 
 def run(ctx: Context) -> None:
-    offsets = Offsets(ctx.settings.kafka_bootstrap)
+    offsets = Offsets(ctx.settings.kafka_client())
     k = 0
     try:
         # per (input, workers): the baselines read no event, so a half-invalid backlog shares the valid one's

@@ -24,7 +24,7 @@ from benchmarks.events import load_types, typed_records
 from benchmarks.kafka_util import create_topics, produce
 from benchmarks.lag import sink_checkpoint
 from benchmarks.stack import Processes, read_json_lines, wait_until
-from ops.stack import services
+from ops.stack import kafka_security, services
 from ops.stack.process import Service
 from questlog.catalog import load_catalog
 from questlog.settings import REPO_ROOT
@@ -44,7 +44,8 @@ def count_rows(settings, tables: list[str]) -> int:
 
 def start_minimal(ctx: Context, procs: Processes, prefix: str, iceberg: bool = False) -> tuple[str, float]:
     s = ctx.settings
-    env = services.sink(s).env  # the same Java, Python and Spark settings as the sink
+    kafka_security.grant(s.replace(raw_topic=prefix))  # as the sink's user: the bench's typed topics
+    env = services.sink(s).env  # the same Java, Python and Spark settings (and Kafka user) as the sink
     name = "minimal-iceberg-sink" if iceberg else "minimal-sink"
     argv = [
         sys.executable,
@@ -105,12 +106,14 @@ def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_n
     variant = s.replace(
         home=str(home),
         catalog_db_password_file=str(s.catalog_db_password_path),  # the bench stack's catalog
+        kafka_password_file=str(s.kafka_password_path),  # and its Kafka users
         raw_topic=prefix,
         dlq_topic=prefix + ".dlq",
         warehouse_dir=f"/bench/{ctx.run}/{prefix}/warehouse",
         checkpoint_dir=f"/bench/{ctx.run}/{prefix}/checkpoints",
         trino_schema=f"bench_{ctx.run}_{prefix.rsplit('.', 1)[-1]}",
     )
+    kafka_security.grant(variant)  # the sink's user may read the bench's typed topics
     svc = services.sink(variant)
     launched = time.time()
     procs.start(svc, label=SINK)
@@ -170,9 +173,9 @@ def drain(ctx: Context, catalog, name: str, types: list[str], per_type: int, wha
     prefix = f"bench.{ctx.run}.{name}"
     expected = per_type * len(types)
     table_names = [catalog.types[t].table for t in types]
-    create_topics(s.kafka_bootstrap, [t.topic for t in catalog.tables(prefix, prefix + ".dlq")], s.topic_partitions)
+    create_topics(s.kafka_client(), [t.topic for t in catalog.tables(prefix, prefix + ".dlq")], s.topic_partitions)
     ctx.say(f"sink: producing {expected:,} typed records into {len(types)} topics")
-    produce(s.kafka_bootstrap, typed_records(catalog, prefix, per_type, types))
+    produce(s.kafka_client(), typed_records(catalog, prefix, per_type, types))
     procs = Processes(ctx.home / name, ctx.rss)
     began = ctx.rss.now()
     try:

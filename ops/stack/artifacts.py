@@ -48,7 +48,8 @@ HADOOP_DEPS = [
 # Iceberg is 1.9.1 and it brings PostgreSQL's JDBC driver (42.7.6) for the JDBC catalog.
 TRINO_SERVER = f"io.trino:trino-server:{TRINO_VERSION}:tar.gz"
 TRINO_CLI = f"io.trino:trino-cli:{TRINO_VERSION}:jar:executable"
-TRINO_PLUGINS = ("iceberg",)
+# iceberg: the tables; password-authenticators: the file authenticator (ops/stack/trino_security.py)
+TRINO_PLUGINS = ("iceberg", "password-authenticators")
 # The Prometheus JMX exporter's javaagent: Kafka's and Trino's JVM heap for Prometheus
 # (compose/jmx/jmx-exporter.yaml).
 JMX_AGENT = f"io.prometheus.jmx:jmx_prometheus_javaagent:{JMX_EXPORTER_VERSION}:jar"

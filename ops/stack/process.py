@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,6 +100,26 @@ def _running(proc: psutil.Process) -> bool:
     if proc.status() != psutil.STATUS_ZOMBIE:
         return True
     return proc.num_threads() > 1
+
+
+def rotate_logs(log_dir: Path, max_bytes: int) -> list[str]:
+    """Every service log over ``max_bytes``: its content copied to ``<name>.log.1`` (replacing the
+    copy before), then the log emptied in place. A service writes its log with O_APPEND, so it goes
+    on at the new end, and a reader following it (ops/stack/logecho.py) starts it again. So each
+    service keeps at most about twice ``max_bytes`` (plus what it writes between two rounds); what
+    it writes between the copy and the truncation (the time of a copy) is lost, as with
+    logrotate's copytruncate. Returns the names of the logs rotated."""
+    rotated = []
+    for path in sorted(log_dir.glob("*.log")):
+        try:
+            if path.stat().st_size <= max_bytes:
+                continue
+            shutil.copyfile(path, path.with_name(path.name + ".1"))
+            os.truncate(path, 0)
+        except OSError:  # gone meanwhile, or a full disk: the next round tries again
+            continue
+        rotated.append(path.name)
+    return rotated
 
 
 class Supervisor:

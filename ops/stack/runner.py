@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ops.stack import artifacts, services, specs
 from ops.stack.logecho import LogEcho
-from ops.stack.process import Service, ServiceError, Supervisor
+from ops.stack.process import Service, ServiceError, Supervisor, rotate_logs
 from questlog.catalog.watch import CatalogSource
 from questlog.kafka_admin import ensure_pipeline_topics, min_insync_for, replication_for
 from questlog.settings import Settings
@@ -38,8 +38,12 @@ class Watchdog:
     HEALTHY_RESET_S = 60.0
     DEPENDS: dict[str, tuple[str, ...]] = specs.DEPENDS  # ops/stack/specs.py: each service's `needs`
 
-    def __init__(self, supervisor: Supervisor, services: list[Service]) -> None:
+    ROTATE_EVERY_S = 10.0  # how often the services' logs are looked at (rotate_logs)
+
+    def __init__(self, supervisor: Supervisor, services: list[Service], max_log_bytes: int = 64 * 2**20) -> None:
         self.supervisor = supervisor
+        self.max_log_bytes = max_log_bytes
+        self.rotate_at = 0.0
         self.services = {svc.name: svc for svc in services}
         now = time.monotonic()
         self.state = {name: "up" for name in self.services}  # up | waiting | starting
@@ -88,8 +92,12 @@ class Watchdog:
         return True
 
     def check(self) -> None:
-        """One round: notice deaths, advance restarts, reset the backoff of long-healthy services."""
+        """One round: notice deaths, advance restarts, reset the backoff of long-healthy services,
+        and (every ROTATE_EVERY_S) keep each service's log within its size bound."""
         now = time.monotonic()
+        if now >= self.rotate_at:
+            self.rotate_at = now + self.ROTATE_EVERY_S
+            rotate_logs(self.supervisor.log_dir, self.max_log_bytes)
         for name, code in self.supervisor.exited():
             if name in self.services and self.state[name] in ("up", "starting"):
                 self._died(name, f"exited unexpectedly (code {code})")
@@ -185,7 +193,7 @@ class Pipeline:
     def watch(self, stop_requested: Callable[[], bool], interval_s: float = 0.5) -> int:
         """Keep every service alive (see Watchdog) until asked to stop, here or by `questlog
         stop` elsewhere; then 0."""
-        dog = Watchdog(self.supervisor, self.started)
+        dog = Watchdog(self.supervisor, self.started, self.settings.log_max_bytes)
         while not stop_requested():
             if _stop_marker(self.settings).exists():
                 return 0

@@ -11,6 +11,7 @@ import base64
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
-from ops.stack import artifacts, specs
+from ops.stack import artifacts, kafka_security, specs, trino_security
 from ops.stack.java import find_java, java_home
 from ops.stack.process import Service, ServiceError, port_open
 from questlog.kafka_admin import admin_client
@@ -32,9 +33,17 @@ BIN = Path(sys.executable).parent
 STOP_ORDER = specs.STOP_ORDER  # what needs others stops first (ops/stack/specs.py)
 
 
-def _http_json(url: str, timeout: float = 2.0):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _http_json(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None):
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return json.loads(response.read())
+
+
+def trino_tls(settings: Settings) -> ssl.SSLContext | None:
+    """What an https Trino's certificate is checked against (QUESTLOG_TRINO_CA, the local CA, or
+    the system's); None for http."""
+    if settings.trino_scheme != "https":
+        return None
+    return ssl.create_default_context(cafile=settings.trino_ca_file)
 
 
 # Config merging ---------------------------------------------------------------------------------
@@ -107,15 +116,21 @@ def jmx_agent_option(settings: Settings, address: tuple[str, int]) -> str:
 LOCAL_KAFKA_BROKERS = 1
 
 
-def kafka_config(settings: Settings) -> dict[str, str]:
-    host, port = settings.kafka_host, settings.kafka_port
-    ctl = settings.kafka_controller_port
+def kafka_addresses(settings: Settings) -> dict[str, str]:
+    """The broker's addresses and directories (what compose sets for its own brokers too)."""
+    host, port, ctl = settings.kafka_host, settings.kafka_port, settings.kafka_controller_port
     return {
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctl}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"SASL_PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctl}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{host}:{port}",
         "controller.quorum.voters": f"1@{host}:{ctl}",
         "log.dirs": str(settings.home_path / "kafka" / "data"),
     }
+
+
+def kafka_config(settings: Settings) -> dict[str, str]:
+    """The local broker's server.properties overrides: its addresses, and its authentication and
+    authorization (SASL on both listeners, ACLs for every client: ops/stack/kafka_security.py)."""
+    return {**kafka_security.broker_properties(settings), **kafka_addresses(settings)}
 
 
 def kafka(settings: Settings) -> Service:
@@ -135,7 +150,10 @@ def kafka(settings: Settings) -> Service:
     metrics = kafka_jvm_metrics_address(settings)
 
     def setup() -> None:
+        kafka_security.ensure_passwords(settings)
+        # the broker's own password is in it (its JAAS entry): readable by this user only
         _write(conf, merge_properties((COMPOSE / "kafka" / "server.properties").read_text(), kafka_config(settings)))
+        conf.chmod(0o600)
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             # `=`: a base64 id may start with "-", which the tool's parser would take for an option
@@ -150,10 +168,15 @@ def kafka(settings: Settings) -> Service:
                     f"formatting Kafka's log directory failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
                 )
 
+    provisioned: list[bool] = []
+
     def health() -> bool:
         if not port_open(settings.kafka_host, settings.kafka_port):
             return False  # asking librdkafka earlier only fills the log with refused connections
-        admin_client(settings.kafka_bootstrap).list_topics(timeout=2)
+        admin_client(kafka_security.broker_client(settings)).list_topics(timeout=2)
+        if not provisioned:  # every start: the users and ACLs, made by the broker's own identity
+            kafka_security.provision(settings)
+            provisioned.append(True)
         return True
 
     # The agent on the broker only: the format tool above runs without it.
@@ -280,12 +303,31 @@ def jvm_config(path: Path) -> list[str]:
 
 
 def trino_config(settings: Settings) -> dict[str, str]:
-    """config.properties keys of this environment: the port, and the one address the HTTP server
-    binds (airlift's node.bind-ip, by default every interface)."""
+    """config.properties keys of this environment: the port, the one address the server binds
+    (airlift's node.bind-ip, by default every interface), and, for an https QUESTLOG_TRINO_URL (the
+    default), HTTPS only with password authentication (ops/stack/trino_security.py)."""
+    host, port = settings.trino_host, settings.trino_port
+    if settings.trino_scheme != "https":
+        return {
+            "http-server.http.port": str(port),
+            "discovery.uri": f"http://{host}:{port}",
+            "node.bind-ip": socket.gethostbyname(host),
+        }
+    etc = settings.home_path / "conf" / "trino"
+    ca, server = trino_security.secrets_dir(settings) / "ca.pem", trino_security.secrets_dir(settings) / "server.pem"
     return {
-        "http-server.http.port": str(settings.trino_port),
-        "discovery.uri": f"http://{settings.trino_host}:{settings.trino_port}",
-        "node.bind-ip": socket.gethostbyname(settings.trino_host),
+        "http-server.http.enabled": "false",
+        "http-server.https.enabled": "true",
+        "http-server.https.port": str(port),
+        "http-server.https.keystore.path": str(server),
+        "http-server.authentication.type": "PASSWORD",
+        "password-authenticator.config-files": str(etc / "password-authenticator.properties"),
+        # the secret in the process's environment (read from its 0600 file as Trino starts)
+        "internal-communication.shared-secret": "${ENV:QUESTLOG_TRINO_SHARED_SECRET}",
+        "internal-communication.https.required": "true",
+        "internal-communication.https.truststore.path": str(ca),
+        "discovery.uri": f"https://{host}:{port}",
+        "node.bind-ip": socket.gethostbyname(host),
     }
 
 
@@ -307,6 +349,14 @@ def trino(settings: Settings) -> Service:
     data = settings.home_path / "trino"
 
     def setup() -> None:
+        if settings.trino_scheme == "https":  # the CA (once), its server certificate, the passwords
+            trino_security.ensure_certificates(settings)
+            trino_security.ensure_secret(settings, "shared-secret")
+            trino_security.write_password_db(settings, etc / "password.db")
+            _write(
+                etc / "password-authenticator.properties",
+                f"password-authenticator.name=file\nfile.password-file={etc / 'password.db'}\n",
+            )
         _write(
             etc / "config.properties",
             merge_properties((COMPOSE / "trino" / "config.properties").read_text(), trino_config(settings)),
@@ -344,7 +394,7 @@ def trino(settings: Settings) -> Service:
     ]
 
     def health() -> bool:
-        return _http_json(f"{settings.trino_url}/v1/info").get("starting") is False
+        return _http_json(f"{settings.trino_url}/v1/info", context=trino_tls(settings)).get("starting") is False
 
     return Service(
         "trino",
@@ -354,7 +404,14 @@ def trino(settings: Settings) -> Service:
         env={"QUESTLOG_HDFS_URL": settings.hdfs_url},
         # read when the process starts (PostgreSQL's set-up made it), into its environment: never
         # on the command line
-        secret_env=lambda: {"QUESTLOG_CATALOG_DB_PASSWORD": settings.catalog_db_password()},
+        secret_env=lambda: {
+            "QUESTLOG_CATALOG_DB_PASSWORD": settings.catalog_db_password(),
+            **(
+                {"QUESTLOG_TRINO_SHARED_SECRET": trino_security.ensure_secret(settings, "shared-secret")}
+                if settings.trino_scheme == "https"
+                else {}
+            ),
+        },
         cwd=data,
         ports=[(settings.trino_host, settings.trino_port), metrics],
         # 60-110 s on this 2-core machine when it is quiet; over 180 s four times at load averages of
@@ -367,8 +424,12 @@ def trino(settings: Settings) -> Service:
 # The pipeline -----------------------------------------------------------------------------------
 
 
-def _app_env(settings: Settings) -> dict[str, str]:
-    return {**settings.to_env(), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
+def _app_env(settings: Settings, kafka_user: str = "") -> dict[str, str]:
+    """A stage's environment: every setting, with ``kafka_user`` as its Kafka identity (its
+    password in its own file under $QUESTLOG_HOME/secrets/kafka/; the stage reads it)."""
+    password = str(kafka_security.secrets_dir(settings) / kafka_user) if kafka_user else ""
+    own = settings.replace(kafka_user=kafka_user, kafka_password_file=password, kafka_password_env="")
+    return {**own.to_env(), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)}
 
 
 # Threads per collector worker (see collector()).
@@ -418,7 +479,10 @@ def collector(settings: Settings) -> Service:
         "collector",
         argv,
         health,
-        env={**_app_env(settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        env={
+            **_app_env(settings, kafka_security.STAGE_USERS["collector"]),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        },
         cwd=REPO_ROOT,
         setup=setup,
         ports=[(settings.collector_host, settings.collector_port)],
@@ -432,7 +496,7 @@ def router(settings: Settings) -> Service:
 
     def health() -> bool:
         # Ready when its consumer group is stable and holds a partition of the raw topic.
-        admin = admin_client(settings.kafka_bootstrap)
+        admin = admin_client(settings.kafka_client())
         group = admin.describe_consumer_groups([settings.router_id])[settings.router_id].result(timeout=5)
         return group.state.name == "STABLE" and any(
             tp.topic == settings.raw_topic for m in group.members for tp in m.assignment.topic_partitions
@@ -442,7 +506,7 @@ def router(settings: Settings) -> Service:
         "router",
         argv,
         health,
-        env=_app_env(settings),
+        env=_app_env(settings, kafka_security.STAGE_USERS["router"]),
         cwd=REPO_ROOT,
         ports=[(settings.router_web_host, settings.router_web_port)],
         start_timeout_s=120,
@@ -461,7 +525,7 @@ def sink(settings: Settings) -> Service:
 
     # Spark's tuning comes from compose/spark/spark-defaults.conf unless SPARK_CONF_DIR names another.
     env = {
-        **_app_env(settings),
+        **_app_env(settings, kafka_security.STAGE_USERS["sink"]),
         "JAVA_HOME": java_home(java),
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",

@@ -11,7 +11,7 @@ import requests
 from click.testing import CliRunner
 
 from ops.cli import main
-from questlog.catalog.evolution import deploy
+from questlog.kafka_admin import deploy_with_topics
 from tests.helpers import count_when, produce, query, settle, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +51,7 @@ def test_a_type_added_by_one_catalog_entry_becomes_a_table_while_running(live_se
         'description = "A player opened a chest."\n[http]\nroutes = ["/open_chest"]\nresponse = "Opened!\\n"\n'
         '[fields.chest]\ntype = "string"\n[fields.gold]\ntype = "long"\n'
     )
-    _, changes = deploy(live_schemas, live_settings.catalog)
+    _, changes = deploy_with_topics(live_settings, live_schemas)
     assert changes == ["new type open_chest (table chest_openings)"]
 
     host = f"player9.{uuid.uuid4().hex[:8]}.example"
@@ -82,14 +82,14 @@ def test_a_type_added_by_one_catalog_entry_becomes_a_table_while_running(live_se
         what="rows in the new table",
     )
     assert rows == [["player9", "wooden", 2, 1], ["player9", "golden", 40, 1]]
-    # its topic, made by the router or the sink (whichever saw the type first), has the pipeline's
-    # durability and retention configs like the topics made at start
+    # its topic, made by the deploy as the admin (the router and the sink may not create topics),
+    # has the pipeline's durability and retention configs like the topics made at start
     from confluent_kafka.admin import ConfigResource, ResourceType
 
     from questlog.kafka_admin import admin_client
 
     resource = ConfigResource(ResourceType.TOPIC, live_settings.topic_for("open_chest"))
-    admin = admin_client(live_settings.kafka_bootstrap)  # held until it answered
+    admin = admin_client(live_settings.kafka_client())  # held until it answered
     configs = admin.describe_configs([resource])[resource].result()
     assert configs["min.insync.replicas"].value == "1"
     assert configs["unclean.leader.election.enable"].value == "false"
@@ -133,7 +133,7 @@ def test_a_rejected_event_is_replayed_exactly_once_after_the_catalog_is_fixed(li
         path.read_text().replace("version = 1", "version = 2")
         + '\n[fields.enchantment]\ntype = "string"\ndescription = "Magic on the blade."\n'
     )
-    _, changes = deploy(live_schemas, live_settings.catalog)
+    _, changes = deploy_with_topics(live_settings, live_schemas)
     assert changes == ["purchase_sword v1 -> v2: new fields enchantment"]
 
     new = {"event_type": "purchase_sword", "event_id": f"new-{uuid.uuid4()}", "enchantment": "ice"}

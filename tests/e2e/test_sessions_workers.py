@@ -170,7 +170,7 @@ class Workers:
     def holdings(self) -> dict[str, dict[str, int]] | None:
         """Worker name -> {topic: partitions held}, when the group is STABLE and every member is one
         of the two workers' current processes; None otherwise (a rebalance under way)."""
-        admin = admin_client(self.s.kafka_bootstrap)  # held: a dropped client never answers
+        admin = admin_client(self.s.kafka_client())  # held: a dropped client never answers
         try:
             group = admin.describe_consumer_groups([self.s.router_id])[self.s.router_id].result(10)
         except Exception:  # the coordinator busy with a rebalance: ask again
@@ -189,7 +189,7 @@ class Workers:
         return out
 
     def raw_partitions(self) -> int:
-        admin = admin_client(self.s.kafka_bootstrap)
+        admin = admin_client(self.s.kafka_client())
         return len(admin.list_topics(self.s.raw_topic, timeout=10).topics[self.s.raw_topic].partitions)
 
     def both_in(self) -> dict | None:

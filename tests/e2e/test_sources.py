@@ -28,6 +28,7 @@ def keyed(live_settings):
         home=str(home),
         write_keys=str(keys),
         collector_bind=f"{live_settings.collector_host}:{live_settings.collector_port + 301}",
+        kafka_password_file=str(live_settings.kafka_password_path),  # the stack's Kafka users
     )
     supervisor = Supervisor(home)
     collector = services.collector(settings)

@@ -105,6 +105,7 @@ def cluster_sink(pipeline, spark_cluster):
     settings = pipeline.settings.replace(
         home=str(home),
         catalog_db_password_file=str(pipeline.settings.catalog_db_password_path),  # the stack's catalog
+        kafka_password_file=str(pipeline.settings.kafka_password_path),  # and its Kafka's users
         spark_master=url,
         trino_schema=f"cluster_{run}",
         warehouse_dir=f"/questlog/cluster-{run}/warehouse",

@@ -44,7 +44,7 @@ def own_stack():
     try:
         supervisor.start(kafka)
         supervisor.wait_healthy(kafka)
-        ensure_topics(settings.kafka_bootstrap, [settings.raw_topic], 1)
+        ensure_topics(settings.kafka_client(), [settings.raw_topic], 1)
         supervisor.start(collector)
         supervisor.wait_healthy(collector)
         yield settings, supervisor, kafka

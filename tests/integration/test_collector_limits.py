@@ -80,7 +80,7 @@ def test_64_slow_clients_do_not_starve_healthz_or_events(live_settings):
 
 
 def test_pipeline_topics_are_bounded_in_size(live_settings):
-    admin = admin_client(live_settings.kafka_bootstrap)
+    admin = admin_client(live_settings.kafka_client())
     [future] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, live_settings.raw_topic)]).values()
     config = future.result()
     assert config["retention.bytes"].value == str(live_settings.topic_retention_bytes)
@@ -91,15 +91,15 @@ def test_a_flood_past_a_topics_retention_bytes_is_cut_back(live_settings):
     topic = f"flood_{uuid.uuid4().hex[:8]}"
     bound = 2 * 2**20
     ensure_topics(
-        live_settings.kafka_bootstrap, [topic], 1, config={"retention.bytes": str(bound), "segment.bytes": str(2**20)}
+        live_settings.kafka_client(), [topic], 1, config={"retention.bytes": str(bound), "segment.bytes": str(2**20)}
     )
-    producer = Producer({"bootstrap.servers": live_settings.kafka_bootstrap, "linger.ms": 20})
+    producer = Producer({**live_settings.kafka_client(), "linger.ms": 20})
     value = b"x" * 10_000
     for _ in range(1000):  # 10 MB
         producer.produce(topic, value)
         producer.poll(0)
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": live_settings.kafka_bootstrap, "group.id": f"t-{topic}"})
+    consumer = Consumer({**live_settings.kafka_client(), "group.id": f"t-{topic}"})
     deadline = time.monotonic() + 120
     try:
         while True:

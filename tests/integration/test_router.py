@@ -69,7 +69,7 @@ def produce_raw(settings, values: list[bytes | None]) -> list[int]:
     offsets: dict[int, int] = {}
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_client(),
             "enable.idempotence": True,
             "message.max.bytes": 1_048_588,
             "linger.ms": 5,
@@ -193,12 +193,12 @@ def test_arrays_of_events_are_routed_item_by_item_and_arrays_that_are_no_batch_a
 
 
 def group_state(settings, group):
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({**settings.kafka_client()})
     return admin.describe_consumer_groups([group])[group].result(timeout=10)
 
 
 def committed(settings, group, topic, partitions) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    consumer = Consumer({**settings.kafka_client(), "group.id": group})
     try:
         return sum(
             max(tp.offset, 0)
@@ -212,7 +212,7 @@ def read_all(settings, topic: str) -> list[str]:
     """Every event_id in ``topic``, up to each partition's end when called."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_client(),
             "group.id": f"test-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -239,7 +239,7 @@ def read_all(settings, topic: str) -> list[str]:
 def test_two_workers_share_the_partitions_and_lose_nothing_when_one_is_killed(live_settings, tmp_path):
     run = uuid.uuid4().hex[:12]
     raw, group, n = f"scale-{run}", f"scale-{run}", 30_000
-    ensure_topics(live_settings.kafka_bootstrap, [raw], 4)
+    ensure_topics(live_settings.kafka_client(), [raw], 4)
     env = {
         **os.environ,
         **live_settings.to_env(),
@@ -248,6 +248,7 @@ def test_two_workers_share_the_partitions_and_lose_nothing_when_one_is_killed(li
         "QUESTLOG_ROUTER_ID": group,
         "QUESTLOG_TOPIC_PARTITIONS": "4",
         "QUESTLOG_HOME": str(tmp_path),
+        "QUESTLOG_KAFKA_PASSWORD_FILE": str(live_settings.kafka_password_path),  # the admin: a super user
     }
     workers = []
     for port in (free_port(), free_port()):
@@ -271,7 +272,7 @@ def test_two_workers_share_the_partitions_and_lose_nothing_when_one_is_killed(li
 
         wait_for(both_assigned, 120, 1.0, "two workers sharing four partitions")
         ids = [f"{run}-{i}" for i in range(n)]
-        producer = Producer({"bootstrap.servers": live_settings.kafka_bootstrap, "linger.ms": 20})
+        producer = Producer({**live_settings.kafka_client(), "linger.ms": 20})
         received = datetime.now(UTC).isoformat(timespec="milliseconds")
         records = 0
         for i in range(0, n, 10):  # records as the collector writes requests: 10 events an array, by key

@@ -145,7 +145,11 @@ def test_status_of_a_stack_started_elsewhere_with_a_table_not_created_yet(pipeli
         }
     )
     (tmp_path / "catalog.json").write_text(json.dumps(catalog))
-    settings = live_settings.replace(home=str(tmp_path / "home"), catalog=str(tmp_path / "catalog.json"))
+    settings = live_settings.replace(
+        home=str(tmp_path / "home"),
+        catalog=str(tmp_path / "catalog.json"),
+        kafka_password_file=str(live_settings.kafka_password_path),  # the cluster's credentials, given
+    )
 
     def healthy():
         code, answer, took = status(settings, "--deadline", "60")

@@ -1,93 +1,73 @@
-"""QUESTLOG_TRINO_URL with https and a user reaches a real Trino over TLS.
-
-The test stack's Trino speaks plain HTTP; a TLS-terminating proxy in front of it (a certificate
-from a throw-away CA, trusted through REQUESTS_CA_BUNDLE) stands in for a cluster's HTTPS endpoint.
-Trino builds the next URIs of a query from the Host header it is sent, so the proxy rewrites them
-to https, as a cluster's load balancer (with forwarded headers) would.
-"""
+"""Trino over HTTPS with password authentication, on the running stack (ops/stack/trino_security.py):
+its certificate is signed by the CA the stack made, every client must give a user's password,
+and the access rules act on the authenticated user: the analyst reads, only the compactor's
+user changes tables. Each refusal is Trino's own answer, beside the same request allowed."""
 
 from __future__ import annotations
 
-import http.client
-import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import stat
 
 import pytest
 import requests
-import trustme
-from trino.exceptions import TrinoConnectionError
+from trino.exceptions import TrinoUserError
 
-from questlog.settings import join_address
+from ops.stack import trino_security
 from questlog.sql import execute
 
 pytestmark = pytest.mark.integration
 
 
-def tls_proxy(target_host: str, target_port: int, context: ssl.SSLContext) -> ThreadingHTTPServer:
-    class Proxy(BaseHTTPRequestHandler):
-        def forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            upstream = http.client.HTTPConnection(target_host, target_port, timeout=30)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "accept-encoding")}
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            response = upstream.getresponse()
-            data = response.read().replace(
-                f"http://{self.headers['Host']}".encode(), f"https://{self.headers['Host']}".encode()
-            )
-            self.send_response(response.status)
-            for key, value in response.getheaders():
-                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            upstream.close()
-
-        do_GET = do_POST = do_DELETE = do_PUT = forward
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def statement(settings, sql: str, auth=None, verify=None, user=None) -> requests.Response:
+    """One POST /v1/statement, as a plain HTTP client (an attacker's curl) would send it."""
+    return requests.post(
+        f"https://{settings.trino_host}:{settings.trino_port}/v1/statement",
+        data=sql,
+        headers={"X-Trino-User": user or settings.trino_user},
+        auth=auth,
+        verify=settings.trino_ca_file if verify is None else verify,
+        timeout=30,
+    )
 
 
-@pytest.fixture(scope="module")
-def https_trino(live_settings, tmp_path_factory):
-    ca = trustme.CA()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    bundle = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    server = tls_proxy(live_settings.trino_host, live_settings.trino_port, context)
-    yield f"127.0.0.1:{server.server_address[1]}", str(bundle)
-    server.shutdown()
+def test_without_a_password_or_with_a_wrong_one_trino_answers_401(live_settings):
+    compactor = live_settings.compact_trino_user
+    # claiming the compactor's name (the one that may change tables) is no longer enough
+    assert statement(live_settings, "SELECT 1", user=compactor).status_code == 401
+    assert statement(live_settings, "SELECT 1", auth=(compactor, "not-its-password")).status_code == 401
+    analyst = live_settings.trino_password()
+    assert statement(live_settings, "SELECT 1", auth=(compactor, analyst)).status_code == 401  # another's password
+    ok = statement(live_settings, "SELECT 1", auth=(live_settings.trino_user, analyst))
+    assert ok.status_code == 200 and "nextUri" in ok.json()
 
 
-def test_https_url_with_a_user(live_settings, https_trino, monkeypatch):
-    address, bundle = https_trino
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
-    settings = live_settings.replace(trino_url=f"https://analyst%2B1@{address}")
-    assert (settings.trino_scheme, settings.trino_port) == ("https", int(address.rsplit(":", 1)[1]))
-    columns, rows = execute(settings, "SELECT current_user, 40 + 2")
-    assert rows == [["analyst+1", 42]]
+def test_only_https_with_the_stacks_ca(live_settings):
+    with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+        statement(live_settings, "SELECT 1", verify=True)  # the system's CAs do not know it: it is TLS, ours
+    with pytest.raises(requests.exceptions.ConnectionError):  # no plain HTTP on Trino's port
+        requests.get(f"http://{live_settings.trino_host}:{live_settings.trino_port}/v1/info", timeout=10)
 
 
-def test_https_is_really_tls(live_settings, https_trino, monkeypatch):
-    """Without the CA the certificate is refused: the connection did go through TLS."""
-    address, _ = https_trino
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    with pytest.raises((requests.exceptions.SSLError, TrinoConnectionError)) as error:
-        execute(live_settings.replace(trino_url=f"https://{address}"), "SELECT 1")
-    assert "CERTIFICATE_VERIFY_FAILED" in str(error.value)
-
-
-def test_plain_http_is_unchanged(live_settings):
-    assert live_settings.trino_scheme == "http"
+def test_the_analyst_reads_and_may_not_change_a_table(live_settings):
     assert execute(live_settings, "SELECT current_user")[1] == [[live_settings.trino_user]]
-    assert join_address(live_settings.trino_host, live_settings.trino_port) in live_settings.trino_url
+    assert execute(live_settings, "SELECT count(*) >= 0 FROM default_hits")[1] == [[True]]
+    for change in (
+        "INSERT INTO default_hits (event_id) VALUES ('x')",
+        "DELETE FROM default_hits WHERE event_id = 'x'",
+        "DROP TABLE default_hits",
+        "CREATE TABLE intruder (a varchar)",
+    ):
+        with pytest.raises(TrinoUserError, match="Access Denied"):
+            execute(live_settings, change)
+
+
+def test_secrets_are_0600_and_the_password_file_holds_hashes(live_settings):
+    directory = trino_security.secrets_dir(live_settings)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for name in (*trino_security.users(live_settings), "shared-secret", "server.pem", "ca-key.pem"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    db = live_settings.home_path / "conf" / "trino" / "password.db"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    text = db.read_text()
+    for user in trino_security.users(live_settings):
+        assert (directory / user).read_text().strip() not in text
+        assert f"{user}:{trino_security.PBKDF2_ITERATIONS}:" in text

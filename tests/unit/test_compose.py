@@ -491,7 +491,8 @@ def test_published_ports_are_the_local_stacks(svc, defaults):
 def test_kafka_overrides_only_the_keys_the_local_runner_overrides(svc, defaults):
     env = env_of(svc["kafka"])
     overridden = {kafka_property(k) for k in env if k.startswith("KAFKA_") and k not in KAFKA_NON_PROPERTY_ENV}
-    assert overridden == set(services.kafka_config(defaults))
+    # the addresses (the local broker's SASL settings are its own: compose's brokers have none yet)
+    assert overridden == set(services.kafka_addresses(defaults))
     assert overridden <= set(properties(COMPOSE_DIR / "kafka" / "server.properties"))
 
 
@@ -755,8 +756,8 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     monkeypatch.setattr(
         kafka_admin,
         "ensure_topics",
-        lambda bootstrap, topics, partitions, config=None, replication=0, min_insync=0: (
-            created.append((bootstrap, list(topics), partitions, config, replication, min_insync)) or {}
+        lambda kafka, topics, partitions, timeout_s=30.0, config=None, replication=0, min_insync=0: (
+            created.append((kafka, list(topics), partitions, config, replication, min_insync)) or {}
         ),
     )
     kafka_admin.main()
@@ -767,12 +768,13 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     n = settings.topic_partitions
     bounded = {"retention.bytes": str(4 * 2**30), "segment.bytes": str(2**29), "retention.ms": str(7 * 24 * 3_600_000)}
     auto = (0, 0)  # copies and min in-sync: as the brokers up allow (compose sets neither)
+    kafka = {"bootstrap.servers": settings.kafka_bootstrap}  # compose's Kafka: no SASL yet
     assert created == [
-        (settings.kafka_bootstrap, topics, n, bounded, *auto),
-        (settings.kafka_bootstrap, [f"{settings.router_id}-__assignor-__leader"], 1, None, *auto),  # Faust's
+        (kafka, topics, n, bounded, *auto),
+        (kafka, [f"{settings.router_id}-__assignor-__leader"], 1, None, *auto),  # Faust's
         # the router's own, for agent sessions (faust_app.session_agent): its activity, its table's changelog
-        (settings.kafka_bootstrap, [settings.activity_topic], n, bounded, *auto),
-        (settings.kafka_bootstrap, [settings.sessions_changelog_topic], n, {"cleanup.policy": "compact"}, *auto),
+        (kafka, [settings.activity_topic], n, bounded, *auto),
+        (kafka, [settings.sessions_changelog_topic], n, {"cleanup.policy": "compact"}, *auto),
     ]
     assert settings.raw_topic in topics and settings.dlq_topic in topics
     assert all(settings.topic_for(name) in topics for name in load_catalog(settings.catalog).names)

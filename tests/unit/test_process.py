@@ -141,3 +141,44 @@ def test_a_process_whose_main_thread_exited_is_alive_until_its_other_threads_end
         assert not _alive(proc.pid)
     finally:
         proc.kill()
+
+
+def test_a_log_past_its_bound_is_rotated_while_its_service_writes_on(tmp_path):
+    """A real process writing its log (opened as the Supervisor opens it, O_APPEND): rotated, the
+    log goes on from its start, the older copy is kept once, and the total stays bounded."""
+    import subprocess
+    import sys
+    import time
+
+    from ops.stack.process import rotate_logs
+
+    log = tmp_path / "svc.log"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfor i in range(10**9):\n print(f'line {i} ' + 'x' * 200, flush=True)\n time.sleep(0.0005)",
+        ],
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        bound = 200_000
+        sizes = []
+        for _ in range(20):
+            time.sleep(0.1)
+            rotate_logs(tmp_path, bound)
+            sizes.append(
+                log.stat().st_size + (tmp_path / "svc.log.1").stat().st_size
+                if (tmp_path / "svc.log.1").exists()
+                else log.stat().st_size
+            )
+        assert (tmp_path / "svc.log.1").exists()
+        time.sleep(0.2)
+        head = log.read_bytes()[:100]
+        assert head.startswith(b"line ") and b"\0" not in head  # written from the start again, no hole
+        assert max(sizes) < 2 * bound + 400_000, sizes  # a log, its copy and what 0.1 s adds
+        assert rotate_logs(tmp_path, 10**9) == []
+    finally:
+        writer.kill()
+        writer.wait()

@@ -8,7 +8,7 @@ def test_defaults_are_the_documented_local_contracts():
     assert (s.kafka_bootstrap, s.collector_url, s.trino_url) == (
         "127.0.0.1:9092",
         "http://127.0.0.1:5000",
-        "http://127.0.0.1:8080",
+        "https://127.0.0.1:8080",  # authenticated: HTTPS only (ARCHITECTURE.md: "or HTTPS once authenticated")
     )
     assert (s.hdfs_url, s.webhdfs_url, s.router_web_port) == ("hdfs://127.0.0.1:8020", "http://127.0.0.1:9870", 6066)
     assert (s.raw_topic, s.dlq_topic, s.topic_for("join_guild")) == ("events", "events.dlq", "events.join_guild")

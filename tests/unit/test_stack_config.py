@@ -21,7 +21,12 @@ def test_kafka_config_keeps_the_shared_file_and_moves_only_addresses(settings):
             shared, kafka_config(settings.replace(kafka_bootstrap="127.0.0.1:19092", kafka_controller_port=19093))
         )
     )
-    assert merged["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert merged["listeners"] == "SASL_PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    # authenticated on both listeners, authorized by ACL, topics made only on purpose
+    assert merged["listener.security.protocol.map"] == "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    assert merged["allow.everyone.if.no.acl.found"] == "false"
+    assert merged["auto.create.topics.enable"] == "false"
+    assert merged["super.users"] == "User:questlog-broker;User:questlog-admin"
     assert merged["controller.quorum.voters"] == "1@127.0.0.1:19093"
     assert merged["log.dirs"].startswith(settings.home)
     assert merged["process.roles"] == "broker,controller"  # from the shared file

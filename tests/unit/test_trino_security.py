@@ -45,6 +45,27 @@ def test_the_local_stack_binds_trino_to_its_urls_host():
     assert trino_config(Settings.from_env({}, trino_url="http://localhost:8080"))["node.bind-ip"] == "127.0.0.1"
 
 
+def test_an_https_url_makes_trino_https_only_with_password_authentication(tmp_path):
+    settings = Settings.from_env({}, home=str(tmp_path), trino_url="https://127.0.0.1:18080")
+    merged = props(merge_properties((COMPOSE / "trino" / "config.properties").read_text(), trino_config(settings)))
+    assert merged["http-server.http.enabled"] == "false"
+    assert (merged["http-server.https.enabled"], merged["http-server.https.port"]) == ("true", "18080")
+    assert merged["http-server.authentication.type"] == "PASSWORD"
+    assert merged["discovery.uri"] == "https://127.0.0.1:18080"
+    assert merged["internal-communication.shared-secret"] == "${ENV:QUESTLOG_TRINO_SHARED_SECRET}"  # not in the file
+
+
+def test_a_password_hash_is_trinos_pbkdf2_format():
+    import hashlib
+
+    from ops.stack.trino_security import pbkdf2_hash
+
+    iterations, salt, digest = pbkdf2_hash("s3cret", 1000, bytes(range(16))).split(":")
+    assert (iterations, salt) == ("1000", bytes(range(16)).hex())
+    assert digest == hashlib.pbkdf2_hmac("sha1", b"s3cret", bytes(range(16)), 1000, dklen=32).hex()
+    assert digest == digest.lower() and len(digest) == 64
+
+
 def test_the_shared_config_leaves_the_bind_address_to_each_environment():
     # In a container Trino must listen on the container's interface: no bind address in the shared
     # file, so the image's default (every interface of the container) holds there.
