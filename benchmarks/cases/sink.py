@@ -107,6 +107,8 @@ def run_ours(ctx: Context, procs: Processes, prefix: str, expected: int, table_n
         home=str(home),
         catalog_db_password_file=str(s.catalog_db_password_path),  # the bench stack's catalog
         kafka_password_file=str(s.kafka_password_path),  # and its Kafka users
+        trino_ca=s.trino_ca_file or "",  # and its Trino: the CA and the users' passwords
+        trino_password_file=str(s.trino_secrets_dir / s.trino_user),
         raw_topic=prefix,
         dlq_topic=prefix + ".dlq",
         warehouse_dir=f"/bench/{ctx.run}/{prefix}/warehouse",

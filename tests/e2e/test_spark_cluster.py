@@ -106,6 +106,8 @@ def cluster_sink(pipeline, spark_cluster):
         home=str(home),
         catalog_db_password_file=str(pipeline.settings.catalog_db_password_path),  # the stack's catalog
         kafka_password_file=str(pipeline.settings.kafka_password_path),  # and its Kafka's users
+        trino_ca=pipeline.settings.trino_ca_file or "",  # and its Trino's
+        trino_password_file=str(pipeline.settings.trino_secrets_dir / pipeline.settings.trino_user),
         spark_master=url,
         trino_schema=f"cluster_{run}",
         warehouse_dir=f"/questlog/cluster-{run}/warehouse",

@@ -149,6 +149,8 @@ def test_status_of_a_stack_started_elsewhere_with_a_table_not_created_yet(pipeli
         home=str(tmp_path / "home"),
         catalog=str(tmp_path / "catalog.json"),
         kafka_password_file=str(live_settings.kafka_password_path),  # the cluster's credentials, given
+        trino_ca=live_settings.trino_ca_file or "",
+        trino_password_file=str(live_settings.trino_secrets_dir / live_settings.trino_user),
     )
 
     def healthy():
