@@ -134,7 +134,9 @@ class Eraser:
 
         return Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                # this process's Kafka user (the local stack's `questlog-compactor`: it may describe
+                # the topics and the router's group, no more)
+                **self.settings.kafka_client(),
                 "group.id": self.settings.router_id,
                 "enable.auto.commit": False,
                 "log_level": 0,

@@ -9,6 +9,7 @@ Every client authenticates over SASL (SCRAM-SHA-512) as its stage's user and may
 | `questlog-collector` | write (and describe) the raw topic |
 | `questlog-router` | read the raw topic in its consumer group, write `<raw>.*` (typed topics, dead letters, sessions), its own internal topics `<router id>-*` |
 | `questlog-sink` | read `<raw>.*` in Spark's consumer groups |
+| `questlog-compactor` | describe the pipeline's topics and the router's group: the erasure of forgotten players waits for the router's committed offsets and the topics' ends (compactor/erasure.py); it reads and writes no record |
 
 The broker's own identity `questlog-broker` (inter-broker and controller traffic, a super user)
 logs in with SASL/PLAIN against the JAAS entry in its server.properties (0600): SCRAM users live
@@ -45,7 +46,12 @@ log = logging.getLogger(__name__)
 BROKER_USER = "questlog-broker"
 ADMIN_USER = "questlog-admin"
 # The user each stage's process runs as (ops.stack.services gives it QUESTLOG_KAFKA_USER).
-STAGE_USERS = {"collector": "questlog-collector", "router": "questlog-router", "sink": "questlog-sink"}
+STAGE_USERS = {
+    "collector": "questlog-collector",
+    "router": "questlog-router",
+    "sink": "questlog-sink",
+    "compactor": "questlog-compactor",
+}
 SCRAM_USERS = (ADMIN_USER, *STAGE_USERS.values())
 SCRAM_ITERATIONS = 8192
 
@@ -128,6 +134,7 @@ def acls(settings: Settings) -> list[AclBinding]:
     read, write, describe = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
     raw, typed = settings.raw_topic, settings.raw_topic + "."
     collector, router, sink = STAGE_USERS["collector"], STAGE_USERS["router"], STAGE_USERS["sink"]
+    compactor = STAGE_USERS["compactor"]
     return [
         *_allow(collector, topic, raw, literal, write, describe),
         *_allow(router, topic, raw, literal, read, describe),
@@ -137,6 +144,11 @@ def acls(settings: Settings) -> list[AclBinding]:
         *_allow(router, topic, settings.router_id + "-", prefixed, AclOperation.ALL),
         *_allow(sink, topic, typed, prefixed, read, describe),
         *_allow(sink, group, "spark-kafka-source-", prefixed, read, describe),
+        # the erasure's wait (compactor/erasure.py): the topics' ends and the router's committed
+        # offsets, nothing read, written, joined or committed
+        *_allow(compactor, topic, raw, literal, describe),
+        *_allow(compactor, topic, typed, prefixed, describe),
+        *_allow(compactor, group, settings.router_id, literal, describe),
     ]
 
 

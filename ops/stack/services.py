@@ -554,7 +554,8 @@ def compactor(settings: Settings) -> Service:
         "compactor",
         [sys.executable, "-m", "compactor.compact"],
         ready.exists,
-        env=_app_env(settings),
+        # its Kafka user may only describe (the erasure waits for the router's offsets)
+        env=_app_env(settings, kafka_security.STAGE_USERS["compactor"]),
         cwd=REPO_ROOT,
         setup=setup,
     )

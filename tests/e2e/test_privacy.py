@@ -287,7 +287,7 @@ def test_personal_fields_land_hashed_or_cut_and_kafka_has_time_and_size_bounds(l
     key_hex = secret.read_text().strip()
     for log in (Path(s.home) / "logs").glob("*.log"):
         assert key_hex not in log.read_text(errors="replace"), log
-    admin = admin_client(s.kafka_bootstrap)
+    admin = admin_client(s.kafka_client())
     for topic in (s.raw_topic, s.dlq_topic, s.topic_for("join_guild")):
         resource = ConfigResource(ResourceType.TOPIC, topic)
         config = admin.describe_configs([resource])[resource].result()

@@ -135,6 +135,34 @@ def test_the_sink_reads_typed_topics_and_may_not_write_or_read_raw(live_settings
     assert delete_error(sink, typed) == "TOPIC_AUTHORIZATION_FAILED"
 
 
+def test_the_compactor_may_describe_the_routers_progress_and_nothing_more(live_settings):
+    """The erasure of forgotten players waits for the router's committed offsets and the topics'
+    ends (compactor/erasure.py): its user may ask those, and may not read, write or create."""
+    run = uuid.uuid4().hex
+    compactor = as_user(live_settings, "questlog-compactor").kafka_client()
+    raw, typed = live_settings.raw_topic, live_settings.topic_for("level_up")
+    consumer = Consumer({**compactor, "group.id": live_settings.router_id, "enable.auto.commit": False, "log_level": 0})
+    try:  # what Eraser.settled asks
+        low, high = consumer.get_watermark_offsets(TopicPartition(raw, 0), timeout=15)
+        assert high >= low >= 0
+        assert consumer.get_watermark_offsets(TopicPartition(typed, 0), timeout=15)[1] >= 0
+        [committed] = consumer.committed([TopicPartition(raw, 0)], timeout=15)
+        assert committed.error is None
+    finally:
+        consumer.close()
+    assert read_error(compactor, raw, live_settings.router_id).code() in (
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    )
+    assert read_error(compactor, typed, f"spark-kafka-source-{run}").code() in (
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    )
+    assert produce_one(compactor, raw, b"{}").code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert create_error(compactor, f"{live_settings.raw_topic}.x{run[:8]}") == "TOPIC_AUTHORIZATION_FAILED"
+    assert delete_error(compactor, typed) == "TOPIC_AUTHORIZATION_FAILED"
+
+
 def test_every_stage_works_as_its_own_user_end_to_end(live_settings):
     """The collector's write, the router's copy and the sink's table, each as its own user."""
     import requests
