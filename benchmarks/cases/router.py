@@ -28,7 +28,7 @@ from ops.stack import kafka_security, services
 from ops.stack.process import Service
 from producer.envelope import build_envelope, to_records, utc_now
 from questlog.catalog import load_catalog
-from questlog.kafka_admin import ensure_topics
+from questlog.kafka_admin import ensure_pipeline_topics
 from questlog.settings import REPO_ROOT
 
 # Client batches cycle through these sizes (events per POST /events request).
@@ -134,10 +134,11 @@ def measure(ctx: Context, offsets: Offsets, kind: str, what: str, workers: int, 
     create_topics(s.kafka_client(), [raw, raw + ".out"], size.router_partitions)
     home = ctx.home / f"router{k}-{kind}"
     variant = ours(ctx, raw, group, home, sessions=sessions)
-    if kind == "ours" and sessions:  # as the stack does before the router starts (questlog.kafka_admin)
-        ensure_topics(s.kafka_client(), [variant.activity_topic], size.router_partitions)
-        changelog = [variant.sessions_changelog_topic]
-        ensure_topics(s.kafka_client(), changelog, size.router_partitions, config={"cleanup.policy": "compact"})
+    if kind == "ours":
+        # As the stack does before the router starts (questlog.kafka_admin), as the admin: the
+        # typed topics, the dead letters and (sessions on) the router's own. The router's user may
+        # not create topics: without them it retried the dead letters' creation, routing nothing.
+        ensure_pipeline_topics(variant, load_catalog(variant.catalog))
     procs = Processes(home, ctx.rss)
     name = "router (Questlog, router case" if kind == "ours" else f"{BASELINES[kind]} (baseline"
     if kind == "ours" and not sessions:
