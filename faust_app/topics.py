@@ -44,12 +44,22 @@ class Topics:
         than brokers up."""
         topic = self.out(name)
         producer: Any = await self.app.maybe_start_producer()  # Faust's aiokafka driver's
-        metadata = await producer._ensure_producer().client.fetch_all_metadata()
-        if name in metadata.topics():
+        client = producer._ensure_producer().client
+        if name in client.cluster.topics():
             return
-        if topic.replicas is None:
-            copies = replication_for(self.settings.topic_replication, len(metadata.brokers()))
-            insync = min_insync_for(self.settings.min_insync_replicas, copies)
-            topic.replicas = copies
-            topic.config = {**(topic.config or {}), **retention_config(self.settings), **durability_config(insync)}
-        await topic.maybe_declare()
+        metadata = await client.fetch_all_metadata()
+        if name not in metadata.topics():
+            if topic.replicas is None:
+                copies = replication_for(self.settings.topic_replication, len(metadata.brokers()))
+                insync = min_insync_for(self.settings.min_insync_replicas, copies)
+                topic.replicas = copies
+                config = {**retention_config(self.settings), **durability_config(insync)}
+                topic.config = {**(topic.config or {}), **config}
+            await topic.maybe_declare()
+        # Into the producer's own metadata too, by a refresh of every topic (what it tracks while
+        # its list is empty). Otherwise aiokafka's first send adds this one topic to its list and
+        # every refresh from then on asks for it alone: the other topics drop out of the metadata,
+        # and Faust's key_partition of the sessions table's changelog (which does not wait for
+        # metadata) fails on None and stops the worker. A topic the admin made before the router
+        # saw it (`questlog catalog deploy`) came this way.
+        await client.set_topics(())
