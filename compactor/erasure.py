@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 PARALLEL_TABLES = 4  # tables erased side by side (each its own Trino statements and commits)
 MAX_PREDICATE_CHARS = 200_000  # players per DELETE: as many as fit (thousands of short ids)
+# Trino's JSON functions (Jackson) fail the whole statement, not only the row (try() does not catch
+# it), on a field name longer than 50,000 characters: one such dead letter would stop every erasure.
+# A payload shorter than this cannot hold such a name; a longer one is matched in compact form only.
+JSON_PARSE_MAX_CHARS = 50_000
 
 
 class Busy(RuntimeError):
@@ -74,11 +78,13 @@ def player_predicate(table: Table, requests: list[Request]) -> str:
 
 def raw_field_match(name: str, value: str) -> str:
     """SQL true for a dead letter whose raw payload has ``name`` = ``value``: as compact JSON (what
-    the collector and the router write; also in a payload cut to fit, or an array's), or parsed."""
+    the collector and the router write; also in a payload cut to fit, or an array's), or parsed
+    (payloads shorter than JSON_PARSE_MAX_CHARS: Trino evaluates only the CASE branch taken)."""
     compact = f'"{name}":' + orjson.dumps(value).decode()
+    parsed = f"try(json_extract_scalar(raw, {literal('$.' + name)}))"
     return (
-        f"(strpos(raw, {literal(compact)}) > 0 OR try(json_extract_scalar(raw, {literal('$.' + name)})) = "
-        f"{literal(value)})"
+        f"(strpos(raw, {literal(compact)}) > 0 OR "
+        f"CASE WHEN length(raw) < {JSON_PARSE_MAX_CHARS} THEN {parsed} END = {literal(value)})"
     )
 
 

@@ -189,6 +189,9 @@ def test_the_erasure_predicates_quote_what_they_name(catalog, settings):
     assert where == "\"user_id\" IN ('o''brien') OR (\"source\" = 'mob''ile' AND \"user_id\" = 'gina')"
     dead = player_predicate(tables[DEAD_LETTER_TABLE], [quoted])
     assert "strpos(raw, '\"user_id\":\"o''brien\"')" in dead and "json_extract_scalar(raw, '$.user_id')" in dead
+    # parsed only below the length at which Trino's JSON parser may fail the statement (a field name
+    # over 50,000 characters: GENERIC_INTERNAL_ERROR, which try() does not catch)
+    assert "CASE WHEN length(raw) < 50000 THEN try(json_extract_scalar(raw, '$.user_id')) END = 'o''brien'" in dead
     many = [store.record(f"{i:0500d}", None)[0] for i in range(1000)]
     groups = list(chunks(many))
     assert len(groups) > 1 and sum(map(len, groups)) == 1000
