@@ -354,3 +354,19 @@ def test_compressed_records_can_be_read():
     from aiokafka import codec
 
     assert codec.has_lz4() and codec.has_snappy() and codec.has_zstd()  # cramjam: any producer's codec
+
+
+def test_the_worker_collects_garbage_less_often_and_leaves_its_start_out():
+    import gc
+
+    from faust_app.app import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
