@@ -22,7 +22,7 @@ import mode
 import prometheus_client as prom
 
 from faust_app.router import backoff_s, cause
-from faust_app.sessions import OUTCOMES, ActivityFeed, Sessionizer
+from faust_app.sessions import OUTCOMES, ActivityFeed, Sessionizer, partition_of
 from faust_app.topics import Topics
 from questlog.privacy import Suppressions
 from questlog.settings import Settings
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SESSION_EVENTS = prom.Counter(
     "questlog_sessions_events_total",
     "Events the sessions agent took, by outcome (in_time, late_joined, late_new_session, late_dropped, "
-    "duplicate, replayed: faust_app.sessions).",
+    "duplicate, replayed, suppressed: faust_app.sessions).",
     ["outcome"],
 )
 SESSIONS_CLOSED = prom.Counter("questlog_sessions_closed_total", "Sessions closed and written to the sessions topic.")
@@ -88,6 +88,9 @@ def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Su
         )
         producer = app.producer
         rebuilt_for = -1  # the assignment the entries in memory were read for
+        # the assignment and the suppression list (its sets, replaced on each reload) that this
+        # worker's table was last purged of forgotten players for
+        purged_for: tuple = (-1, None, None)
         async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
             if rebuilt_for != assignments[0]:
                 # After every rebalance, not only when this worker's partitions differ from the last
@@ -98,10 +101,27 @@ def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Su
                 now_assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.activity_topic}
                 players = core.rebuild(table.items(), now_assigned)
                 log.info("sessions: partitions %s, %d players with an open session", sorted(now_assigned), players)
-            out = core.apply(((e.message.partition, e.message.offset, e.value) for e in events), table.get, table.items)
-            closed = out.sessions
+            drop = None
             if suppressions is not None:
                 suppressions.refresh()
+                now = (assignments[0], suppressions.any_source, suppressions.by_source)
+                stale = now[0] != purged_for[0] or now[1] is not purged_for[1] or now[2] is not purged_for[2]
+                if stale and len(suppressions):
+                    assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.activity_topic}
+                    gone = forgotten_players(suppressions, table.keys(), assigned, settings.topic_partitions)
+                    for key in gone:
+                        del table[key]  # a tombstone in the changelog: compaction drops the entry
+                    core.forget(gone)
+                    if gone:
+                        log.info("sessions: %d forgotten players' entries deleted", len(gone))
+                purged_for = now
+                if len(suppressions):
+                    drop = lambda source, user: suppressions.matches({"source": source, "user_id": user})  # noqa: E731
+            out = core.apply(
+                ((e.message.partition, e.message.offset, e.value) for e in events), table.get, table.items, drop
+            )
+            closed = out.sessions
+            if suppressions is not None:
                 closed = [rec for rec in closed if not forgotten(suppressions, rec)]
             await deliver(producer, settings.sessions_topic, closed)
             for key, value in core.checkpoint().items():
@@ -120,6 +140,16 @@ def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Su
         by the clock."""
         records = ticks.ticks(round(time.time() * 1000))
         await deliver(app.producer, settings.activity_topic, [(p, None, v) for p, v in records])
+
+
+def forgotten_players(suppressions: Suppressions, keys, partitions: set[int], count: int) -> list[bytes]:
+    """The table's keys (``source/user_id``) in ``partitions`` (of ``count``) of forgotten players."""
+    gone = []
+    for key in list(keys):
+        source, _, user = key.decode().partition("/")
+        if suppressions.matches({"source": source or None, "user_id": user}) and partition_of(key, count) in partitions:
+            gone.append(key)
+    return gone
 
 
 def forgotten(suppressions: Suppressions, record) -> bool:

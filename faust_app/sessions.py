@@ -25,6 +25,9 @@ The rules (README "Player sessions" says them to users):
   (``late_joined``), or open a session of their own (``late_new_session``); one at or before the
   end of the player's last closed session is dropped (``late_dropped``): it cannot be told from a
   replay of that session. Each is counted (``questlog_sessions_events_total`` by outcome).
+- A forgotten player (``questlog forget``): their entry leaves the table (a tombstone in its
+  changelog, which compaction then drops), and their events still in the activity topic are
+  dropped (``suppressed``), so no entry of theirs is made again.
 - Exactly once: an activity record re-delivered to the agent (a crash before Faust committed) is
   skipped for each player whose table entry already holds its offset (``replayed``); an event the
   router routed twice (a crash of the router before its commit) is recognised by its id among the
@@ -58,7 +61,7 @@ ACTIVITY_MAX_EVENTS = 2000
 # Player keys whose partition is remembered by the router (then the memo starts again).
 PARTITION_MEMO = 100_000
 
-OUTCOMES = ("in_time", "late_joined", "late_new_session", "late_dropped", "duplicate", "replayed")
+OUTCOMES = ("in_time", "late_joined", "late_new_session", "late_dropped", "duplicate", "replayed", "suppressed")
 
 
 def player_key(source: str | None, user_id: str) -> bytes:
@@ -253,6 +256,14 @@ class Sessionizer:
     def open_players(self) -> int:
         return len(self._due)
 
+    def forget(self, keys: Iterable[bytes]) -> None:
+        """Drop these players from memory (their entries left the table): no session of theirs is
+        closed, no entry of theirs written."""
+        for key in keys:
+            self._cache.pop(key, None)
+            self._dirty.discard(key)
+            self._due.pop(key, None)  # their heap entries no longer match: skipped when popped
+
     # -- a batch ----------------------------------------------------------------------------
     def checkpoint(self) -> dict[bytes, bytes]:
         """The entries changed since the last checkpoint, to write to the table; players without
@@ -271,10 +282,12 @@ class Sessionizer:
         batch: Iterable[tuple[int, int, bytes]],
         get: Callable[[bytes], bytes | None],
         entries: Callable[[], Iterable[tuple[bytes, bytes]]] = tuple,
+        drop: Callable[[str | None, str], bool] | None = None,
     ) -> Outcome:
         """Apply a batch of activity records (partition, offset, value), in offset order per
         partition; close what the watermarks (or the clock, on idle partitions) allow. A batch
-        that goes back before what was applied first rebuilds from the table (``entries``)."""
+        that goes back before what was applied first rebuilds from the table (``entries``). Events
+        of a player for whom ``drop(source, user_id)`` holds (forgotten) are counted and skipped."""
         out = Outcome()
         batch = list(batch)
         if any(offset < self._next.get(partition, -1) for partition, offset, _ in batch):
@@ -287,7 +300,7 @@ class Sessionizer:
         ticks: dict[int, int] = {}
         seen: set[int] = set()
         times: dict[str, int | None] = {}  # timestamp -> ms, for this batch (a request's events share them)
-        keys: dict[tuple[str | None, str], bytes] = {}
+        keys: dict[tuple[str | None, str], bytes | None] = {}  # None: a dropped player's
         max_age = self.max_age
         for partition, offset, value in batch:
             self._next[partition] = offset + 1
@@ -310,9 +323,12 @@ class Sessionizer:
                         c = times[client_ts] = _to_ms_or_none(client_ts)
                     if c is not None and t - max_age <= c <= t:
                         t = c
-                key = keys.get((source, user))
+                key = keys.get((source, user), b"")
+                if key == b"":
+                    key = keys[(source, user)] = None if drop and drop(source, user) else player_key(source, user)
                 if key is None:
-                    key = keys[(source, user)] = player_key(source, user)
+                    out.counts["suppressed"] += 1
+                    continue
                 loaded = states.get(key)
                 if loaded is None:
                     loaded = states[key] = _load(get(key), partition)

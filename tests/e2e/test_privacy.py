@@ -85,6 +85,33 @@ def enveloped(event: dict, received: str) -> bytes:
     return json.dumps({"source": "default", "received_at": received, **event}).encode()
 
 
+def last_values(settings: Settings, topic: str, key: bytes) -> list[bytes | None]:
+    """Every value ``key`` has had in ``topic`` (a compacted changelog), oldest first, up to the
+    ends of its partitions as they are now; None for a tombstone."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka_client(), "group.id": f"test-{uuid.uuid4()}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items() if high > low])
+        left = {p for p, (low, high) in ends.items() if high > low}
+        values: list[bytes | None] = []
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            if msg.key() == key:
+                values.append(msg.value())
+            if msg.offset() >= ends[msg.partition()][1] - 1:
+                left.discard(msg.partition())
+        assert not left, f"{topic}: partitions {left} not read to their ends"
+        return values
+    finally:
+        consumer.close()
+
+
 def test_a_forgotten_player_leaves_every_table_and_hdfs_and_never_lands_again(live_settings, tmp_path):
     s = live_settings
     run = uuid.uuid4().hex[:8]
@@ -111,6 +138,16 @@ def test_a_forgotten_player_leaves_every_table_and_hdfs_and_never_lands_again(li
     assert rows_of(s, gone) == dict.fromkeys(TABLES, 0)
     assert rows_of(s, kept) == before_kept  # exact: nobody else's rows went
     assert [f for f in files if on_hdfs(s, f)] == []  # the bytes, not only the rows
+    # The router's sessions table: their entry deleted (a tombstone last in its compacted changelog,
+    # so compaction drops it), the other player's kept.
+    changelog = s.sessions_changelog_topic
+    wait_for(
+        lambda: last_values(s, changelog, f"default/{gone}".encode())[-1:] == [None],
+        120,
+        5,
+        what="a tombstone for the forgotten player in the sessions changelog",
+    )
+    assert last_values(s, changelog, f"default/{kept}".encode())[-1] is not None
 
     # Sent again, every way in: HTTP (the same ids and new ones), the client from its spool after
     # a failed send, a replay-like produce to the raw topic, a client's load.

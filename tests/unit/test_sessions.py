@@ -244,3 +244,54 @@ def test_entries_stay_in_memory_between_checkpoints_and_a_redelivery_reads_the_t
     assert list(writes) == [player_key("default", "a")]
     entry = orjson.loads(writes[player_key("default", "a")])
     assert entry["o"] == 2 and entry["s"][0][4] == {"purchase_sword": 2}
+
+
+def test_a_forgotten_players_entry_leaves_memory_and_their_late_activity_makes_none_again():
+    table = Table()
+    core = sessionizer()
+    table.run(core, batch_of(activity([ev("gone", 0, 0), ev("kept", 0, 0)])))
+    gone = player_key("default", "gone")
+    assert gone in table and core.open_players == 2
+    # the agent deletes the entry from the table and tells the sessionizer
+    del table[gone]
+    core.forget([gone])
+    assert core.open_players == 1
+
+    # their activity written before the router knew: counted and skipped; nobody else's touched
+    def drop(source, user):
+        return user == "gone"
+
+    out = core.apply(batch_of(activity([ev("gone", 1, 1), ev("kept", 1, 1)]), offset=1), table.get, table.items, drop)
+    assert out.counts == {"suppressed": 1, "in_time": 1}
+    writes = core.checkpoint()
+    assert list(writes) == [player_key("default", "kept")]
+    table.update(writes)
+    core.clock = lambda: 2e10
+    closed = table.run(core, [(0, 9, tick(T0 + 10**8))])
+    assert [(s["user_id"], s["events"]) for s in closed] == [("kept", 2)] and gone not in table
+
+
+def test_the_agent_finds_the_forgotten_players_among_its_own_partitions_entries(tmp_path):
+    from faust_app.session_agent import forgotten_players
+    from questlog.privacy import RequestStore, Suppressions
+    from questlog.settings import Settings
+
+    settings = Settings.from_env({}).replace(home=str(tmp_path))
+    RequestStore(settings).record("gone", None)
+    RequestStore(settings).record("mobile-only", "mobile")
+    sup = Suppressions(settings)
+    keys = [
+        player_key(s, u)
+        for s, u in [
+            ("default", "gone"),
+            ("web", "gone"),
+            ("default", "kept"),
+            ("mobile", "mobile-only"),
+            ("web", "mobile-only"),
+        ]
+    ]
+    everywhere = forgotten_players(sup, keys, set(range(4)), 4)
+    assert everywhere == [player_key("default", "gone"), player_key("web", "gone"), player_key("mobile", "mobile-only")]
+    mine = {partition_of(player_key("default", "gone"), 4)}
+    assert player_key("default", "gone") in forgotten_players(sup, keys, mine, 4)
+    assert all(partition_of(k, 4) in mine for k in forgotten_players(sup, keys, mine, 4))
