@@ -295,3 +295,32 @@ def test_the_agent_finds_the_forgotten_players_among_its_own_partitions_entries(
     mine = {partition_of(player_key("default", "gone"), 4)}
     assert player_key("default", "gone") in forgotten_players(sup, keys, mine, 4)
     assert all(partition_of(k, 4) in mine for k in forgotten_players(sup, keys, mine, 4))
+
+
+def test_the_agent_writes_a_batch_of_entries_to_the_changelog_at_once_then_to_the_table():
+    import asyncio
+
+    import faust
+
+    from faust_app.session_agent import write
+
+    app = faust.App("test-sessions-write", broker="kafka://localhost:1", store="memory://")
+    table = app.Table("sessions", default=None, partitions=4, key_type=bytes, value_type=bytes, use_partitioner=True)
+    table.data[b"default/gone"] = b"{}"
+    sent = []
+
+    class Producer:
+        async def send(self, topic, key, value, partition, timestamp, headers):
+            assert key not in table.data or value is None  # the changelog first, then the store
+            sent.append((topic, partition, key, value))
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+
+    entries = {player_key("default", f"p{i}"): b"{}" for i in range(300)} | {b"default/gone": None}
+    asyncio.run(write(Producer(), table, entries, 4))
+    assert len(sent) == 301 and {t for t, *_ in sent} == {"test-sessions-write-sessions-changelog"}
+    assert all(p == partition_of(k, 4) for _, p, k, _ in sent)  # Faust's partitioner's choice
+    assert (sent[-1][2], sent[-1][3]) == (b"default/gone", None)  # a tombstone
+    assert b"default/gone" not in table.data and len(table.data) == 300 and table.get(b"default/p7") == b"{}"
+    assert app.producer.buffer.size == 0  # nothing went through Faust's per-message buffer
