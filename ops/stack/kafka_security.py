@@ -149,6 +149,16 @@ def acls(settings: Settings) -> list[AclBinding]:
         *_allow(compactor, topic, raw, literal, describe),
         *_allow(compactor, topic, typed, prefixed, describe),
         *_allow(compactor, group, settings.router_id, literal, describe),
+        # the dead letters' topic when QUESTLOG_DLQ_TOPIC puts it outside `<raw topic>.`
+        *(
+            []
+            if settings.dlq_topic.startswith(typed)
+            else [
+                *_allow(router, topic, settings.dlq_topic, literal, write, describe),
+                *_allow(sink, topic, settings.dlq_topic, literal, read, describe),
+                *_allow(compactor, topic, settings.dlq_topic, literal, describe),
+            ]
+        ),
     ]
 
 

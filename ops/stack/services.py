@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -79,9 +80,18 @@ def merge_hadoop_xml(text: str, overrides: Mapping[str, str]) -> str:
     return '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str, private: bool = False) -> None:
+    """Write ``text`` to ``path``; ``private``: readable by this user only from the first byte (a
+    file made by ``write_text`` and then chmod-ed is world-readable in between)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    if not private:
+        path.write_text(text)
+        return
+    path.parent.chmod(0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 # JVM metrics ------------------------------------------------------------------------------------
@@ -152,8 +162,11 @@ def kafka(settings: Settings) -> Service:
     def setup() -> None:
         kafka_security.ensure_passwords(settings)
         # the broker's own password is in it (its JAAS entry): readable by this user only
-        _write(conf, merge_properties((COMPOSE / "kafka" / "server.properties").read_text(), kafka_config(settings)))
-        conf.chmod(0o600)
+        _write(
+            conf,
+            merge_properties((COMPOSE / "kafka" / "server.properties").read_text(), kafka_config(settings)),
+            private=True,
+        )
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             # `=`: a base64 id may start with "-", which the tool's parser would take for an option
