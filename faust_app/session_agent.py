@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import mode
 import prometheus_client as prom
@@ -98,7 +98,7 @@ def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Su
         rebuilt_for = -1  # the assignment the entries in memory were read for
         # the assignment and the suppression list (its sets, replaced on each reload) that this
         # worker's table was last purged of forgotten players for
-        purged_for: tuple = (-1, None, None)
+        purged_for: tuple = (-1, frozenset(), frozenset())
         async for events in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN_S):
             if rebuilt_for != assignments[0]:
                 # After every rebalance, not only when this worker's partitions differ from the last
@@ -113,10 +113,15 @@ def add_sessions_agent(app, topics: Topics, settings: Settings, suppressions: Su
             if suppressions is not None:
                 suppressions.refresh()
                 now = (assignments[0], suppressions.any_source, suppressions.by_source)
-                stale = now[0] != purged_for[0] or now[1] is not purged_for[1] or now[2] is not purged_for[2]
-                if stale and len(suppressions):
+                if now[0] != purged_for[0]:  # partitions may have come: every request counts
+                    new_any, new_by = now[1], now[2]
+                else:  # only the requests added since (the list reloads at each step of each request)
+                    new_any = now[1] - purged_for[1] if now[1] is not purged_for[1] else frozenset()
+                    new_by = now[2] - purged_for[2] if now[2] is not purged_for[2] else frozenset()
+                if new_any or new_by:
                     assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.activity_topic}
-                    gone = forgotten_players(suppressions, table.keys(), assigned, settings.topic_partitions)
+                    match = requested(suppressions.hasher, new_any, new_by)
+                    gone = forgotten_players(match, table.keys(), assigned, settings.topic_partitions)
                     # a tombstone in the changelog for each: compaction then drops the entry
                     await write(producer, table, dict.fromkeys(gone), settings.topic_partitions)
                     core.forget(gone)
@@ -166,12 +171,24 @@ async def write(producer, table, entries: Mapping[bytes, bytes | None], partitio
             store[key] = value
 
 
-def forgotten_players(suppressions: Suppressions, keys, partitions: set[int], count: int) -> list[bytes]:
-    """The table's keys (``source/user_id``) in ``partitions`` (of ``count``) of forgotten players."""
+def requested(hasher, any_source: frozenset, by_source: frozenset) -> Callable[[str | None, str], bool]:
+    """Whether a player (source, user_id) is one of these forget requests' (as
+    ``Suppressions.matches``: hashes of every source, and (source, hash) pairs)."""
+
+    def match(source: str | None, user: str) -> bool:
+        h = hasher.player(user)
+        return h in any_source or (bool(by_source) and (source or "default", h) in by_source)
+
+    return match
+
+
+def forgotten_players(match: Callable[[str | None, str], bool], keys, partitions: set[int], count: int) -> list[bytes]:
+    """The table's keys (``source/user_id``) in ``partitions`` (of ``count``) of players for whom
+    ``match(source, user_id)`` holds."""
     gone = []
     for key in list(keys):
         source, _, user = key.decode().partition("/")
-        if suppressions.matches({"source": source or None, "user_id": user}) and partition_of(key, count) in partitions:
+        if match(source or None, user) and partition_of(key, count) in partitions:
             gone.append(key)
     return gone
 

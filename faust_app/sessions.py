@@ -328,6 +328,8 @@ class Sessionizer:
                     key = keys[(source, user)] = None if drop and drop(source, user) else player_key(source, user)
                 if key is None:
                     out.counts["suppressed"] += 1
+                    if t > top:  # the watermark as if they had not been forgotten: a replay closes alike
+                        top = t
                     continue
                 loaded = states.get(key)
                 if loaded is None:

@@ -183,6 +183,15 @@ def retention_config(settings: Settings) -> dict[str, str]:
     }
 
 
+def changelog_config(settings: Settings) -> dict[str, str]:
+    """The sessions table's changelog: compacted, as Faust makes it, and within a bounded time (a
+    forgotten player's entry is a tombstone there, docs/privacy.md): a segment rolls after
+    QUESTLOG_SESSIONS_CHANGELOG_CLEAN_S (the active one is never compacted), a record is compacted at
+    the latest that long after it came, and a tombstone is kept that long after."""
+    ms = str(round(settings.sessions_changelog_clean_s * 1000))
+    return {"cleanup.policy": "compact", "segment.ms": ms, "max.compaction.lag.ms": ms, "delete.retention.ms": ms}
+
+
 def ensure_pipeline_topics(settings: Settings, catalog: Catalog, timeout_s: float = 30.0) -> list[str]:
     """Create (or grow) every topic of the pipeline, as ``catalog.topics`` names them; return those
     that exist now (a topic Kafka refused for good is logged and left out)."""
@@ -207,7 +216,7 @@ def ensure_pipeline_topics(settings: Settings, catalog: Catalog, timeout_s: floa
             [settings.sessions_changelog_topic],
             settings.topic_partitions,
             timeout_s=timeout_s,
-            config={"cleanup.policy": "compact"},
+            config=changelog_config(settings),
             **copies,
         )
         topics = [*topics, settings.activity_topic, settings.sessions_changelog_topic]

@@ -90,6 +90,9 @@ class Settings:
     session_lateness_s: float = setting("QUESTLOG_SESSION_LATENESS_S", 120.0)
     # the router's idle ticks: an activity partition without events this long closes by the clock
     session_tick_s: float = setting("QUESTLOG_SESSION_TICK_S", 10.0)
+    # the sessions table's changelog: its segments roll, are compacted and lose their tombstones
+    # within this long each (a forgotten player's entry leaves Kafka's disk within three times this)
+    sessions_changelog_clean_s: float = setting("QUESTLOG_SESSIONS_CHANGELOG_CLEAN_S", 3600.0)
     # a client_ts at most this much before received_at (and not after it) is the event's time
     session_client_ts_max_age_s: float = setting("QUESTLOG_SESSION_CLIENT_TS_MAX_AGE_S", 86400.0)
     hdfs_url: str = setting("QUESTLOG_HDFS_URL", "hdfs://127.0.0.1:8020", port=True)

@@ -768,13 +768,20 @@ def test_compose_creates_the_topics_the_pipeline_names(svc, monkeypatch, tmp_pat
     n = settings.topic_partitions
     bounded = {"retention.bytes": str(4 * 2**30), "segment.bytes": str(2**29), "retention.ms": str(7 * 24 * 3_600_000)}
     auto = (0, 0)  # copies and min in-sync: as the brokers up allow (compose sets neither)
+    hour = str(3_600_000)  # a forgotten player's entry leaves the changelog within hours, not never
+    compacted = {
+        "cleanup.policy": "compact",
+        "segment.ms": hour,
+        "max.compaction.lag.ms": hour,
+        "delete.retention.ms": hour,
+    }
     kafka = {"bootstrap.servers": settings.kafka_bootstrap}  # compose's Kafka: no SASL yet
     assert created == [
         (kafka, topics, n, bounded, *auto),
         (kafka, [f"{settings.router_id}-__assignor-__leader"], 1, None, *auto),  # Faust's
         # the router's own, for agent sessions (faust_app.session_agent): its activity, its table's changelog
         (kafka, [settings.activity_topic], n, bounded, *auto),
-        (kafka, [settings.sessions_changelog_topic], n, {"cleanup.policy": "compact"}, *auto),
+        (kafka, [settings.sessions_changelog_topic], n, compacted, *auto),
     ]
     assert settings.raw_topic in topics and settings.dlq_topic in topics
     assert all(settings.topic_for(name) in topics for name in load_catalog(settings.catalog).names)

@@ -272,7 +272,7 @@ def test_a_forgotten_players_entry_leaves_memory_and_their_late_activity_makes_n
 
 
 def test_the_agent_finds_the_forgotten_players_among_its_own_partitions_entries(tmp_path):
-    from faust_app.session_agent import forgotten_players
+    from faust_app.session_agent import forgotten_players, requested
     from questlog.privacy import RequestStore, Suppressions
     from questlog.settings import Settings
 
@@ -290,11 +290,15 @@ def test_the_agent_finds_the_forgotten_players_among_its_own_partitions_entries(
             ("web", "mobile-only"),
         ]
     ]
-    everywhere = forgotten_players(sup, keys, set(range(4)), 4)
+    everywhere = forgotten_players(requested(sup.hasher, sup.any_source, sup.by_source), keys, set(range(4)), 4)
     assert everywhere == [player_key("default", "gone"), player_key("web", "gone"), player_key("mobile", "mobile-only")]
     mine = {partition_of(player_key("default", "gone"), 4)}
-    assert player_key("default", "gone") in forgotten_players(sup, keys, mine, 4)
-    assert all(partition_of(k, 4) in mine for k in forgotten_players(sup, keys, mine, 4))
+    match = requested(sup.hasher, sup.any_source, sup.by_source)
+    assert player_key("default", "gone") in forgotten_players(match, keys, mine, 4)
+    assert all(partition_of(k, 4) in mine for k in forgotten_players(match, keys, mine, 4))
+    # only requests added since the last purge: the older one is not looked for again
+    only_new = requested(sup.hasher, frozenset(), sup.by_source)
+    assert forgotten_players(only_new, keys, set(range(4)), 4) == [player_key("mobile", "mobile-only")]
 
 
 def test_the_agent_writes_a_batch_of_entries_to_the_changelog_at_once_then_to_the_table():
