@@ -74,7 +74,9 @@ GC_THRESHOLDS = (20_000, 20, 50)
 
 
 def tune_gc() -> None:
-    """Freeze what exists now and collect less often (GC_THRESHOLDS): once, as the agent starts."""
+    """Collect, freeze what is left and collect less often (GC_THRESHOLDS): once, as the agent
+    starts."""
+    gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
