@@ -85,7 +85,9 @@ def checkpoint_progress(spark: SparkSession, checkpoint: str) -> tuple[str | Non
         return None, None
     run = json.loads(_read(spark, f"{checkpoint}/metadata").splitlines()[0])["id"].split("-")[0]
     _, commits, _ = _fs(spark, f"{checkpoint}/commits")
-    done = [int(s.getPath().getName()) for s in fs.listStatus(commits)] if fs.exists(commits) else []
+    # batch numbers only: a sink stopped while Spark wrote a commit leaves `.<n>.<uuid>.tmp` there
+    names = [s.getPath().getName() for s in fs.listStatus(commits)] if fs.exists(commits) else []
+    done = [int(n) for n in names if n.isdigit()]
     return run, max(done) if done else None
 
 
