@@ -12,10 +12,12 @@ store), but a batch's changelog records go out at once through the producer, lik
 copies (``write``): ``table[key] = value`` hands each record to Faust's producer buffer, and while
 more than 100 wait there Faust's conductor holds back every stream of the worker, the router's raw
 topic included, and drains them one by one (1,826 "producer buffer full" stalls in one 30 s drain
-of the router case: agent ``sessions`' 5,000 players' entries every 5 s). A crash anywhere re-delivers from the last commit onto table state at least as new as
-that commit: players whose entry holds the record's offset skip it, sessions closed again are the
-same sessions with the same ids, and the sink drops the copy. A rebalance (Faust seeks back to the
-committed offsets) drops what is in memory and reads the table again.
+of the router case: agent ``sessions``' 5,000 players' entries every 5 s).
+
+A crash anywhere re-delivers from the last commit onto table state at least as new as that commit:
+players whose entry holds the record's offset skip it, sessions closed again are the same sessions
+with the same ids, and the sink drops the copy. A rebalance (Faust seeks back to the committed
+offsets) drops what is in memory and reads the table again.
 """
 
 from __future__ import annotations
