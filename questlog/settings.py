@@ -40,6 +40,14 @@ def setting(env: str, default: object, *, port: bool = False) -> Any:
     return field(default=default, metadata=metadata)
 
 
+def _first_line(path: Path, missing: str) -> str:
+    """The first line of ``path`` (a password file); RuntimeError(``missing``) if it has none."""
+    try:
+        return path.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        raise RuntimeError(missing) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: str = setting("QUESTLOG_HOME", _default_home)
@@ -257,16 +265,11 @@ class Settings:
 
     def kafka_password(self) -> str:
         """This process's Kafka password, read from its file (never from the command line)."""
-        if self.kafka_password_env:
-            return self.kafka_password_env
-        path = self.kafka_password_path
-        try:
-            return path.read_text().splitlines()[0]
-        except (OSError, IndexError):
-            raise RuntimeError(
-                f"no Kafka password for {self.kafka_user!r} in {path} (QUESTLOG_KAFKA_PASSWORD_FILE): the local "
-                "stack writes it at its first start (`questlog run`)"
-            ) from None
+        return self.kafka_password_env or _first_line(
+            self.kafka_password_path,
+            f"no Kafka password for {self.kafka_user!r} in {self.kafka_password_path} (QUESTLOG_KAFKA_PASSWORD_FILE): "
+            "the local stack writes it at its first start (`questlog run`)",
+        )
 
     def kafka_client(self) -> dict[str, Any]:
         """librdkafka's (confluent-kafka's) connection settings: the brokers and, with SASL on,
@@ -384,16 +387,11 @@ class Settings:
 
     def catalog_db_password(self) -> str:
         """The catalog database's password, read from its file (never from the command line)."""
-        if self.catalog_db_password_env:
-            return self.catalog_db_password_env
-        path = self.catalog_db_password_path
-        try:
-            return path.read_text().splitlines()[0]
-        except (OSError, IndexError):
-            raise RuntimeError(
-                f"no password for the catalog database in {path} (QUESTLOG_CATALOG_DB_PASSWORD_FILE): "
-                "the local stack writes it when it sets PostgreSQL up (`questlog run`)"
-            ) from None
+        return self.catalog_db_password_env or _first_line(
+            self.catalog_db_password_path,
+            f"no password for the catalog database in {self.catalog_db_password_path} "
+            "(QUESTLOG_CATALOG_DB_PASSWORD_FILE): the local stack writes it when it sets PostgreSQL up (`questlog run`)",
+        )
 
     @property
     def warehouse_url(self) -> str:

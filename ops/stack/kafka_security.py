@@ -22,8 +22,6 @@ Passwords are generated at first start into `$QUESTLOG_HOME/secrets/kafka/<user>
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
 
 from confluent_kafka.admin import (
@@ -38,6 +36,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from ops.stack.secret_files import generated_secret
 from questlog.kafka_admin import admin_client
 from questlog.settings import Settings
 
@@ -66,16 +65,7 @@ def secrets_dir(settings: Settings) -> Path:
 
 def ensure_password(settings: Settings, user: str) -> str:
     """``user``'s password, generated into its 0600 file on first use."""
-    directory = secrets_dir(settings)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    path = directory / user
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(24) + "\n")
-    os.chmod(path, 0o600)
-    return path.read_text().splitlines()[0]
+    return generated_secret(secrets_dir(settings) / user)
 
 
 def ensure_passwords(settings: Settings) -> None:

@@ -24,12 +24,12 @@ import logging
 import os
 import pwd
 import re
-import secrets
 import shutil
 import subprocess
 from pathlib import Path
 
 from ops.stack.process import Service, ServiceError
+from ops.stack.secret_files import generated_secret, write_private
 from questlog.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,7 @@ def ensure_password(settings: Settings) -> str:
     """The catalog database's password, generated into its 0600 file on first use."""
     if settings.catalog_db_password_env:
         return settings.catalog_db_password_env
-    path = settings.catalog_db_password_path
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(24) + "\n")
-    os.chmod(path, 0o600)
+    generated_secret(settings.catalog_db_password_path, private_dir=False)
     return settings.catalog_db_password()
 
 
@@ -199,9 +193,7 @@ def postgres(settings: Settings) -> Service:
             shutil.rmtree(data, ignore_errors=True)  # a half-made one of an interrupted first start
             data.mkdir(mode=0o700)
             pwfile = home / ".initdb-password"
-            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(password + "\n")
+            write_private(pwfile, password + "\n")
             try:
                 if user is not None:
                     for path in (data, pwfile):

@@ -24,6 +24,7 @@ from pathlib import Path
 from ops.stack import artifacts, kafka_security, specs, trino_security
 from ops.stack.java import find_java, java_home
 from ops.stack.process import Service, ServiceError, port_open
+from ops.stack.secret_files import write_private
 from questlog.kafka_admin import admin_client
 from questlog.settings import REPO_ROOT, Settings, split_address
 
@@ -88,10 +89,7 @@ def _write(path: Path, text: str, private: bool = False) -> None:
         path.write_text(text)
         return
     path.parent.chmod(0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    write_private(path, text)
 
 
 # JVM metrics ------------------------------------------------------------------------------------
@@ -528,7 +526,6 @@ def router(settings: Settings) -> Service:
 
 
 def sink(settings: Settings) -> Service:
-    import os
 
     java = find_java(17, 21, purpose="Spark")
     ready = settings.home_path / "run" / "sink.ready"

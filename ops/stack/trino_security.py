@@ -25,6 +25,7 @@ import os
 import secrets
 from pathlib import Path
 
+from ops.stack.secret_files import generated_secret, write_private
 from questlog.settings import Settings
 
 PBKDF2_ITERATIONS = 10_000  # Trino's floor is 1,000; it hashes with HMAC-SHA1 (EncryptionUtil)
@@ -38,22 +39,8 @@ def users(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys((settings.trino_user, settings.compact_trino_user)))
 
 
-def _private(path: Path, text: str | bytes) -> None:
-    """Write ``path`` readable by this user only, from its creation on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(text.encode() if isinstance(text, str) else text)
-    os.chmod(path, 0o600)
-
-
 def ensure_secret(settings: Settings, name: str) -> str:
-    directory = secrets_dir(settings)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    path = directory / name
-    if not path.exists():
-        _private(path, secrets.token_urlsafe(24) + "\n")
-    return path.read_text().splitlines()[0]
+    return generated_secret(secrets_dir(settings) / name)
 
 
 def pbkdf2_hash(password: str, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None) -> str:
@@ -91,7 +78,7 @@ def ensure_certificates(settings: Settings) -> tuple[Path, Path]:
             .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
             .sign(key, hashes.SHA256())
         )
-        _private(
+        write_private(
             ca_key,
             key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
         )
@@ -121,7 +108,7 @@ def ensure_certificates(settings: Settings) -> tuple[Path, Path]:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_private, hashes.SHA256())  # type: ignore[arg-type]
         )
-        _private(
+        write_private(
             server,
             key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
             + cert.public_bytes(pem)
@@ -133,4 +120,4 @@ def ensure_certificates(settings: Settings) -> tuple[Path, Path]:
 def write_password_db(settings: Settings, path: Path) -> None:
     """Trino's password file: each user's PBKDF2 hash (0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _private(path, "".join(f"{user}:{pbkdf2_hash(ensure_secret(settings, user))}\n" for user in users(settings)))
+    write_private(path, "".join(f"{user}:{pbkdf2_hash(ensure_secret(settings, user))}\n" for user in users(settings)))
